@@ -1,0 +1,39 @@
+"""The command-line convention shared by the five scripts: --recipe, repeatable --set, --out, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from rich.console import Console
+
+from .errors import UserError
+from .recipe import Recipe, available_recipes, load_recipe
+
+console = Console(stderr=True)
+
+
+def parser(description: str, epilog: str = "") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", required=True, help=f"recipe name ({', '.join(available_recipes())}) or a path to a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe value, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default depends on the script)")
+    return p
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    return load_recipe(args.recipe, args.overrides)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a script's main: user errors become one red line and a non-zero exit, never a traceback."""
+    try:
+        main()
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)

