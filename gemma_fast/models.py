@@ -63,6 +63,7 @@ def _convert_gguf(package: str, target: Path) -> None:
     model.config.quantization_config = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    check_chat_tokenizer(tokenizer)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -71,6 +72,20 @@ def _convert_gguf(package: str, target: Path) -> None:
     (tmp / "gemma_fast.json").write_text(json.dumps({"source": gguf_path.name, "convert_s": round(time.perf_counter() - start, 1)}))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)  # atomic: a half-converted folder is never mistaken for the cache
+
+
+def check_chat_tokenizer(tokenizer) -> None:
+    """Refuse a tokenizer that mangles Gemma chat turns (transformers 5.17 converts the embedded GGUF that way:
+    no <bos>, and "user" split into "us" + "er"), instead of training on silently broken prompts."""
+    import transformers
+
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("<start_of_turn>user\nHi<end_of_turn>")["input_ids"])
+    if tokens[:4] != ["<bos>", "<start_of_turn>", "user", "\n"] or "<end_of_turn>" not in tokens:
+        raise UserError(
+            f"transformers {transformers.__version__} converted the Gemma tokenizer wrongly (got {tokens[:5]}); "
+            "convert the embedded model once with the CPU core's transformers (pip install -r requirements.txt), "
+            "the cached folder then loads under any version"
+        )
 
 
 def resolve_model(spec: str) -> str:

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from gemma_fast.errors import UserError
+from gemma_fast.models import (TINY_FAMILIES, load_model, resolve_model, save_tiny_model, select_backend,
+                               select_dtype, stop_token_ids)
+
+
+@pytest.mark.parametrize("requested, cuda, has_unsloth, expected", [
+    ("auto", True, True, "unsloth"),
+    ("auto", True, False, "hf"),
+    ("auto", False, True, "hf"),
+    ("hf", True, True, "hf"),
+    ("unsloth", True, True, "unsloth"),
+])
+def test_backend_selection(requested, cuda, has_unsloth, expected):
+    assert select_backend(requested, cuda=cuda, has_unsloth=has_unsloth) == expected
+
+
+def test_unsloth_without_gpu_or_package_is_a_clear_error():
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        select_backend("unsloth", cuda=False, has_unsloth=True)
+    with pytest.raises(UserError, match="requirements-gpu.txt"):
+        select_backend("unsloth", cuda=True, has_unsloth=False)
+
+
+@pytest.mark.parametrize("backend, cuda, bf16, expected", [
+    ("hf", False, False, torch.float32),          # CPU
+    ("hf", True, True, torch.bfloat16),           # A100 / H100
+    ("unsloth", True, True, torch.bfloat16),
+    ("hf", True, False, torch.float32),           # T4 / V100: Gemma overflows fp16 without Unsloth's upcasts
+    ("unsloth", True, False, torch.float16),      # T4 / V100 with Unsloth's float32 upcasts
+])
+def test_dtype_policy(backend, cuda, bf16, expected):
+    assert select_dtype(backend, cuda, bf16) == expected
+
+
+def test_model_specs(tmp_path):
+    assert resolve_model("google/gemma-2b") == "google/gemma-2b"
+    with pytest.raises(UserError, match="model './nowhere' not found"):
+        resolve_model("./nowhere")
+    with pytest.raises(UserError, match="model '/no/such/dir' not found"):
+        resolve_model("/no/such/dir")
+    with pytest.raises(UserError, match="unknown embedded model 'gemma-9b'; valid: embedded:gemma-3-270m"):
+        resolve_model("embedded:gemma-9b")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_tiny_families_load_run_and_stop_at_end_of_turn(tmp_path, family):
+    folder = save_tiny_model(family, tmp_path / family)
+    loaded = load_model(str(folder), backend="auto")
+    assert loaded.backend == "hf" and loaded.dtype == torch.float32
+    assert type(loaded.model).__name__.lower().startswith(family)
+    eot = loaded.tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert loaded.model.generation_config.eos_token_id == stop_token_ids(loaded.tokenizer)
+    assert eot in stop_token_ids(loaded.tokenizer)
+    ids = loaded.tokenizer("hello", return_tensors="pt")["input_ids"]
+    assert loaded.model(ids).logits.shape == (1, ids.shape[1], len(loaded.tokenizer))

@@ -1,0 +1,73 @@
+import pytest
+import yaml
+
+from gemma_fast.errors import UserError
+from gemma_fast.recipe import Recipe, apply_override, available_recipes, load_recipe
+
+
+def test_quickstart_loads_with_typed_values():
+    recipe = load_recipe("quickstart")
+    assert recipe.name == "quickstart"
+    assert recipe.model == "embedded:gemma-3-270m"
+    assert isinstance(recipe.train.lr, float) and recipe.train.lr == 5e-4  # YAML reads 5e-4 as a string
+    assert recipe.lora.target_modules == ["all-linear"]
+
+
+def test_overrides_are_typed_and_nested():
+    recipe = load_recipe("quickstart", ["train.lr=1e-4", "train.epochs=2", "lora.r=4", "eval.compare_base=false",
+                                        "lora.target_modules=q_proj,v_proj", "model=google/gemma-2b"])
+    assert recipe.train.lr == 1e-4 and recipe.train.epochs == 2.0 and recipe.lora.r == 4
+    assert recipe.eval.compare_base is False
+    assert recipe.lora.target_modules == ["q_proj", "v_proj"]
+    assert recipe.model == "google/gemma-2b"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lrr=1", "unknown key 'train.lrr'; valid: train.method"),
+    ("nope=1", "unknown key 'nope'; valid: name, model, backend"),
+    ("lora.r=abc", "'lora.r' must be int, got 'abc'"),
+    ("lora.r=1.5", "'lora.r' must be int"),
+    ("train.lr=fast", "'train.lr' must be float"),
+    ("eval.compare_base=maybe", "'eval.compare_base' must be bool"),
+    ("backend=tpu", "'backend' must be one of auto, unsloth, hf"),
+    ("train=1", "'train' is a section; set one of train.method"),
+    ("model.sub=1", "'model' has no sub-keys"),
+    ("train.lr", "--set expects key=value"),
+])
+def test_bad_overrides_name_the_key_and_the_valid_choices(item, message):
+    with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        apply_override(Recipe(), item)
+
+
+def test_unknown_recipe_lists_valid_ones():
+    with pytest.raises(UserError) as err:
+        load_recipe("no_such_recipe")
+    assert "unknown recipe 'no_such_recipe'" in str(err.value)
+    assert "quickstart" in str(err.value)
+
+
+def test_missing_recipe_file_and_unknown_yaml_key(write_recipe, tmp_path):
+    with pytest.raises(UserError, match="recipe file not found"):
+        load_recipe(str(tmp_path / "missing.yaml"))
+    with pytest.raises(UserError, match=r"unknown key 'train\.epochz'"):
+        load_recipe(str(write_recipe({"train": {"epochz": 1}})))
+    with pytest.raises(UserError, match="'train' must be a mapping"):
+        load_recipe(str(write_recipe({"train": 3})))
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: x\ntrain: [unclosed\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad\.yaml:\d+:\d+: malformed YAML"):
+        load_recipe(str(path))
+
+
+def test_saved_recipe_reloads_identically(tmp_path):
+    recipe = load_recipe("quickstart", ["train.lr=3e-4"])
+    recipe.save(tmp_path / "recipe.yaml")
+    assert load_recipe(str(tmp_path / "recipe.yaml")).to_dict() == recipe.to_dict()
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["train"]["lr"] == 3e-4
+
+
+def test_available_recipes_match_files():
+    assert "quickstart" in available_recipes()
