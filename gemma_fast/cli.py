@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from typing import Callable
 
 from rich.console import Console
@@ -27,8 +29,17 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return load_recipe(args.recipe, args.overrides)
 
 
+def quiet_library_progress() -> None:
+    """The scripts show their own rich progress; the libraries' tqdm bars would interleave with it."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars follow this
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # peft asks transformers 5.23 for a renamed attribute; nothing a user can act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a script's main: user errors become one red line and a non-zero exit, never a traceback."""
+    quiet_library_progress()
     try:
         main()
     except UserError as exc:

@@ -133,9 +133,10 @@ def train(recipe: Recipe, out_dir: Path, console) -> dict:
         logging_steps=t.logging_steps, eval_strategy="steps" if val_ds is not None else "no", eval_steps=t.eval_steps or None,
         per_device_eval_batch_size=t.batch_size, save_strategy="no", seed=recipe.seed, data_seed=recipe.seed,
         bf16=loaded.dtype == torch.bfloat16, fp16=loaded.dtype == torch.float16, use_cpu=not cuda,
-        gradient_checkpointing=t.gradient_checkpointing and loaded.backend != "unsloth",
         completion_only_loss=True, max_length=t.max_seq_length, include_num_input_tokens_seen="non_padding",
         report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        # only when on: the name is deprecated in transformers 5.23 but its replacement is absent from 5.17 (GPU pin)
+        **({"gradient_checkpointing": True} if t.gradient_checkpointing and loaded.backend != "unsloth" else {}),
     )
     callback = ProgressAndMetrics(metrics_path)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
