@@ -38,7 +38,7 @@ def main() -> None:
     seconds["total"] = round(sum(seconds.values()), 1)
     print(f"{'total':9s} {seconds['total']:7.1f} s")
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".strip(),
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model_cache": "cold" if cold else "warm", "seconds": seconds,
         "metrics": json.loads((ROOT / RUN / "eval" / "metrics.json").read_text())["metrics"],
     }
