@@ -1,17 +1,26 @@
-"""Loaders, validation and seeded splits, ending in the one record schema {id, instruction, input, output, lang, source}."""
+"""Preparation: rows -> adapters -> cleaning -> validation -> de-duplication -> length filter -> subset -> split.
+
+Everything ends in one record schema {id, instruction, input, output, lang, source}. Nothing is dropped
+silently: every record that does not reach a split is counted under a reason, and
+`records_in == sum(splits) + sum(dropped)` always holds. All work happens in memory before anything is
+written, so bad input never touches earlier outputs.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import random
-import unicodedata
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters import ADAPTERS, POETRY_TASKS, BadRecord
+from .clean import check_rules, clean_text, exact_key, normalized_key, to_simplified
 from .errors import UserError
-from .io import read_json, read_jsonl, read_jsonl_numbered, write_json, write_jsonl
-from .recipe import Recipe
+from .io import read_jsonl, write_json, write_jsonl
+from .recipe import DataConfig, Recipe
+from .sources import read_rows
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 SPLITS = ("train", "val", "test")
 SCHEMA = ("id", "instruction", "input", "output", "lang", "source")
 
@@ -23,60 +32,88 @@ def detect_lang(text: str) -> str:
     return "zh" if letters and cjk / letters > 0.3 else "en"
 
 
-def resolve_source(source: str) -> Path:
-    """`asset:NAME` is a file shipped with the package; anything else a local path (issue #3 adds hub ids and URLs)."""
-    if not source:
-        raise UserError("data.source is empty: set it in the recipe or with --set data.source=PATH")
-    path = ASSETS / source[len("asset:"):] if source.startswith("asset:") else Path(source).expanduser()
-    if not path.is_file():
-        raise UserError(f"data source not found: {path}")
-    return path
+@dataclass
+class Tally:
+    """Records in and drops by reason, shared by every stage."""
+
+    records_in: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.dropped[reason] += n
 
 
-def _read_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) pairs; a JSON array file numbers rows by their index (1-based)."""
-    if path.suffix == ".jsonl":
-        rows = read_jsonl_numbered(path)
-    else:
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-        rows = list(enumerate(data, start=1))
-    if not rows:
-        raise UserError(f"{path}: the file has no records")
-    return rows
+def _source_name(source: str) -> str:
+    name = source.rstrip("/").split("/")[-1].split("?")[0]
+    return name.split(":")[-1].rsplit(".", 1)[0].replace("*", "all") or "data"
 
 
-def to_record(row: dict, where: str, source_name: str, index: int) -> dict:
-    """Validate one alpaca-shaped row and normalise it into the schema; errors name the place and field."""
-    if not isinstance(row, dict):
-        raise UserError(f"{where}: expected an object, got {type(row).__name__}")
-    for key in ("instruction", "output"):
-        if key not in row:
-            raise UserError(f"{where}: missing required field '{key}'")
-    for key in ("instruction", "input", "output"):
-        if key in row and not isinstance(row[key], str):
-            raise UserError(f"{where}: field '{key}' must be a string, got {type(row[key]).__name__}")
-    if not row["output"].strip():
-        raise UserError(f"{where}: field 'output' is empty")
-    if not row["instruction"].strip():
-        raise UserError(f"{where}: field 'instruction' is empty")
-    clean = {k: unicodedata.normalize("NFC", row.get(k, "")).strip() for k in ("instruction", "input", "output")}
-    record_id = str(row.get("id") or f"{source_name}-{index:06d}")
-    return {"id": record_id, **clean, "lang": detect_lang(clean["instruction"] + clean["output"]), "source": source_name}
+def collect(source: str, cfg: DataConfig, tally: Tally, cache: Path) -> list[dict]:
+    """Read, adapt, clean and validate every row of one source into schema records."""
+    adapter = ADAPTERS[cfg.format]
+    name = _source_name(source)
+    records: list[dict] = []
+    first_seen: dict[str, str] = {}
 
+    def bad(where: str, detail: str, reason: str) -> None:
+        if cfg.on_bad_record == "error":
+            raise UserError(f"{where}: {detail} (set data.on_bad_record=skip to count and skip such records)")
+        tally.records_in += 1
+        tally.drop(f"bad_record:{reason}")
 
-def load_records(source: str) -> list[dict]:
-    path = resolve_source(source)
-    records, seen = [], {}
-    for lineno, row in _read_rows(path):
-        where = f"{path}:{lineno}"
-        record = to_record(row, where, path.stem, lineno)
-        if record["id"] in seen:
-            raise UserError(f"{where}: duplicate id '{record['id']}' (first at line {seen[record['id']]})")
-        seen[record["id"]] = lineno
-        records.append(record)
+    for row_no, raw in enumerate(read_rows(source, cache, cfg.hub_split), start=1):
+        if raw.problem:
+            bad(raw.where, raw.problem, "unreadable")
+            continue
+        if not isinstance(raw.row, dict):
+            bad(raw.where, f"expected an object, got {type(raw.row).__name__}", "wrong_type")
+            continue
+        try:
+            produced = adapter(raw.row, cfg)
+        except BadRecord as exc:
+            bad(raw.where, str(exc), exc.reason)
+            continue
+        for k, rec in enumerate(produced):
+            fields = {key: rec.get(key, "") for key in ("instruction", "input", "output")}
+            if cfg.to_simplified:
+                fields = {key: to_simplified(text) for key, text in fields.items()}
+            fields = {key: clean_text(text, cfg.clean) for key, text in fields.items()}
+            empty = next((key for key in ("output", "instruction") if not fields[key]), None)
+            if empty:
+                bad(raw.where, f"field '{empty}' is empty" + (" after cleaning" if rec.get(empty, "").strip() else ""), f"empty_{empty}")
+                continue
+            suffix = f"-{rec['task']}" if "task" in rec else (f"-{k}" if len(produced) > 1 else "")
+            record_id = rec.get("id") or f"{name}-{row_no:06d}{suffix}"
+            if record_id in first_seen:
+                bad(raw.where, f"duplicate id '{record_id}' (first at {first_seen[record_id]})", "duplicate_id")
+                continue
+            first_seen[record_id] = raw.where
+            tally.records_in += 1
+            records.append({"id": record_id, **fields, "lang": detect_lang(fields["instruction"] + fields["output"]), "source": name})
+    if not records and not tally.records_in:
+        raise UserError(f"{source}: the source has no records")
     return records
+
+
+def deduplicate(records: list[dict], mode: str, tally: Tally, seen_normalized: set | None = None) -> list[dict]:
+    """Keep the first of each duplicate; `seen_normalized` (e.g. the test set's keys) drops overlaps too."""
+    if mode == "none":
+        return records
+    exact, normalized, kept = set(), set(), []
+    for record in records:
+        ek, nk = exact_key(record), normalized_key(record)
+        if seen_normalized is not None and nk in seen_normalized:
+            tally.drop("overlaps_test")
+        elif ek in exact:
+            tally.drop("duplicate_exact")
+        elif mode == "normalized" and nk in normalized:
+            tally.drop("duplicate_normalized")
+        else:
+            kept.append(record)
+        exact.add(ek)
+        normalized.add(nk)
+    return kept
 
 
 def split_records(records: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[dict]]:
@@ -88,41 +125,71 @@ def split_records(records: list[dict], val_fraction: float, test_fraction: float
     return {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
 
 
-def prepare(recipe: Recipe, out_dir: Path) -> dict:
-    """Load, validate, subset and split the recipe's data into out_dir; returns the report (also saved)."""
-    path = resolve_source(recipe.data.source)
-    records = load_records(recipe.data.source)
-    n_in = len(records)
-    if recipe.data.max_records and n_in > recipe.data.max_records:
-        records = random.Random(recipe.seed).sample(records, recipe.data.max_records)
-    if recipe.data.test_source:
-        splits = split_records(records, recipe.data.val_fraction, 0.0, recipe.seed)
-        splits["test"] = load_records(recipe.data.test_source)
-    else:
-        splits = split_records(records, recipe.data.val_fraction, recipe.data.test_fraction, recipe.seed)
+def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally) -> tuple[list[dict], dict[str, int]]:
+    from .prompts import example_lengths
+
+    lengths = example_lengths(tokenizer, records)
+    kept = [r for r, n in zip(records, lengths) if n <= max_length]
+    tally.drop("too_long", len(records) - len(kept))
+    return kept, {r["id"]: n for r, n in zip(records, lengths)}
+
+
+def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
+    """Prepare the recipe's data into out_dir; returns the report (also written as prep_report.json).
+
+    `tokenizer` is loaded from recipe.model when the length filter is on and none is given.
+    """
+    from .models import cache_root, load_tokenizer
+
+    cfg = recipe.data
+    check_rules(cfg.clean)
+    unknown = [t for t in cfg.poetry_tasks if t not in POETRY_TASKS]
+    if unknown:
+        raise UserError(f"data.poetry_tasks: unknown task '{unknown[0]}'; valid: {', '.join(POETRY_TASKS)}")
+    tally = Tally()
+    pool = collect(cfg.source, cfg, tally, cache_root())
+    test = collect(cfg.test_source, cfg, tally, cache_root()) if cfg.test_source else None
+    if test is not None:
+        test = deduplicate(test, cfg.dedup, tally)
+    pool = deduplicate(pool, cfg.dedup, tally, {normalized_key(r) for r in test} if test and cfg.dedup != "none" else None)
+
+    lengths: dict[str, int] = {}
+    if cfg.length_filter:
+        tokenizer = tokenizer or load_tokenizer(recipe.model)
+        pool, lengths = _length_filter(pool, tokenizer, recipe.train.max_seq_length, tally)
+        if test is not None:
+            test, test_lengths = _length_filter(test, tokenizer, recipe.train.max_seq_length, tally)
+            lengths.update(test_lengths)
+    if cfg.max_records and len(pool) > cfg.max_records:
+        tally.drop("subset", len(pool) - cfg.max_records)
+        pool = random.Random(recipe.seed).sample(pool, cfg.max_records)
+    splits = split_records(pool, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction, recipe.seed)
+    if test is not None:
+        splits["test"] = test
     if not splits["train"]:
-        raise UserError(f"{path}: no training records left after splitting {len(records)} records")
-    for name in SPLITS:
-        write_jsonl(out_dir / f"{name}.jsonl", splits[name])
+        raise UserError(f"{cfg.source}: no training records left (drops: {dict(tally.dropped) or 'none'})")
+
     report = {
-        "recipe": recipe.name,
-        "source": str(path),
-        "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "records_in": n_in,
-        "dropped": {"max_records": n_in - len(records)},
-        "splits": {name: len(rows) for name, rows in splits.items()},
-        "languages": {name: _count(rows, "lang") for name, rows in splits.items()},
+        "recipe": recipe.name, "source": cfg.source, "test_source": cfg.test_source or None, "format": cfg.format,
+        "records_in": tally.records_in,
+        "kept": {name: len(splits[name]) for name in SPLITS},
+        "dropped": dict(sorted(tally.dropped.items())),
+        "tokens": {name: _length_stats([lengths[r["id"]] for r in splits[name]]) if lengths else None for name in SPLITS},
+        "languages": {name: dict(sorted(Counter(r["lang"] for r in splits[name]).items())) for name in SPLITS},
     }
-    write_json(out_dir / "prep_report.json", report)
+    assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
+    for name in SPLITS:
+        write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA} for r in splits[name]))
     recipe.save(out_dir / "recipe.yaml")
+    write_json(out_dir / "prep_report.json", report)
     return report
 
 
-def _count(rows: list[dict], key: str) -> dict:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row[key]] = counts.get(row[key], 0) + 1
-    return dict(sorted(counts.items()))
+def _length_stats(values: list[int]) -> dict | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"mean": round(statistics.fmean(ordered), 1), "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
 
 
 def load_split(data_dir: Path, split: str) -> list[dict]:
@@ -135,4 +202,3 @@ def load_split(data_dir: Path, split: str) -> list[dict]:
         if missing:
             raise UserError(f"{path}:{lineno}: missing field '{missing[0]}'")
     return rows
-

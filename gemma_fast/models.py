@@ -88,6 +88,10 @@ def check_chat_tokenizer(tokenizer) -> None:
         )
 
 
+def looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
+
+
 def resolve_model(spec: str) -> str:
     """A local folder path or a hub id for `spec`; a path that does not exist is a user error."""
     if spec.startswith(EMBEDDED_PREFIX):
@@ -97,7 +101,7 @@ def resolve_model(spec: str) -> str:
         if not (path / "config.json").is_file():
             raise UserError(f"model folder {path} has no config.json; expected a transformers model folder")
         return str(path)
-    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+    if looks_like_hub_id(spec):
         return spec
     raise UserError(
         f"model '{spec}' not found: expected {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS)}, "
@@ -159,6 +163,16 @@ def prepare_tokenizer(tokenizer) -> Any:
 
 def stop_token_ids(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+
+
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(spec)
+    try:
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    except OSError as exc:
+        raise UserError(f"cannot load the tokenizer of '{spec}': {str(exc).splitlines()[0]}") from None
 
 
 def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, load_in_4bit: bool = False) -> LoadedModel:

@@ -52,3 +52,10 @@ def encode_example(tokenizer, record: dict, max_length: int, passages: Sequence[
     input_ids = (prompt_ids + answer_ids)[:max_length]
     mask = ([0] * len(prompt_ids) + [1] * len(answer_ids))[:max_length]
     return {"input_ids": input_ids, "completion_mask": mask}
+
+
+def example_lengths(tokenizer, records: list[dict]) -> list[int]:
+    """Token count of each encode_example sequence before truncation, in two batched tokenizer calls."""
+    prompts = tokenizer([record_prompt(r) for r in records], add_special_tokens=True)["input_ids"]
+    answers = tokenizer([r["output"].strip() for r in records], add_special_tokens=False)["input_ids"]
+    return [len(p) + len(a) + 1 for p, a in zip(prompts, answers)]  # +1: <end_of_turn>

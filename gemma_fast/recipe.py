@@ -25,12 +25,21 @@ def _choice(default: str, *choices: str) -> Any:
 
 @dataclass
 class DataConfig:
-    source: str = ""  # local json/jsonl file, a hub id or a URL
-    format: str = _choice("records", "alpaca")  # which adapter turns the source into records
-    test_source: str = ""  # optional explicit test file; otherwise a seeded split of `source`
+    source: str = ""  # local json/jsonl/csv/parquet file or glob, asset:NAME, a URL, or a hub dataset id
+    format: str = _choice("alpaca", "dolly", "sharegpt", "poetry")  # which adapter turns rows into records
+    hub_split: str = "train"  # split to read when `source` is a hub dataset id
+    columns: dict[str, str] = field(default_factory=dict)  # our field -> source column, e.g. {output: answer}
+    test_source: str = ""  # optional explicit test set; otherwise a seeded split of `source`
+    drop_context: bool = False  # dolly: train without the context passage
+    poetry_tasks: list[str] = field(default_factory=lambda: ["title", "continue", "author"])
+    to_simplified: bool = False  # traditional -> simplified Chinese (OpenCC t2s)
+    clean: list[str] = field(default_factory=list)  # rules from gemma_fast.clean.RULES, applied in order
+    dedup: str = _choice("normalized", "exact", "none")
+    on_bad_record: str = _choice("error", "skip")
+    length_filter: bool = True  # drop records longer than train.max_seq_length tokens (model's tokenizer)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    max_records: int = 0  # 0 keeps every record
+    max_records: int = 0  # seeded subset size after cleaning; 0 keeps every record
     dir: str = ""  # prepared splits; empty means data/<recipe name>
 
 
@@ -188,6 +197,10 @@ def coerce(value: Any, target: Any, fld: dataclasses.Field, dotted: str, source:
         if choices and text not in choices:
             raise UserError(f"{source}: '{dotted}' must be one of {', '.join(choices)}, got {text!r}")
         return text
+    if typing.get_origin(target) is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise UserError(f"{source}: '{dotted}' must be a mapping of strings, e.g. {{output: answer}}, got {value!r}")
+        return dict(value)
     if typing.get_origin(target) is list:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]

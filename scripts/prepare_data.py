@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Prepare a recipe's dataset: load, validate, split into data/<recipe>/{train,val,test}.jsonl + prep_report.json.
+"""Prepare a recipe's dataset: load, clean, de-duplicate, filter and split into data/<recipe>/.
 
+Writes {train,val,test}.jsonl in one schema {id, instruction, input, output, lang, source}, prep_report.json
+(records in, kept per split, drops by reason, token lengths) and the resolved recipe.yaml.
 Examples:
   python scripts/prepare_data.py --recipe quickstart
-  python scripts/prepare_data.py --recipe kaggle_docs --set data.source=../shared/data/kaggle_docs/kaggle_docs_QA_v3.json
+  python scripts/prepare_data.py --recipe kaggle_docs \
+      --set data.source=../shared/data/kaggle_docs/kaggle_docs_QA_v3.json \
+      --set data.test_source=../shared/data/kaggle_docs/kaggle_docs_QA_v2.json
+  python scripts/prepare_data.py --recipe chinese_poetry --set data.on_bad_record=skip
 """
 
 import sys
@@ -17,15 +22,23 @@ from gemma_fast import cli  # noqa: E402
 def main() -> None:
     args = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:])).parse_args()
     recipe = cli.recipe_from_args(args)
-    from gemma_fast.data import prepare
+    from gemma_fast.data import SPLITS, prepare
     from gemma_fast.report import console, table
 
     out_dir = Path(args.out) if args.out else recipe.data_dir
     recipe.data.dir = str(out_dir)
-    report = prepare(recipe, out_dir)
-    rows = [(name, n, ", ".join(f"{k}={v}" for k, v in report["languages"][name].items())) for name, n in report["splits"].items()]
-    console.print(table(f"prepared {report['source']} -> {out_dir}", ["split", "records", "languages"], rows))
-    console.print(f"records in: {report['records_in']}; report: {out_dir / 'prep_report.json'}")
+    with cli.console.status(f"preparing {recipe.data.source}"):
+        report = prepare(recipe, out_dir)
+    rows = []
+    for name in SPLITS:
+        tokens = report["tokens"][name] or {}
+        langs = ", ".join(f"{k}={v}" for k, v in report["languages"][name].items())
+        rows.append((name, report["kept"][name], tokens.get("mean", "-"), tokens.get("p95", "-"), langs))
+    console.print(table(f"{recipe.name}: {report['records_in']} records in -> {out_dir}",
+                        ["split", "records", "mean tokens", "p95 tokens", "languages"], rows))
+    if report["dropped"]:
+        console.print(table("dropped", ["reason", "records"], sorted(report["dropped"].items())))
+    console.print(f"report: {out_dir / 'prep_report.json'}")
 
 
 if __name__ == "__main__":

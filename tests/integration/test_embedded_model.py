@@ -8,9 +8,10 @@ import json
 import pytest
 import yaml
 
-from gemma_fast.data import load_records
+from gemma_fast.io import read_jsonl
 from gemma_fast.models import check_chat_tokenizer, load_model
 from gemma_fast.prompts import encode_example, record_prompt
+from gemma_fast.sources import ASSETS
 from tests.conftest import run_script
 
 
@@ -55,7 +56,7 @@ def test_the_model_answers_a_known_fact(embedded):
 def test_separate_prompt_and_answer_tokenization_equals_joint_tokenization(embedded):
     """The label boundary must not change the tokens: encode_example == tokenizing the full text at once."""
     tok = embedded.tokenizer
-    for record in load_records("asset:quickstart_docs_qa.jsonl"):
+    for record in read_jsonl(ASSETS / "quickstart_docs_qa.jsonl"):
         enc = encode_example(tok, record, max_length=512)
         joint = tok(record_prompt(record) + record["output"] + "<end_of_turn>")["input_ids"]
         assert enc["input_ids"] == joint, record["id"]

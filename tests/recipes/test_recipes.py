@@ -2,7 +2,7 @@
 
 import pytest
 
-from gemma_fast.data import resolve_source
+from gemma_fast.sources import is_url, local_paths
 from gemma_fast.recipe import RECIPES_DIR, available_recipes, load_recipe
 
 RECIPES = available_recipes()
@@ -27,7 +27,33 @@ def test_recipe_opens_with_the_command_that_runs_it(name):
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_recipe_data_source_is_reachable_or_remote(name):
-    source = load_recipe(name).data.source
-    if source.startswith(("asset:", "/", ".")):
-        assert resolve_source(source).is_file()
+def test_recipe_data_sources_are_shipped_urls_or_hub_ids(name):
+    from gemma_fast.models import looks_like_hub_id
+
+    data = load_recipe(name).data
+    for source in filter(None, (data.source, data.test_source)):
+        assert is_url(source) or looks_like_hub_id(source) or all(p.is_file() for p in local_paths(source)), source
+
+
+SAMPLE_ROWS = {  # a few rows in each format's own shape
+    "alpaca": [{"instruction": f"Question {i}?", "input": "Some context.", "output": f"Answer {i}."} for i in range(20)],
+    "dolly": [{"instruction": f"Q{i}", "context": "ctx", "response": f"R{i}", "category": "open_qa"} for i in range(20)],
+    "sharegpt": [{"id": f"c{i}", "conversations": [{"from": "human", "value": f"问题{i}？"}, {"from": "gpt", "value": f"回答{i}。"}]} for i in range(20)],
+    "poetry": [{"author": "李白", "title": f"诗{i}", "paragraphs": [f"第{i}句，", "下一句。"]} for i in range(10)],
+}
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_prepares_data_in_its_format(name, tmp_path, tiny_model_dir):
+    import json
+
+    from gemma_fast.data import prepare
+
+    fmt = load_recipe(name).data.format
+    source = tmp_path / "sample.json"
+    source.write_text(json.dumps(SAMPLE_ROWS[fmt], ensure_ascii=False), encoding="utf-8")
+    recipe = load_recipe(name, [f"data.source={source}", "data.test_source=", "data.max_records=0",
+                                "data.test_fraction=0.2", f"model={tiny_model_dir}"])
+    report = prepare(recipe, tmp_path / "out")
+    assert report["kept"]["train"] > 0 and report["kept"]["test"] > 0
+    assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values())

@@ -33,8 +33,8 @@ def tiny_pipeline(tmp_path_factory, tiny_model_dir):
 def test_prepare_writes_splits_and_report(tiny_pipeline):
     data = tiny_pipeline / "data" / "tiny"
     report = json.loads((data / "prep_report.json").read_text())
-    assert report["splits"] == {"test": 8, "val": 4, "train": 28}
-    assert report["dropped"] == {"max_records": 264 - 40}
+    assert report["kept"] == {"train": 28, "val": 4, "test": 8}
+    assert report["dropped"] == {"subset": 264 - 40}
     assert sum(1 for _ in (data / "train.jsonl").open()) == 28
 
 

@@ -1,10 +1,15 @@
+import csv
+import functools
+import http.server
 import json
+import threading
 
 import pytest
 
-from gemma_fast.data import detect_lang, load_records, prepare, split_records
+from gemma_fast.data import detect_lang, prepare, split_records
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_json
+from gemma_fast.prompts import encode_example, example_lengths
 from gemma_fast.recipe import load_recipe
 
 
@@ -13,45 +18,150 @@ def write_lines(path, lines):
     return path
 
 
-def good(i, **extra):
-    return json.dumps({"instruction": f"q{i}", "input": "", "output": f"a{i}", **extra})
+def qa(i, **extra):
+    return json.dumps({"instruction": f"question {i}?", "input": "", "output": f"answer {i}.", **extra}, ensure_ascii=False)
 
 
-def test_records_get_the_schema_ids_and_language(tmp_path):
-    path = write_lines(tmp_path / "d.jsonl", [good(1), "", json.dumps({"instruction": "李白是谁？", "output": "唐代诗人。"})])
-    records = load_records(str(path))
-    assert [set(r) for r in records] == [{"id", "instruction", "input", "output", "lang", "source"}] * 2
-    assert records[0]["id"] == "d-000001" and records[1]["id"] == "d-000003"  # line numbers, blank line skipped
-    assert [r["lang"] for r in records] == ["en", "zh"]
+@pytest.fixture
+def recipe_for(tiny_model_dir):
+    """A recipe reading `source` with the tiny model's tokenizer for the length filter."""
+    def make(source, *overrides):
+        return load_recipe("quickstart", [f"data.source={source}", f"model={tiny_model_dir}", "train.max_seq_length=128", *overrides])
+    return make
+
+
+def read_split(out, name):
+    return [json.loads(line) for line in (out / f"{name}.jsonl").open(encoding="utf-8")]
+
+
+def test_records_get_the_schema_ids_and_language(tmp_path, recipe_for):
+    path = write_lines(tmp_path / "d.jsonl", [qa(1), "", json.dumps({"instruction": "李白是谁？", "output": "唐代诗人。"}, ensure_ascii=False)])
+    report = prepare(recipe_for(path, "data.test_fraction=0", "data.val_fraction=0"), tmp_path / "out")
+    rows = sorted(read_split(tmp_path / "out", "train"), key=lambda r: r["id"])
+    assert [list(r) for r in rows] == [["id", "instruction", "input", "output", "lang", "source"]] * 2
+    assert [r["id"] for r in rows] == ["d-000001", "d-000002"]  # the row ordinal in the source; blank lines do not count
+    assert [r["lang"] for r in rows] == ["en", "zh"]
+    assert report["records_in"] == 2 and report["kept"]["train"] == 2
 
 
 @pytest.mark.parametrize("lines, message", [
-    ([good(1), '{"instruction": "q", "output": '], r"d\.jsonl:2:\d+: malformed JSON"),
-    ([good(1), json.dumps({"instruction": "q"})], r"d\.jsonl:2: missing required field 'output'"),
+    ([qa(1), '{"instruction": "q", "output": '], r"d\.jsonl:2:\d+: malformed JSON"),
+    ([qa(1), json.dumps({"instruction": "q"})], r"d\.jsonl:2: missing required field 'output'"),
     ([json.dumps({"instruction": "q", "output": 3})], r"d\.jsonl:1: field 'output' must be a string, got int"),
     ([json.dumps({"instruction": "q", "output": "  "})], r"d\.jsonl:1: field 'output' is empty"),
-    ([good(1, id="x"), good(2, id="x")], r"d\.jsonl:2: duplicate id 'x' \(first at line 1\)"),
-    ([good(1), b'{"instruction": "q", "output": "\xff"}\n'], r"d\.jsonl:2: not valid UTF-8"),
-    ([], r"d\.jsonl: the file has no records"),
-    (["[1, 2]"], r"d\.jsonl:1: expected a JSON object, got list"),
+    ([qa(1, id="x"), qa(2, id="x")], r"d\.jsonl:2: duplicate id 'x' \(first at .*d\.jsonl:1\)"),
+    ([qa(1), b'{"instruction": "q", "output": "\xff"}\n'], r"d\.jsonl:2: not valid UTF-8"),
+    (["[1, 2]"], r"d\.jsonl:1: expected an object, got list"),
 ])
-def test_bad_input_names_file_line_and_field(tmp_path, lines, message):
-    path = write_lines(tmp_path / "d.jsonl", lines)
+def test_bad_records_name_file_line_and_field(tmp_path, recipe_for, lines, message):
+    out = tmp_path / "out"
+    prepare(recipe_for(write_lines(tmp_path / "good.jsonl", [qa(i) for i in range(10)])), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(UserError, match=message):
-        load_records(str(path))
+        prepare(recipe_for(write_lines(tmp_path / "d.jsonl", lines)), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # a failed run leaves earlier outputs intact
 
 
-def test_missing_source_is_a_clear_error(tmp_path):
+def test_skip_mode_counts_every_bad_record_by_reason(tmp_path, recipe_for):
+    lines = [qa(1), "{broken", json.dumps({"instruction": "q"}), json.dumps({"instruction": "q", "output": ""}),
+             b'{"instruction": "\xff"}\n', qa(2, id="dup"), qa(3, id="dup"), qa(4), qa(4), "[]"]
+    report = prepare(recipe_for(write_lines(tmp_path / "d.jsonl", lines), "data.on_bad_record=skip"), tmp_path / "out")
+    assert report["dropped"] == {
+        "bad_record:unreadable": 2, "bad_record:missing_field": 1, "bad_record:empty_output": 1,
+        "bad_record:duplicate_id": 1, "bad_record:wrong_type": 1, "duplicate_exact": 1,
+    }
+    assert report["records_in"] == 10 == sum(report["kept"].values()) + sum(report["dropped"].values())
+
+
+@pytest.mark.parametrize("content, message", [(b"", "the file is empty"), (b"[]", "the source has no records"),
+                                              (b"[1, ", "malformed JSON")])
+def test_empty_and_malformed_json_files(tmp_path, recipe_for, content, message):
+    path = tmp_path / "d.json"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        prepare(recipe_for(path), tmp_path / "out")
+
+
+def test_missing_source_and_unknown_settings(tmp_path, recipe_for):
     with pytest.raises(UserError, match="data source not found"):
-        load_records(str(tmp_path / "nope.jsonl"))
+        prepare(recipe_for(tmp_path / "nope.jsonl"), tmp_path / "out")
+    path = write_lines(tmp_path / "d.jsonl", [qa(1)])
+    with pytest.raises(UserError, match="data.clean: unknown rule 'emoji'; valid: html, markdown"):
+        prepare(recipe_for(path, "data.clean=[emoji]"), tmp_path / "out")
+    with pytest.raises(UserError, match="cannot load hub dataset no-such/dataset"):
+        prepare(recipe_for("no-such/dataset"), tmp_path / "out")
+
+
+def test_exact_and_normalized_dedup_and_test_overlap(tmp_path, recipe_for):
+    train = write_lines(tmp_path / "t.jsonl", [qa(1), qa(1), json.dumps({"instruction": "Question 1 ?", "output": "ANSWER 1"}),
+                                               qa(2), qa(3)])
+    test = write_lines(tmp_path / "test.jsonl", [qa(3)])
+    report = prepare(recipe_for(train, f"data.test_source={test}", "data.val_fraction=0"), tmp_path / "out")
+    assert report["dropped"] == {"duplicate_exact": 1, "duplicate_normalized": 1, "overlaps_test": 1}
+    assert report["kept"] == {"train": 2, "val": 0, "test": 1}
+    report = prepare(recipe_for(train, "data.dedup=exact", "data.test_fraction=0", "data.val_fraction=0"), tmp_path / "o2")
+    assert report["dropped"] == {"duplicate_exact": 1}
+
+
+def test_cleaning_rules_keep_cjk_punctuation(tmp_path, recipe_for):
+    row = {"instruction": "<b>What</b> is **bold**?\n\nSee [docs](http://x) @kaggle", "output": "床前明月光，疑是地上霜。「好」！"}
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(row, ensure_ascii=False)])
+    prepare(recipe_for(path, "data.clean=[html,markdown,mentions,newlines,spaces]", "data.test_fraction=0", "data.val_fraction=0"), tmp_path / "o")
+    (record,) = read_split(tmp_path / "o", "train")
+    assert record["instruction"] == "What is bold? See docs"
+    assert record["output"] == "床前明月光，疑是地上霜。「好」！"
+
+
+def test_length_filter_uses_the_model_tokenizer(tmp_path, recipe_for, tiny_tokenizer):
+    rows = [qa(1), json.dumps({"instruction": "long?", "output": "word " * 300})]
+    report = prepare(recipe_for(write_lines(tmp_path / "d.jsonl", rows), "data.test_fraction=0", "data.val_fraction=0"), tmp_path / "o")
+    assert report["dropped"] == {"too_long": 1} and report["kept"]["train"] == 1
+    record = {"instruction": "question 1?", "input": "", "output": "answer 1."}
+    assert example_lengths(tiny_tokenizer, [record]) == [len(encode_example(tiny_tokenizer, record, 10_000)["input_ids"])]
+    assert report["tokens"]["train"]["mean"] == example_lengths(tiny_tokenizer, [record])[0]
+
+
+def test_csv_with_a_column_mapping_and_parquet(tmp_path, recipe_for):
+    path = tmp_path / "faq.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer"])
+        writer.writerows([["How?", "Like this."], ["Why?", "Because."], ["Who?", ""]])
+    report = prepare(recipe_for(path, "data.columns={instruction: question, output: answer}", "data.on_bad_record=skip",
+                                "data.test_fraction=0", "data.val_fraction=0"), tmp_path / "o")
+    assert report["kept"]["train"] == 2 and report["dropped"] == {"bad_record:empty_output": 1}
+    with pytest.raises(UserError, match=r"faq\.csv:4: field 'output' is empty"):
+        prepare(recipe_for(path, "data.columns={instruction: question, output: answer}"), tmp_path / "o")
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(5)]), tmp_path / "d.parquet")
+    assert prepare(recipe_for(tmp_path / "d.parquet"), tmp_path / "o3")["records_in"] == 5
+
+
+def test_url_sources_are_downloaded_once_into_the_cache(tmp_path, recipe_for, monkeypatch):
+    served = tmp_path / "served"
+    served.mkdir()
+    write_lines(served / "remote.jsonl", [qa(i) for i in range(6)])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GEMMA_FAST_CACHE", str(tmp_path / "cache"))
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/remote.jsonl"
+        assert prepare(recipe_for(url), tmp_path / "o")["records_in"] == 6
+    finally:
+        server.shutdown()
+    assert len(list((tmp_path / "cache" / "downloads").rglob("remote.jsonl"))) == 1
+    assert prepare(recipe_for(url), tmp_path / "o2")["records_in"] == 6  # server gone: the cached copy is used
 
 
 def test_split_is_seeded_disjoint_and_complete():
     records = [{"id": str(i)} for i in range(100)]
     a, b = split_records(records, 0.1, 0.2, seed=1), split_records(records, 0.1, 0.2, seed=1)
     assert a == b and {k: len(v) for k, v in a.items()} == {"test": 20, "val": 10, "train": 70}
-    ids = [r["id"] for split in a.values() for r in split]
-    assert sorted(ids, key=int) == [str(i) for i in range(100)]
+    assert sorted((r["id"] for split in a.values() for r in split), key=int) == [str(i) for i in range(100)]
     assert split_records(records, 0.1, 0.2, seed=2) != a
     with pytest.raises(UserError, match="must each be in"):
         split_records(records, 0.5, 0.5, seed=1)
@@ -59,14 +169,15 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_prepare_is_byte_identical_and_reports_counts(tmp_path):
     recipe = load_recipe("quickstart")
-    out1, out2 = tmp_path / "a", tmp_path / "b"
-    report = prepare(recipe, out1)
-    prepare(recipe, out2)
-    for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
-        assert (out1 / name).read_bytes() == (out2 / name).read_bytes()
-    assert report["records_in"] == sum(report["splits"].values()) + report["dropped"]["max_records"]
-    assert report["splits"]["train"] >= 120 and report["splits"]["test"] >= 40  # the issue's floor for the demo data
-    assert (out1 / "recipe.yaml").is_file() and (out1 / "prep_report.json").is_file()
+    from gemma_fast.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    report = prepare(recipe, tmp_path / "a", tok)
+    prepare(recipe, tmp_path / "b", tok)
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "prep_report.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values())
+    assert report["kept"]["train"] >= 120 and report["kept"]["test"] >= 40  # the issue's floor for the demo data
 
 
 def test_a_failed_write_leaves_the_earlier_file_intact(tmp_path):

@@ -1,0 +1,16 @@
+"""The benchmark scripts run (on small sizes), so they cannot rot; their figures live in docs/benchmarks.md."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_prepare_benchmark_runs_and_reports(tmp_path):
+    result = subprocess.run([sys.executable, "bench/prepare_throughput.py", "--records", "300"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((ROOT / "bench" / "results" / "prepare_throughput.json").read_text())
+    assert report["records"] == 300 and report["records_per_s"] > 0
+    assert sum(report["kept"].values()) + sum(report["dropped"].values()) == 300
