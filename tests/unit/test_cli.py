@@ -34,7 +34,8 @@ def test_prepare_writes_splits_and_report(tiny_pipeline):
     data = tiny_pipeline / "data" / "tiny"
     report = json.loads((data / "prep_report.json").read_text())
     assert report["kept"] == {"train": 28, "val": 4, "test": 8}
-    assert report["dropped"] == {"subset": 264 - 40}
+    assert report["records_in"] == 264 and sum(report["dropped"].values()) == 264 - 40
+    assert set(report["dropped"]) <= {"subset", "too_long"}
     assert sum(1 for _ in (data / "train.jsonl").open()) == 28
 
 
