@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(PY) scripts/prepare_data.py --recipe quickstart
-	$(PY) scripts/train_qlora.py --recipe quickstart --out $(DEMO_RUN)
+	$(PY) scripts/train_qlora.py --recipe quickstart --out $(DEMO_RUN) --overwrite
 	$(PY) scripts/evaluate.py --recipe quickstart --adapter $(DEMO_RUN)
 
 test: setup

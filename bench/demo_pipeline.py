@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = "runs/quickstart/bench"
 STAGES = [
     ("prepare", ["scripts/prepare_data.py", "--recipe", "quickstart"]),
-    ("train", ["scripts/train_qlora.py", "--recipe", "quickstart", "--out", RUN]),
+    ("train", ["scripts/train_qlora.py", "--recipe", "quickstart", "--out", RUN, "--overwrite"]),
     ("evaluate", ["scripts/evaluate.py", "--recipe", "quickstart", "--adapter", RUN]),
 ]
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from .errors import UserError
+from .errors import UserError  # noqa: F401  (scripts raise cli.UserError)
 from .recipe import Recipe, available_recipes, load_recipe
 
 console = Console(stderr=True)
@@ -33,8 +33,8 @@ def quiet_library_progress() -> None:
     """The scripts show their own rich progress; the libraries' tqdm bars would interleave with it."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars follow this
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    # peft asks transformers 5.23 for a renamed attribute; nothing a user can act on
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # renamed in transformers 5.23 but still the only name 5.17 (the GPU pin) knows; nothing a user can act on
+    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def run(main: Callable[[], None]) -> None:

@@ -49,6 +49,13 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    use_rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r)
+    use_dora: bool = False  # weight-decomposed LoRA (hf backend)
+
+
+@dataclass
+class PrefixConfig:
+    num_virtual_tokens: int = 16  # train.method=prefix: learned key/value prefix length per layer
 
 
 @dataclass
@@ -64,10 +71,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_seq_length: int = 512
-    optimizer: str = "adamw_torch"
+    optimizer: str = "adamw_torch"  # any transformers optim name; paged_adamw_32bit / adamw_8bit need CUDA
+    packing: bool = False  # pack short examples into full-length rows (padding-free)
     logging_steps: int = 1
-    eval_steps: int = 0  # 0: no evaluation during training
+    eval_steps: int = 0  # evaluate on the val split every N steps; 0: never
+    save_steps: int = 0  # checkpoint every N steps (what --resume continues from); 0: only on Ctrl-C
+    early_stopping_patience: int = 0  # stop after N evaluations without a better val loss; needs eval_steps
     gradient_checkpointing: bool = False
+    tensorboard: bool = False  # also log to <run>/tensorboard (needs the tensorboard package)
 
 
 @dataclass
@@ -87,6 +98,7 @@ class Recipe:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    prefix: PrefixConfig = field(default_factory=PrefixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -97,11 +109,13 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, notes: list[str] = ()) -> None:
         from .io import atomic_open
 
         with atomic_open(path) as handle:
             handle.write(f"# resolved recipe, written by gemma_fast; rerun with --recipe {path}\n")
+            for note in notes:
+                handle.write(f"# note: {note}\n")
             yaml.safe_dump(self.to_dict(), handle, sort_keys=False, allow_unicode=True)
 
 

@@ -1,31 +1,130 @@
-"""SFTTrainer glue: adapters (Unsloth's on GPU, peft's elsewhere), pre-tokenized answer-only data, progress, logs."""
+"""SFTTrainer glue: the run plan (what runs where), adapters, answer-only data, checkpoints, progress and exports.
+
+On CUDA with Unsloth: FastLanguageModel + get_peft_model(use_gradient_checkpointing="unsloth"). Elsewhere:
+transformers + peft (+ bitsandbytes for QLoRA on a GPU). Every fallback is said in the log, in
+train_summary.json and in the saved recipe, which records what actually ran.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import resource
+import shutil
+import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import PrinterCallback, TrainerCallback
 
 from .data import load_split
-from .errors import NotYetImplemented, UserError
+from .errors import UserError
 from .io import write_json
-from .models import load_model
+from .models import load_model, select_backend
 from .prompts import encode_example
 from .recipe import Recipe
 from .report import plot_loss
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CUDA_ONLY_OPTIMIZERS = ("paged", "8bit", "bnb")
+
+
+class Interrupted(UserError):
+    exit_code = 130
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0  # set by accelerate / torchrun for each process
 
 
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_reserved() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------- the plan: what will run, decided once
+
+
+@dataclass
+class Plan:
+    method: str
+    backend: str
+    optimizer: str
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Plan:
+    """Check the combination and decide the effective method, backend and optimizer, with a note per fallback."""
+    t, notes = recipe.train, []
+    method, optimizer = t.method, t.optimizer
+    if method == "qlora" and not cuda:
+        method = "lora"
+        notes.append("train.method=qlora needs a CUDA GPU for 4-bit weights; none found, so this run trains LoRA in float32")
+    backend = recipe.backend
+    if method == "prefix":
+        if t.gradient_checkpointing:
+            raise UserError("train.method=prefix does not work with train.gradient_checkpointing=true: PEFT's prefix "
+                            "keys and values are dropped under checkpointing (tensor size mismatch); set it to false")
+        if t.packing:
+            raise UserError("train.method=prefix does not work with train.packing=true (packed rows share one prefix cache); set it to false")
+        if backend == "unsloth":
+            raise UserError("train.method=prefix runs on the hf backend (Unsloth patches LoRA only); set backend=hf or auto")
+        if backend == "auto" and cuda:
+            notes.append("prefix tuning runs on transformers + peft, not Unsloth")
+        backend = "hf"
+    chosen = select_backend(backend, cuda=cuda, has_unsloth=has_unsloth)
+    if recipe.lora.use_dora and chosen == "unsloth" and method != "prefix":
+        raise UserError("lora.use_dora=true runs on the hf backend; set backend=hf")
+    if not cuda and any(tag in optimizer for tag in CUDA_ONLY_OPTIMIZERS):
+        notes.append(f"train.optimizer={optimizer} needs bitsandbytes on CUDA; using adamw_torch")
+        optimizer = "adamw_torch"
+    if t.early_stopping_patience and not t.eval_steps:
+        raise UserError("train.early_stopping_patience needs train.eval_steps > 0 (it watches the validation loss)")
+    return Plan(method, chosen, optimizer, notes)
+
+
+def effective_recipe(recipe: Recipe, plan: Plan) -> Recipe:
+    """The recipe as it ran, so rerunning from the run folder repeats this run."""
+    return dataclasses.replace(recipe, backend="hf" if plan.method == "prefix" else recipe.backend,
+                               train=dataclasses.replace(recipe.train, method=plan.method, optimizer=plan.optimizer))
+
+
+# ---------------------------------------------------------------- adapters
+
+
+def attach_adapter(loaded, recipe: Recipe, method: str):
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+
+    if method == "prefix":
+        return get_peft_model(loaded.model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=recipe.prefix.num_virtual_tokens))
+    lora = recipe.lora
+    targets = ALL_LINEAR if lora.target_modules == ["all-linear"] else lora.target_modules
+    if loaded.backend == "unsloth":
+        from unsloth import FastLanguageModel  # GPU only
+
+        return FastLanguageModel.get_peft_model(
+            loaded.model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+            bias="none", use_gradient_checkpointing="unsloth", random_state=recipe.seed, use_rslora=lora.use_rslora,
+        )
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                        use_rslora=lora.use_rslora, use_dora=lora.use_dora, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(loaded.model, config)
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        raise UserError(f"lora.target_modules={lora.target_modules}: {str(exc).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------- callbacks
 
 
 class ProgressAndMetrics(TrainerCallback):
@@ -39,13 +138,14 @@ class ProgressAndMetrics(TrainerCallback):
         )
         self.task = None
         self.start = 0.0
+        self.tokens_at_start = 0
         self.rows: list[dict] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.start = time.perf_counter()
+            self.start, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
             self.progress.start()
-            self.task = self.progress.add_task("train", total=state.max_steps, loss="-", tps="-")
+            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", tps="-")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.task is not None:
@@ -56,10 +156,10 @@ class ProgressAndMetrics(TrainerCallback):
             return
         elapsed = time.perf_counter() - self.start
         row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
-        row["tokens_per_s"] = round(state.num_input_tokens_seen / elapsed, 1) if elapsed else 0.0
+        row["tokens_per_s"] = round((state.num_input_tokens_seen - self.tokens_at_start) / elapsed, 1) if elapsed else 0.0
         row["peak_memory_mb"] = round(peak_memory_mb(), 1)
         self.rows.append(row)
-        with self.metrics_path.open("a", encoding="utf-8") as handle:  # append-only log: partial runs keep their lines
+        with self.metrics_path.open("a", encoding="utf-8") as handle:  # append-only: partial and resumed runs keep their lines
             handle.write(json.dumps(row) + "\n")
         if self.task is not None and "loss" in row:
             self.progress.update(self.task, loss=f"{row['loss']:.3f}", tps=f"{row['tokens_per_s']:.0f}")
@@ -69,96 +169,216 @@ class ProgressAndMetrics(TrainerCallback):
             self.progress.stop()
 
 
+class SaveAndStopOnCtrlC(TrainerCallback):
+    """The first Ctrl-C asks for a checkpoint at the end of the current step, then a clean stop; a second aborts."""
+
+    def __init__(self, console):
+        self.requested = False
+        self.console = console
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        self.console.print("[yellow]Ctrl-C: saving a checkpoint after this step (press again to abort)[/]")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+# ---------------------------------------------------------------- run folder
+
+
+def newest_complete_checkpoint(folder: Path) -> str | None:
+    """Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save (SIGKILL, power)."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> str | None:
+    """The checkpoint to resume from, or None; refuses to mix runs, and never deletes unless told to."""
+    existing = out_dir.is_dir() and any(out_dir.iterdir())
+    if resume:
+        if not existing:
+            raise UserError(f"--resume: {out_dir} holds no run to continue")
+        saved = out_dir / "recipe.yaml"
+        trained_on = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") if saved.is_file() else None
+        if trained_on and trained_on != recipe.model:
+            raise UserError(f"--resume: {out_dir} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'; nothing was changed")
+        checkpoint = newest_complete_checkpoint(out_dir / "checkpoints")
+        if checkpoint is None:
+            raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
+        return checkpoint
+    if existing:
+        if not overwrite:
+            raise UserError(f"{out_dir} already holds a run: --resume continues it, --overwrite replaces it, or choose another --out")
+        if is_main_process():
+            shutil.rmtree(out_dir)
+    return None
+
+
 def tokenize_split(tokenizer, records: list[dict], max_length: int):
     from datasets import Dataset
 
     return Dataset.from_list([encode_example(tokenizer, r, max_length) for r in records])
 
 
-def attach_adapter(loaded, recipe: Recipe):
-    lora = recipe.lora
-    targets = ALL_LINEAR if lora.target_modules == ["all-linear"] else lora.target_modules
-    if loaded.backend == "unsloth":
-        from unsloth import FastLanguageModel  # GPU only
-
-        return FastLanguageModel.get_peft_model(
-            loaded.model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-            bias="none", use_gradient_checkpointing="unsloth", random_state=recipe.seed,
-        )
-    from peft import LoraConfig, get_peft_model
-
-    if recipe.train.method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
-    try:
-        return get_peft_model(loaded.model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                       target_modules=targets, task_type="CAUSAL_LM"))
-    except ValueError as exc:  # peft: "Target modules ... not found in the base model"
-        raise UserError(f"lora.target_modules={lora.target_modules}: {str(exc).splitlines()[0]}") from None
+@dataclass
+class Exports:
+    merge: bool = False
+    gguf: str = ""  # an Unsloth quantisation name, e.g. q4_k_m
+    push_to_hub: str = ""  # a hub repo id
 
 
-def effective_method(recipe: Recipe, cuda: bool) -> str:
-    if recipe.train.method == "prefix":
-        raise NotYetImplemented("train.method=prefix is not implemented yet (issue #4); use lora or qlora")
-    if recipe.train.method == "qlora" and not cuda:
-        return "lora"
-    return recipe.train.method
+def check_exports(exports: Exports, plan: Plan) -> str | None:
+    """Fail before training, not after an hour of it. Returns the hub token to use, if pushing."""
+    if exports.merge and plan.method == "prefix":
+        raise UserError("--merge: a prefix-tuning adapter has no weights to merge into the model; only LoRA adapters merge")
+    if exports.gguf and plan.backend != "unsloth":
+        raise UserError("--gguf exports through Unsloth, which needs a CUDA GPU; here use --merge and convert the merged "
+                        "folder with llama.cpp's convert_hf_to_gguf.py")
+    if exports.push_to_hub:
+        from huggingface_hub import get_token
+
+        token = os.environ.get("HF_TOKEN") or get_token()
+        if not token:
+            raise UserError("--push-to-hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
+        return token
+    return None
 
 
-def train(recipe: Recipe, out_dir: Path, console) -> dict:
+# ---------------------------------------------------------------- the run
+
+
+def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrite: bool = False, exports: Exports | None = None) -> dict:
+    from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
+    exports = exports or Exports()
     cuda = torch.cuda.is_available()
-    method = effective_method(recipe, cuda)
-    if method != recipe.train.method:
-        console.print("[yellow]qlora needs a CUDA GPU for 4-bit weights; none found, so this run trains LoRA in float32.[/]")
+    plan = plan_run(recipe, cuda)
+    token = check_exports(exports, plan)
     train_records = load_split(recipe.data_dir, "train")
     if not train_records:
         raise UserError(f"{recipe.data_dir / 'train.jsonl'} is empty: no training data")
-    val_records = load_split(recipe.data_dir, "val") if recipe.train.eval_steps > 0 else []
-    loaded = load_model(recipe.model, recipe.backend, recipe.train.max_seq_length, load_in_4bit=method == "qlora")
-    model = attach_adapter(loaded, recipe)
-    train_ds = tokenize_split(loaded.tokenizer, train_records, recipe.train.max_seq_length)
-    val_ds = tokenize_split(loaded.tokenizer, val_records, recipe.train.max_seq_length) if val_records else None
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
     t = recipe.train
+    val_records = load_split(recipe.data_dir, "val") if t.eval_steps > 0 else []
+    if t.eval_steps > 0 and not val_records:
+        raise UserError(f"train.eval_steps={t.eval_steps} but {recipe.data_dir / 'val.jsonl'} is empty; set data.val_fraction > 0")
+    checkpoint = prepare_run_dir(out_dir, recipe, resume, overwrite)
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+    from transformers import set_seed
+
+    set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
+    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora")
+    model = attach_adapter(loaded, recipe, plan.method)
+    train_ds = tokenize_split(loaded.tokenizer, train_records, t.max_seq_length)
+    val_ds = tokenize_split(loaded.tokenizer, val_records, t.max_seq_length) if val_records else None
+
+    ran = effective_recipe(recipe, plan)
+    metrics_path = out_dir / "metrics.jsonl"
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ran.save(out_dir / "recipe.yaml", plan.notes)  # first, so --resume can check what this folder trained
+        if checkpoint is None:
+            metrics_path.unlink(missing_ok=True)
+    if t.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard")
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))  # transformers 5 reads it here
+    save_steps = t.save_steps or (t.eval_steps if t.early_stopping_patience else 0)
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, num_train_epochs=t.epochs, max_steps=t.max_steps, optim=t.optimizer,
+        max_grad_norm=t.max_grad_norm, num_train_epochs=t.epochs, max_steps=t.max_steps, optim=plan.optimizer,
         logging_steps=t.logging_steps, eval_strategy="steps" if val_ds is not None else "no", eval_steps=t.eval_steps or None,
-        per_device_eval_batch_size=t.batch_size, save_strategy="no", seed=recipe.seed, data_seed=recipe.seed,
+        per_device_eval_batch_size=t.batch_size, save_strategy="steps" if save_steps else "no", save_steps=save_steps or None,
+        save_total_limit=2, load_best_model_at_end=bool(t.early_stopping_patience), metric_for_best_model="eval_loss",
+        greater_is_better=False, seed=recipe.seed, data_seed=recipe.seed,
         bf16=loaded.dtype == torch.bfloat16, fp16=loaded.dtype == torch.float16, use_cpu=not cuda,
-        completion_only_loss=True, max_length=t.max_seq_length, include_num_input_tokens_seen="non_padding",
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        # only when on: the name is deprecated in transformers 5.23 but its replacement is absent from 5.17 (GPU pin)
-        **({"gradient_checkpointing": True} if t.gradient_checkpointing and loaded.backend != "unsloth" else {}),
+        completion_only_loss=True, max_length=t.max_seq_length, packing=t.packing, include_num_input_tokens_seen="non_padding",
+        report_to=["tensorboard"] if t.tensorboard else "none",
+        disable_tqdm=True, dataloader_num_workers=0,
+        # always explicit: TRL's default is True. (The name is deprecated in transformers 5.23, but its replacement
+        # is absent from 5.17, the GPU pin.) Unsloth does its own checkpointing.
+        gradient_checkpointing=t.gradient_checkpointing and loaded.backend != "unsloth",
     )
-    callback = ProgressAndMetrics(metrics_path)
+    progress = ProgressAndMetrics(metrics_path)
+    stopper = SaveAndStopOnCtrlC(console)
+    callbacks = [progress, stopper] + ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                         processing_class=loaded.tokenizer, callbacks=[callback])
+                         processing_class=loaded.tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
     start = time.perf_counter()
-    result = trainer.train()
+    with stopper:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - start
+    if stopper.requested:
+        raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
+                          f"{newest_complete_checkpoint(Path(args.output_dir))}; continue with --resume")
+    if not trainer.is_world_process_zero():
+        return {}
 
     model.save_pretrained(out_dir / "adapter")
     loaded.tokenizer.save_pretrained(out_dir / "adapter")
-    recipe.save(out_dir / "recipe.yaml")
-    if callback.rows:
-        plot_loss(callback.rows, out_dir / "loss.png")
-    losses = [r["loss"] for r in callback.rows if "loss" in r]
+    rows = [json.loads(line) for line in metrics_path.open(encoding="utf-8")] if metrics_path.is_file() else []
+    if rows:
+        plot_loss(rows, out_dir / "loss.png")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    eval_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
     summary = {
-        "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": method,
-        "dtype": str(loaded.dtype).removeprefix("torch."), "adapter": str(out_dir / "adapter"),
-        "train_records": len(train_records), "steps": result.global_step, "train_seconds": round(wall, 1),
+        "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
+        "dtype": str(loaded.dtype).removeprefix("torch."), "optimizer": plan.optimizer, "notes": plan.notes,
+        "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
+        "steps": result.global_step, "train_seconds": round(wall, 1),
         "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-        "tokens_per_s": round(trainer.state.num_input_tokens_seen / wall, 1) if wall else None,
+        "best_eval_loss": min(eval_losses) if eval_losses else None,
+        "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
+    summary["exports"] = run_exports(exports, model, loaded, recipe, out_dir, token)
     write_json(out_dir / "train_summary.json", summary)
     return summary
+
+
+def run_exports(exports: Exports, model, loaded, recipe: Recipe, out_dir: Path, token: str | None) -> dict:
+    done = {}
+    if exports.merge:
+        done["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged"))
+    if exports.gguf:
+        model.save_pretrained_gguf(str(out_dir / "gguf"), loaded.tokenizer, quantization_method=exports.gguf)  # Unsloth
+        done["gguf"] = str(out_dir / "gguf")
+    if exports.push_to_hub:
+        try:
+            model.push_to_hub(exports.push_to_hub, token=token, private=True)
+            loaded.tokenizer.push_to_hub(exports.push_to_hub, token=token, private=True)
+        except Exception as exc:  # never echo the token, whatever the library put in its message
+            raise UserError(f"--push-to-hub {exports.push_to_hub} failed ({type(exc).__name__}); the adapter is saved in "
+                            f"{out_dir / 'adapter'}: {str(exc).replace(token or '', '***').splitlines()[0]}") from None
+        done["hub"] = exports.push_to_hub
+    return done
+
+
+def merge_adapter(recipe: Recipe, adapter_dir: Path, target: Path) -> Path:
+    """Merge LoRA weights into a full-precision copy of the base model (never into 4-bit weights)."""
+    from peft import PeftModel
+
+    base = load_model(recipe.model, "hf", recipe.train.max_seq_length)
+    merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(target)
+    base.tokenizer.save_pretrained(target)
+    return target

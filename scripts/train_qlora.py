@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Fine-tune a Gemma model with LoRA (QLoRA on a CUDA GPU) on a prepared recipe; writes runs/<recipe>/<run>/.
+"""Fine-tune a Gemma model (QLoRA, LoRA or prefix tuning) on a prepared recipe; writes runs/<recipe>/<run>/.
 
-Uses Unsloth's kernels when a CUDA GPU and Unsloth are available (backend=auto), else transformers + peft + TRL.
+Uses Unsloth's kernels when a CUDA GPU and Unsloth are there (backend=auto), else transformers + peft + TRL;
+on a CPU, qlora trains LoRA in float32 and says so. Writes adapter/, metrics.jsonl, loss.png,
+train_summary.json and the recipe as it ran. Ctrl-C saves a checkpoint; --resume continues from the newest.
 Examples:
   python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo
-  python scripts/train_qlora.py --recipe kaggle_docs --set train.max_steps=20 --set model=embedded:gemma-3-270m
+  python scripts/train_qlora.py --recipe kaggle_docs --set model=embedded:gemma-3-270m --set train.max_steps=20
+  python scripts/train_qlora.py --recipe quickstart --set train.save_steps=5 --out runs/q/r1   # then --resume
+  accelerate launch --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs          # DDP, 2 GPUs
 """
 
 import sys
@@ -17,15 +21,28 @@ from gemma_fast import cli  # noqa: E402
 
 
 def main() -> None:
-    args = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:])).parse_args()
+    p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--merge", action="store_true", help="also save the base model with the LoRA merged in (<run>/merged)")
+    p.add_argument("--gguf", default="", metavar="QUANT", help="also export GGUF through Unsloth (CUDA), e.g. q4_k_m")
+    p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
+    args = p.parse_args()
     recipe = cli.recipe_from_args(args)
     from gemma_fast.report import console, table
-    from gemma_fast.train import train
+    from gemma_fast.train import Exports, train
 
+    if args.resume and not args.out:
+        raise cli.UserError("--resume needs --out: the run folder to continue")
     out_dir = Path(args.out) if args.out else Path("runs") / recipe.name / time.strftime("%Y%m%d-%H%M%S")
-    summary = train(recipe, out_dir, cli.console)
-    keys = ["backend", "method", "dtype", "train_records", "steps", "first_loss", "final_loss", "tokens_per_s", "peak_memory_mb", "train_seconds"]
-    console.print(table(f"trained {recipe.name} -> {out_dir}", ["", "value"], [(k, summary[k]) for k in keys]))
+    summary = train(recipe, out_dir, cli.console, resume=args.resume, overwrite=args.overwrite,
+                    exports=Exports(merge=args.merge, gguf=args.gguf, push_to_hub=args.push_to_hub))
+    if not summary:  # not the main process of a multi-process run
+        return
+    keys = ["backend", "method", "dtype", "optimizer", "train_records", "steps", "first_loss", "final_loss",
+            "best_eval_loss", "tokens_per_s", "peak_memory_mb", "trainable_parameters", "train_seconds"]
+    rows = [(k, summary[k]) for k in keys if summary[k] is not None] + [(k, v) for k, v in summary["exports"].items()]
+    console.print(table(f"trained {recipe.name} -> {out_dir}", ["", "value"], rows))
 
 
 if __name__ == "__main__":
