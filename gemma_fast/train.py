@@ -84,6 +84,11 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
     if not cuda and any(tag in optimizer for tag in CUDA_ONLY_OPTIMIZERS):
         notes.append(f"train.optimizer={optimizer} needs bitsandbytes on CUDA; using adamw_torch")
         optimizer = "adamw_torch"
+    if t.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard")
     if t.early_stopping_patience and not t.eval_steps:
         raise UserError("train.early_stopping_patience needs train.eval_steps > 0 (it watches the validation loss)")
     return Plan(method, chosen, optimizer, notes)
@@ -294,10 +299,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         if checkpoint is None:
             metrics_path.unlink(missing_ok=True)
     if t.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard")
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))  # transformers 5 reads it here
     save_steps = t.save_steps or (t.eval_steps if t.early_stopping_patience else 0)
     args = SFTConfig(

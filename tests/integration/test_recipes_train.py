@@ -31,3 +31,18 @@ def test_seed_recipe_trains_on_the_embedded_model(name, tmp_path):
     if name == "kaggle_docs":
         assert summary["notes"] and summary["optimizer"] == "adamw_torch"
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_prefix_tuning_trains_on_the_embedded_model(tmp_path):
+    from rich.console import Console
+
+    from gemma_fast.sources import ASSETS
+
+    recipe = load_recipe("quickstart", ["model=embedded:gemma-3-270m", "train.method=prefix", "train.max_steps=2",
+                                        "train.batch_size=2", "data.max_records=20", f"data.dir={tmp_path / 'data'}"])
+    assert (ASSETS / "quickstart_docs_qa.jsonl").is_file()
+    prepare(recipe, tmp_path / "data", load_tokenizer(recipe.model))
+    summary = train(recipe, tmp_path / "run", Console(stderr=True))
+    assert summary["method"] == "prefix" and summary["trainable_parameters"] == 16 * 18 * 2 * 256  # tokens x layers x (k, v) x kv width
+    config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PREFIX_TUNING"

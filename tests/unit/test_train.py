@@ -153,6 +153,18 @@ def test_bad_input_is_a_clear_error_and_overwrites_nothing(tmp_path, tiny_data, 
         train(recipe(tiny_model_dir, tmp_path / "nowhere"), tmp_path / "n", console)
     with pytest.raises(UserError, match="the prompt alone is"):
         train(recipe(tiny_model_dir, tiny_data, "train.max_seq_length=8"), tmp_path / "s", console)
+    with pytest.raises(UserError, match="train.eval_steps=2 but .*val.jsonl is empty"):
+        no_val = tmp_path / "no_val"
+        no_val.mkdir()
+        (no_val / "train.jsonl").write_text((tiny_data / "train.jsonl").read_text())
+        (no_val / "val.jsonl").write_text("")
+        train(recipe(tiny_model_dir, no_val, "train.eval_steps=2"), tmp_path / "v", console)
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(UserError, match="needs the tensorboard package"):
+            train(recipe(tiny_model_dir, tiny_data, "train.tensorboard=true"), tmp_path / "tb", console)
+        assert not (tmp_path / "tb").exists()
 
     train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", console)
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
