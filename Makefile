@@ -20,7 +20,7 @@ setup: $(STAMP)
 demo: setup
 	$(PY) scripts/prepare_data.py --recipe quickstart
 	$(PY) scripts/train_qlora.py --recipe quickstart --out $(DEMO_RUN) --overwrite
-	$(PY) scripts/evaluate.py --recipe quickstart --adapter $(DEMO_RUN)
+	$(PY) scripts/evaluate.py --recipe quickstart --adapter $(DEMO_RUN) --compare base
 
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests

@@ -20,7 +20,7 @@ RUN = "runs/quickstart/bench"
 STAGES = [
     ("prepare", ["scripts/prepare_data.py", "--recipe", "quickstart"]),
     ("train", ["scripts/train_qlora.py", "--recipe", "quickstart", "--out", RUN, "--overwrite"]),
-    ("evaluate", ["scripts/evaluate.py", "--recipe", "quickstart", "--adapter", RUN]),
+    ("evaluate", ["scripts/evaluate.py", "--recipe", "quickstart", "--adapter", RUN, "--compare", "base"]),
 ]
 
 
@@ -40,7 +40,8 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model_cache": "cold" if cold else "warm", "seconds": seconds,
-        "metrics": json.loads((ROOT / RUN / "eval" / "metrics.json").read_text())["metrics"],
+        "metrics": {model: {k: round(v["overall"][k]["mean"], 4) for k in ("answer_loss", "perplexity", "rougeL")}
+                    for model, v in json.loads((ROOT / RUN / "eval" / "metrics.json").read_text())["models"].items()},
     }
     out = ROOT / "bench" / "results" / f"demo_pipeline_{result['model_cache']}.json"
     out.parent.mkdir(exist_ok=True)

@@ -1,22 +1,34 @@
-"""Evaluate the base model and a fine-tuned adapter on the same prompts, from one model load."""
+"""Evaluate models on a prepared split: generate (batched, resumable), score per example, add intervals.
+
+Several models (the base and a fine-tuned adapter, or a merged folder) see exactly the same prompts, from the one
+prompt builder. Predictions are appended to <out>/partial/<model>.jsonl as each batch finishes, so a rerun after a
+crash or Ctrl-C skips the ids already done.
+"""
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from . import metrics as M
 from .data import load_split
 from .errors import UserError
 from .generate import generate_batched
-from .io import write_json, write_jsonl
-from .metrics import answer_token_losses, loss_and_perplexity, rouge_l
+from .io import read_jsonl, write_json, write_jsonl
 from .models import load_model
 from .prompts import record_prompt
 from .recipe import Recipe
-from .report import plot_comparison
+
+HEADLINE = ("answer_loss", "perplexity", "token_accuracy", "rougeL", "bleu", "chrf", "meteor", "bertscore_f1",
+            "exact_match", "yes_no_accuracy")
+LOWER_IS_BETTER = {"answer_loss", "perplexity"}
 
 
 def find_adapter(path: Path, recipe: Recipe) -> Path:
@@ -32,54 +44,219 @@ def find_adapter(path: Path, recipe: Recipe) -> Path:
     return adapter
 
 
-def evaluate(recipe: Recipe, adapter_path: Path | None, out_dir: Path) -> dict:
+@dataclass
+class Candidate:
+    name: str
+    model: object
+    tokenizer: object
+    context: Callable = nullcontext  # e.g. the PEFT model's disable_adapter, to run the base from the same load
+    identity: str = ""  # what must match for a partial file to be reused
+
+
+def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | None, compare_base: bool) -> list[Candidate]:
+    adapter = find_adapter(adapter_path, recipe) if adapter_path else None
+    if merged_path and not (merged_path / "config.json").is_file():
+        raise UserError(f"--model {merged_path}: not a model folder (no config.json)")
+    base = load_model(recipe.model, recipe.backend, recipe.train.max_seq_length)
+    _for_inference(base)
+    out = []
+    if merged_path:
+        tuned = load_model(str(merged_path), recipe.backend, recipe.train.max_seq_length)
+        _for_inference(tuned)
+        if compare_base:
+            out.append(Candidate("base", base.model, base.tokenizer, identity=recipe.model))
+        out.append(Candidate("fine-tuned", tuned.model, tuned.tokenizer, identity=str(merged_path.resolve())))
+        return out
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base.model, str(adapter))
+        if compare_base:
+            out.append(Candidate("base", model, base.tokenizer, model.disable_adapter, identity=recipe.model))
+        out.append(Candidate("fine-tuned", model, base.tokenizer, identity=str(adapter.resolve())))
+        return out
+    return [Candidate("base", base.model, base.tokenizer, identity=recipe.model)]
+
+
+def _for_inference(loaded) -> None:
+    if loaded.backend == "unsloth":
+        from unsloth import FastLanguageModel  # GPU only: Unsloth's faster generation path
+
+        FastLanguageModel.for_inference(loaded.model)
+
+
+# ---------------------------------------------------------------- generation, resumable
+
+
+def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial: Path, progress: Progress, console) -> dict[str, dict]:
+    """id -> {prediction, loss_sum, n_tokens, n_correct}; reuses and extends partial/<name>.jsonl."""
+    settings = {"identity": cand.identity, "max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample,
+                "temperature": recipe.eval.temperature, "top_p": recipe.eval.top_p, "seed": recipe.seed,
+                "max_seq_length": recipe.train.max_seq_length}
+    path, meta = partial / f"{cand.name}.jsonl", partial / f"{cand.name}.settings.json"
+    done: dict[str, dict] = {}
+    if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
+        done = {row["id"]: row for row in read_jsonl(path)}
+    elif path.exists():
+        console.print(f"[yellow]{cand.name}: earlier partial predictions were made with other settings; starting over[/]")
+        path.unlink()
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(meta, settings)
+    todo = sorted((r for r in records if r["id"] not in done), key=lambda r: len(record_prompt(r)))
+    task = progress.add_task(cand.name, total=len(records), completed=len(records) - len(todo))
+    batch_size = recipe.eval.batch_size
+    with cand.context(), path.open("a", encoding="utf-8") as handle:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            stats = M.answer_token_stats(cand.model, cand.tokenizer, batch, recipe.train.max_seq_length, batch_size)
+            predictions = generate_batched(
+                cand.model, cand.tokenizer, [record_prompt(r) for r in batch], batch_size, recipe.eval.max_new_tokens,
+                do_sample=recipe.eval.do_sample, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p, seed=recipe.seed,
+            )
+            for record, pred, stat in zip(batch, predictions, stats):
+                row = {"id": record["id"], "prediction": pred, **stat}
+                done[record["id"]] = row
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()  # each finished batch survives a crash
+            progress.advance(task, len(batch))
+    return done
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score(records: list[dict], predictions: list[str]) -> dict[str, list]:
+    """Per-example scores for every text metric, each language with its own tokenisation and encoders."""
+    M.check_pairs(predictions, [r["output"] for r in records])
+    out: dict[str, list] = {name: [None] * len(records) for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor",
+                                                                    "bertscore_f1", "exact_match", "yes_no_accuracy")}
+    for lang in sorted({r["lang"] for r in records}):
+        idx = [i for i, r in enumerate(records) if r["lang"] == lang]
+        preds, refs = [predictions[i] for i in idx], [records[i]["output"] for i in idx]
+        group = {**M.rouge(preds, refs), "meteor": M.meteor(preds, refs), "exact_match": M.exact_match(preds, refs),
+                 "yes_no_accuracy": M.yes_no_accuracy(preds, refs), "bertscore_f1": M.bertscore_f1(preds, refs, lang)}
+        bc = M.bleu_chrf(preds, refs, lang)
+        group.update(bleu=bc["bleu"], chrf=bc["chrf"])
+        for name, values in group.items():
+            for j, i in enumerate(idx):
+                out[name][i] = None if values is None else values[j]
+    return out
+
+
+def summarise(records: list[dict], rows: list[dict], scores: dict[str, list], seed: int) -> dict:
+    """Means with 95% bootstrap intervals, overall and per language; corpus BLEU/chrF per language."""
+    def block(idx: list[int]) -> dict:
+        sub = [rows[i] for i in idx]
+        loss_sums, counts = [r["loss_sum"] for r in sub], [r["n_tokens"] for r in sub]
+        out = {
+            "answer_loss": M.bootstrap_ratio(loss_sums, counts, seed=seed),
+            "perplexity": M.bootstrap_ratio(loss_sums, counts, transform=np.exp, seed=seed),
+            "token_accuracy": M.bootstrap_ratio([r["n_correct"] for r in sub], counts, seed=seed),
+        }
+        for name, values in scores.items():
+            out[name] = M.bootstrap_mean([values[i] for i in idx], seed=seed)
+        return out
+
+    langs = sorted({r["lang"] for r in records})
+    summary = {"overall": block(list(range(len(records)))), "by_lang": {}, "corpus": {},
+               "empty_predictions": sum(1 for r in rows if not r["prediction"].strip())}
+    for lang in langs:
+        idx = [i for i, r in enumerate(records) if r["lang"] == lang]
+        summary["by_lang"][lang] = block(idx)
+        bc = M.bleu_chrf([rows[i]["prediction"] for i in idx], [records[i]["output"] for i in idx], lang)
+        summary["corpus"][lang] = {"bleu": bc["corpus_bleu"], "chrf": bc["corpus_chrf"]}
+    return summary
+
+
+def compare(rows_a: list[dict], rows_b: list[dict], scores_a: dict, scores_b: dict, seed: int) -> dict:
+    """Fine-tuned minus base, paired by example, with a 95% paired-bootstrap interval."""
+    out = {"answer_loss": M.paired_bootstrap([r["loss_sum"] / max(r["n_tokens"], 1) for r in rows_a],
+                                             [r["loss_sum"] / max(r["n_tokens"], 1) for r in rows_b], seed=seed)}
+    for name in scores_a:
+        out[name] = M.paired_bootstrap(scores_a[name], scores_b[name], seed=seed)
+    return out
+
+
+# ---------------------------------------------------------------- the whole evaluation
+
+
+def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
+             compare_base: bool = False) -> dict:
+    records = _records(recipe)
+    cands = candidates(recipe, adapter, merged, compare_base)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    results = {}
+    with Progress(*columns, console=console) as progress:
+        for cand in cands:
+            done = run_candidate(cand, records, recipe, out_dir / "partial", progress, console)
+            results[cand.name] = [done[r["id"]] for r in records]
+    return finish(recipe, records, results, out_dir, sources={"adapter": str(adapter) if adapter else None,
+                                                              "merged": str(merged) if merged else None})
+
+
+def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
+    """Score an existing predictions JSONL ({id, prediction} per line) against the recipe's split; no model."""
+    records = _records(recipe)
+    rows = read_jsonl(predictions_path)
+    by_id = {}
+    for lineno, row in enumerate(rows, start=1):
+        if "id" not in row or not isinstance(row.get("prediction"), str):
+            raise UserError(f"{predictions_path}:{lineno}: each line needs 'id' and a string 'prediction'")
+        by_id[str(row["id"])] = row["prediction"]
+    missing = [r["id"] for r in records if r["id"] not in by_id]
+    extra = set(by_id) - {r["id"] for r in records}
+    if missing or extra:
+        raise UserError(f"{predictions_path}: {len(by_id)} predictions for {len(records)} references "
+                        f"({len(missing)} ids missing, e.g. {missing[:1]}; {len(extra)} unknown ids); they must pair up one to one")
+    results = {"predictions": [{"id": r["id"], "prediction": by_id[r["id"]], "loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}
+                               for r in records]}
+    return finish(recipe, records, results, out_dir, sources={"predictions": str(predictions_path)}, with_loss=False)
+
+
+def _records(recipe: Recipe) -> list[dict]:
     records = load_split(recipe.data_dir, recipe.eval.split)
     if recipe.eval.max_examples:
         records = records[: recipe.eval.max_examples]
     if not records:
         raise UserError(f"{recipe.data_dir / (recipe.eval.split + '.jsonl')} has no records to evaluate")
-    adapter = find_adapter(adapter_path, recipe) if adapter_path else None
-    loaded = load_model(recipe.model, recipe.backend, recipe.train.max_seq_length)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    variants = [("base", nullcontext)]
-    if adapter:
-        from peft import PeftModel
+    for r in records:
+        r.setdefault("lang", "en")
+    return records
 
-        model = PeftModel.from_pretrained(model, str(adapter))
-        variants = ([("base", model.disable_adapter)] if recipe.eval.compare_base else []) + [("fine-tuned", nullcontext)]
 
-    prompts = [record_prompt(r) for r in records]
-    references = [r["output"] for r in records]
-    results: dict[str, dict] = {}
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as progress:
-        for name, context in variants:
-            task = progress.add_task(f"{name}: loss + generation", total=2 * len(records))
-            with context():
-                losses = answer_token_losses(model, tokenizer, records, recipe.train.max_seq_length, recipe.eval.batch_size)
-                progress.advance(task, len(records))
-                predictions = generate_batched(
-                    model, tokenizer, prompts, recipe.eval.batch_size, recipe.eval.max_new_tokens,
-                    on_batch=lambda n, task=task: progress.advance(task, n),
-                )
-            loss, ppl = loss_and_perplexity(losses)
-            rouge = rouge_l(predictions, references)
-            results[name] = {"predictions": predictions, "rougeL": rouge, "losses": losses,
-                             "metrics": {"answer_loss": loss, "perplexity": ppl, "rougeL": sum(rouge) / len(rouge)}}
-
+def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True) -> dict:
+    scores = {name: score(records, [r["prediction"] for r in rows]) for name, rows in results.items()}
+    models = {name: summarise(records, rows, scores[name], recipe.seed) for name, rows in results.items()}
+    if not with_loss:
+        for m in models.values():
+            for block in (m["overall"], *m["by_lang"].values()):
+                for key in ("answer_loss", "perplexity", "token_accuracy"):
+                    block[key] = None
+    names = list(results)
+    comparison = compare(results[names[0]], results[names[-1]], scores[names[0]], scores[names[-1]], recipe.seed) if len(names) == 2 else None
+    summary = {"recipe": recipe.name, "model": recipe.model, **sources, "split": recipe.eval.split, "examples": len(records),
+               "languages": dict(sorted((lang, sum(1 for r in records if r["lang"] == lang)) for lang in {r["lang"] for r in records})),
+               "generation": {"max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample},
+               "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed},
+               "models": models, "comparison": comparison}
     rows = []
     for i, record in enumerate(records):
-        row = {"id": record["id"], "prompt": prompts[i], "reference": references[i]}
+        row = {"id": record["id"], "lang": record["lang"], "prompt": record_prompt(record), "reference": record["output"]}
         for name, res in results.items():
-            row[name] = {"prediction": res["predictions"][i], "rougeL": round(res["rougeL"][i], 4),
-                         "answer_loss": round(res["losses"][i][0] / max(res["losses"][i][1], 1), 4)}
+            r = res[i]
+            row[name] = {"prediction": r["prediction"], **{k: _round(v[i]) for k, v in scores[name].items()}}
+            if with_loss:
+                row[name]["answer_loss"] = round(r["loss_sum"] / max(r["n_tokens"], 1), 4)
         rows.append(row)
-    metrics = {name: res["metrics"] for name, res in results.items()}
-    summary = {"recipe": recipe.name, "model": recipe.model, "adapter": str(adapter) if adapter else None,
-               "split": recipe.eval.split, "examples": len(records), "backend": loaded.backend, "metrics": metrics}
     write_jsonl(out_dir / "predictions.jsonl", rows)
     write_json(out_dir / "metrics.json", summary)
-    plot_comparison(metrics, out_dir / "metrics.png")
+    from .report import plot_metrics, write_eval_report
+
+    plot_metrics(models, out_dir / "metrics.png")
+    write_eval_report(summary, rows, out_dir / "report.md")
     recipe.save(out_dir / "recipe.yaml")
     return summary
 
+
+def _round(value):
+    return round(value, 4) if isinstance(value, float) else value

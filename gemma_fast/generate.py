@@ -12,7 +12,8 @@ from .models import stop_token_ids
 @torch.no_grad()
 def generate_batched(
     model, tokenizer, prompts: list[str], batch_size: int = 16, max_new_tokens: int = 64,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+    seed: int = 0,
 ) -> list[str]:
     """Answers in the order of `prompts`. Sorting by length keeps padding (wasted compute) small in each batch."""
     model.eval()
@@ -20,11 +21,14 @@ def generate_batched(
     tokenizer.padding_side = "left"  # the new tokens of every row then start at the same position
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    if do_sample:
+        torch.manual_seed(seed)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_token_ids(tokenizer),
+            **enc, max_new_tokens=max_new_tokens, **sampling, eos_token_id=stop_token_ids(tokenizer),
             pad_token_id=tokenizer.pad_token_id,
         )
         for row, i in enumerate(idx):

@@ -87,7 +87,9 @@ class EvalConfig:
     max_examples: int = 0  # 0 evaluates every record of the split
     batch_size: int = 16
     max_new_tokens: int = 64
-    compare_base: bool = True
+    do_sample: bool = False  # greedy by default: reproducible scores
+    temperature: float = 1.0
+    top_p: float = 1.0
 
 
 @dataclass

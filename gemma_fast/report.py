@@ -53,22 +53,84 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_comparison(metrics: dict[str, dict[str, float]], path: Path) -> None:
-    """One panel per metric, one bar per model (base, fine-tuned)."""
+def plot_metrics(models: dict[str, dict], path: Path, names: Sequence[str] = ("answer_loss", "token_accuracy", "rougeL", "bleu",
+                                                                            "meteor", "bertscore_f1", "exact_match", "yes_no_accuracy")) -> None:
+    """One panel per metric, one bar per model, 95% bootstrap intervals as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(metrics)
-    names = list(next(iter(metrics.values())))
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
-    for ax, name in zip(axes if len(names) > 1 else [axes], names):
-        values = [metrics[m][name] for m in models]
-        ax.bar(models, values, color=["#999999", "#3b7dd8"][: len(models)])
-        ax.set_title(name)
-        for x, v in enumerate(values):
-            ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
+    shown = [n for n in names if any(m["overall"].get(n) for m in models.values())]
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
+    colors = ["#999999", "#3b7dd8", "#d8823b"]
+    for ax, name in zip(axes[0], shown):
+        for x, (model, summary) in enumerate(models.items()):
+            stat = summary["overall"].get(name)
+            if not stat:
+                continue
+            err = [[stat["mean"] - stat["ci_low"]], [stat["ci_high"] - stat["mean"]]]
+            ax.bar(x, stat["mean"], yerr=err, capsize=4, color=colors[x % len(colors)], label=model)
+            ax.annotate(f"{stat['mean']:.3g}", (x, stat["ci_high"]), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(models)), list(models), fontsize=7)
+        ax.set_title(name, fontsize=9)
     fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
+
+
+def interval(stat: dict | None) -> str:
+    if not stat:
+        return "n/a"
+    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
+
+
+def diff_interval(stat: dict | None) -> str:
+    if not stat:
+        return "n/a"
+    return f"{stat['diff']:+.3f} [{stat['ci_low']:+.3f}, {stat['ci_high']:+.3f}]"
+
+
+def metric_rows(summary: dict, names: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for name in names:
+        cells = [interval(m["overall"].get(name)) for m in summary["models"].values()]
+        if all(c == "n/a" for c in cells):
+            continue
+        if summary.get("comparison"):
+            cells.append(diff_interval(summary["comparison"].get(name)))
+        rows.append([name, *cells])
+    return rows
+
+
+def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int = 3) -> None:
+    """report.md: the metric table with intervals, per-language means, and the best and worst samples side by side."""
+    from .evaluation import HEADLINE
+
+    models = list(summary["models"])
+    header = ["metric", *models] + (["fine-tuned − base (paired)"] if summary.get("comparison") else [])
+    lines = [f"# Evaluation: {summary['recipe']}", "",
+             f"{summary['examples']} examples of the {summary['split']} split ({', '.join(f'{k}: {v}' for k, v in summary['languages'].items())}); "
+             f"model `{summary['model']}`; means with 95% bootstrap intervals ({summary['bootstrap']['resamples']} resamples).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, HEADLINE)]
+    for lang in summary["languages"]:
+        lines += ["", f"## {lang}", "", "| metric | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+        for name in HEADLINE:
+            cells = [interval(summary["models"][m]["by_lang"][lang].get(name)) for m in models]
+            if any(c != "n/a" for c in cells):
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| corpus BLEU | " + " | ".join(f"{summary['models'][m]['corpus'][lang]['bleu']:.2f}" for m in models) + " |")
+    if len(models) == 2:
+        a, b = models
+        ranked = sorted(rows, key=lambda r: (r[b]["rougeL"] or 0) - (r[a]["rougeL"] or 0))
+        for title, picked in (("Where fine-tuning helped most", ranked[::-1][:samples]), ("Where it helped least", ranked[:samples])):
+            lines += ["", f"## {title} (ROUGE-L)", ""]
+            for r in picked:
+                question = r["prompt"].split("<start_of_turn>user\n", 1)[-1].split("<end_of_turn>", 1)[0][-300:]
+                lines += [f"**{r['id']}** — {question}", "", f"- reference: {r['reference']}"]
+                lines += [f"- {m} ({r[m]['rougeL']:.2f}): {r[m]['prediction'] or '(empty)'}" for m in models] + [""]
+    from .io import atomic_open
+
+    with atomic_open(path) as handle:
+        handle.write("\n".join(lines) + "\n")

@@ -23,7 +23,7 @@ def tiny_pipeline(tmp_path_factory, tiny_model_dir):
     steps = [
         run_script("prepare_data", "--recipe", "tiny.yaml", cwd=work),
         run_script("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/tiny/r1", cwd=work),
-        run_script("evaluate", "--recipe", "tiny.yaml", "--adapter", "runs/tiny/r1", cwd=work),
+        run_script("evaluate", "--recipe", "tiny.yaml", "--adapter", "runs/tiny/r1", "--compare", "base", cwd=work),
     ]
     for step in steps:
         assert step.returncode == 0, step.stderr[-3000:]
@@ -55,15 +55,22 @@ def test_train_writes_adapter_metrics_plot_and_recipe(tiny_pipeline):
 def test_evaluate_compares_base_and_fine_tuned(tiny_pipeline):
     out = tiny_pipeline / "runs" / "tiny" / "r1" / "eval"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["examples"] == 4 and set(metrics["metrics"]) == {"base", "fine-tuned"}
-    for values in metrics["metrics"].values():
-        assert values["perplexity"] == pytest.approx(2.718281828 ** values["answer_loss"], rel=1e-6)
-        assert 0.0 <= values["rougeL"] <= 1.0
+    assert metrics["examples"] == 4 and set(metrics["models"]) == {"base", "fine-tuned"}
+    for model in metrics["models"].values():
+        overall = model["overall"]
+        assert overall["perplexity"]["mean"] == pytest.approx(2.718281828 ** overall["answer_loss"]["mean"], rel=1e-6)
+        assert 0.0 <= overall["rougeL"]["mean"] <= 1.0
+        assert overall["rougeL"]["ci_low"] <= overall["rougeL"]["mean"] <= overall["rougeL"]["ci_high"]
+        assert set(model["by_lang"]) == {"en"}
     # LoRA's B matrices start at zero, so three steps must have moved the loss away from the base model's
-    assert metrics["metrics"]["base"]["answer_loss"] != metrics["metrics"]["fine-tuned"]["answer_loss"]
+    assert metrics["models"]["base"]["overall"]["answer_loss"] != metrics["models"]["fine-tuned"]["overall"]["answer_loss"]
+    assert metrics["comparison"]["rougeL"]["n"] == 4
     rows = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     assert len(rows) == 4 and all({"base", "fine-tuned"} <= set(r) for r in rows)
+    assert {"prediction", "rougeL", "bleu", "meteor", "bertscore_f1", "answer_loss"} <= set(rows[0]["fine-tuned"])
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "| rougeL |" in report and "Where fine-tuning helped most" in report
 
 
 def test_adapter_from_another_base_model_is_refused(tiny_pipeline):

@@ -1,0 +1,111 @@
+"""Metrics with hand-checked values, intervals, and the evaluation flow (resumable, per language) on a tiny model."""
+
+import json
+
+import pytest
+from rich.console import Console
+
+from gemma_fast import metrics as M
+from gemma_fast.errors import UserError
+from gemma_fast.evaluation import evaluate, score_file
+from gemma_fast.io import write_jsonl
+from gemma_fast.recipe import load_recipe
+
+
+def test_bleu_and_chrf_known_values_and_chinese_tokenisation():
+    same = M.bleu_chrf(["the cat sat on the mat"], ["the cat sat on the mat"], "en")
+    assert same["bleu"] == [pytest.approx(100.0)] and same["chrf"] == [pytest.approx(100.0)]
+    # Chinese has no spaces: with the default 13a tokeniser the whole line is one token and a partial match scores 0
+    zh = M.bleu_chrf(["床前明月光"], ["床前明月光，疑是地上霜"], "zh")["bleu"][0]
+    en_tok = M.bleu_chrf(["床前明月光"], ["床前明月光，疑是地上霜"], "en")["bleu"][0]
+    assert zh > 20 and en_tok == 0.0
+
+
+def test_meteor_known_value():
+    # all 6 words match in one chunk: Fmean = 1, penalty = 0.5 * (1/6)^3, score = 1 - 0.5/216
+    assert M.meteor(["the cat sat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(1 - 0.5 / 216, abs=1e-6)]
+    assert M.meteor(["dog"], ["the cat sat on the mat"]) == [0.0]
+
+
+def test_rouge_known_values_including_chinese():
+    # LCS("the cat sat on the mat", "the cat on the mat") = 5; P = 1, R = 5/6, F = 10/11
+    assert M.rouge_l(["the cat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(10 / 11)]
+    # reference 床前明月光 (5 chars), prediction 床前月光 (4): LCS 4, P = 1, R = 0.8, F = 8/9
+    assert M.rouge_l(["床前月光"], ["床前明月光"]) == [pytest.approx(8 / 9)]
+    assert M.rouge(["床前"], ["床前明月光"])["rouge2"] == [pytest.approx(2 * 1 * 0.25 / 1.25)]  # 1 of 4 bigrams
+    assert M.MixedTokenizer().tokenize("床前明月光, Hello World!") == ["床", "前", "明", "月", "光", "hello", "world"]
+
+
+def test_bertscore_is_english_only():
+    f1 = M.bertscore_f1(["The cat sat on the mat.", "Paris"], ["The cat sat on the mat.", "A cooking recipe for soup"], "en")
+    assert f1[0] == pytest.approx(1.0, abs=1e-4) and f1[1] < 0.9
+    assert M.bertscore_f1(["床前明月光"], ["床前明月光"], "zh") is None
+
+
+def test_exact_match_and_yes_no():
+    assert M.exact_match(["The Answer!", "no"], ["answer", "yes"]) == [1.0, 0.0]
+    assert M.yes_no_accuracy(["Yes, it is.", "True.", "Maybe", "no"], ["yes", "False", "No.", "Kaggle is a site."]) == [1.0, 0.0, 0.0, None]
+    assert M.yes_no_label("是的，可以。") == "yes" and M.yes_no_label("Kaggle") is None
+
+
+def test_pairing_errors_are_clear():
+    with pytest.raises(UserError, match="2 predictions but 1 references"):
+        M.rouge(["a", "b"], ["a"])
+    with pytest.raises(UserError, match="no predictions to score"):
+        M.meteor([], [])
+
+
+def test_bootstrap_intervals():
+    flat = M.bootstrap_mean([0.5] * 20)
+    assert flat == {"mean": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": 20}
+    spread = M.bootstrap_mean([0.0, 1.0] * 50 + [None])
+    assert spread["n"] == 100 and spread["ci_low"] < 0.5 < spread["ci_high"] and spread["ci_high"] - spread["ci_low"] < 0.3
+    paired = M.paired_bootstrap([0.1, 0.2, 0.3], [1.1, 1.2, 1.3])
+    assert paired["diff"] == pytest.approx(1.0) and paired["ci_low"] == pytest.approx(1.0) and paired["p_b_better"] == 1.0
+    ppl = M.bootstrap_ratio([2.0, 6.0], [1, 3], transform=__import__("numpy").exp)
+    assert ppl["mean"] == pytest.approx(__import__("math").e ** 2)
+
+
+@pytest.fixture
+def bilingual(tmp_path, tiny_model_dir):
+    rows = [{"id": f"en{i}", "instruction": f"Is item {i} ready?", "input": "", "output": "Yes." if i % 2 else "It is item.", "lang": "en"}
+            for i in range(5)] + [{"id": f"zh{i}", "instruction": f"第{i}句是什么？", "input": "", "output": "床前明月光", "lang": "zh"} for i in range(3)]
+    write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+    return load_recipe("quickstart", [f"model={tiny_model_dir}", f"data.dir={tmp_path / 'data'}", "eval.max_new_tokens=4",
+                                      "eval.batch_size=3", "train.max_seq_length=128"])
+
+
+def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypatch):
+    console = Console(stderr=True)
+    first = evaluate(bilingual, tmp_path / "eval", console)
+    assert first["languages"] == {"en": 5, "zh": 3}
+    base = first["models"]["base"]
+    assert base["by_lang"]["zh"]["bertscore_f1"] is None and base["by_lang"]["en"]["bertscore_f1"]["n"] == 5
+    assert base["overall"]["yes_no_accuracy"]["n"] == 2  # only the references that are yes/no answers
+    predictions = [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
+
+    partial = tmp_path / "eval" / "partial" / "base.jsonl"  # as if the run had died after three answers
+    partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:3]))
+    generated = []
+    import gemma_fast.evaluation as E
+
+    real = E.generate_batched
+    monkeypatch.setattr(E, "generate_batched", lambda model, tok, prompts, *a, **k: generated.extend(prompts) or real(model, tok, prompts, *a, **k))
+    second = evaluate(bilingual, tmp_path / "eval", console)
+    assert len(generated) == 5  # only the missing ones
+    assert [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == predictions
+    assert second["models"]["base"]["overall"]["rougeL"] == base["overall"]["rougeL"]
+
+
+def test_scoring_a_predictions_file(tmp_path, bilingual):
+    refs = [json.loads(line) for line in (tmp_path / "data" / "test.jsonl").open()]
+    write_jsonl(tmp_path / "preds.jsonl", [{"id": r["id"], "prediction": r["output"]} for r in refs])
+    summary = score_file(bilingual, tmp_path / "preds.jsonl", tmp_path / "scored")
+    overall = summary["models"]["predictions"]["overall"]
+    assert overall["exact_match"]["mean"] == 1.0 and overall["rougeL"]["mean"] == 1.0 and overall["answer_loss"] is None
+    write_jsonl(tmp_path / "short.jsonl", [{"id": r["id"], "prediction": "x"} for r in refs[:-1]])
+    with pytest.raises(UserError, match="7 predictions for 8 references .*must pair up one to one"):
+        score_file(bilingual, tmp_path / "short.jsonl", tmp_path / "s2")
+    write_jsonl(tmp_path / "bad.jsonl", [{"id": "en0"}])
+    with pytest.raises(UserError, match="bad.jsonl:1: each line needs 'id' and a string 'prediction'"):
+        score_file(bilingual, tmp_path / "bad.jsonl", tmp_path / "s3")
