@@ -7,6 +7,7 @@ crash or Ctrl-C skips the ids already done.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     """id -> {prediction, loss_sum, n_tokens, n_correct}; reuses and extends partial/<name>.jsonl."""
     settings = {"identity": cand.identity, "max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample,
                 "temperature": recipe.eval.temperature, "top_p": recipe.eval.top_p, "seed": recipe.seed,
-                "max_seq_length": recipe.train.max_seq_length}
+                "max_seq_length": recipe.train.max_seq_length, "rag": dataclasses.asdict(recipe.rag)}
     path, meta = partial / f"{cand.name}.jsonl", partial / f"{cand.name}.settings.json"
     done: dict[str, dict] = {}
     if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
@@ -221,7 +222,9 @@ def _records(recipe: Recipe) -> list[dict]:
         raise UserError(f"{recipe.data_dir / (recipe.eval.split + '.jsonl')} has no records to evaluate")
     for r in records:
         r.setdefault("lang", "en")
-    return records
+    from .rag import attach_passages
+
+    return attach_passages(records, recipe)
 
 
 def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True) -> dict:

@@ -25,8 +25,9 @@ def build_prompt(instruction: str, input: str = "", passages: Sequence[str] = ()
     return f"{START_USER}{body}{END_OF_TURN}\n{START_MODEL}"
 
 
-def record_prompt(record: dict, passages: Sequence[str] = ()) -> str:
-    return build_prompt(record["instruction"], record.get("input", ""), passages)
+def record_prompt(record: dict) -> str:
+    """A record's prompt, with the passages retrieval attached to it (rag.attach_passages), if any."""
+    return build_prompt(record["instruction"], record.get("input", ""), record.get("passages", ()))
 
 
 def end_of_turn_id(tokenizer) -> int:
@@ -36,13 +37,13 @@ def end_of_turn_id(tokenizer) -> int:
     return token_id
 
 
-def encode_example(tokenizer, record: dict, max_length: int, passages: Sequence[str] = ()) -> dict:
+def encode_example(tokenizer, record: dict, max_length: int) -> dict:
     """Token ids of prompt + answer + `<end_of_turn>`, and a mask that is 1 exactly on the answer and `<end_of_turn>`.
 
     Prompt and answer are tokenized separately so the boundary is exact; the answer keeps no trailing newline
     so the model learns to stop with `<end_of_turn>`, the token generation stops on.
     """
-    prompt_ids = tokenizer(record_prompt(record, passages), add_special_tokens=True)["input_ids"]
+    prompt_ids = tokenizer(record_prompt(record), add_special_tokens=True)["input_ids"]
     if len(prompt_ids) >= max_length:
         raise UserError(
             f"record {record.get('id', '?')}: the prompt alone is {len(prompt_ids)} tokens, "

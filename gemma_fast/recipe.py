@@ -59,6 +59,20 @@ class PrefixConfig:
 
 
 @dataclass
+class RagConfig:
+    index: str = ""  # rag/<name> folder to retrieve from; empty: no retrieval
+    k: int = 3  # passages per question
+    min_score: float = 0.0  # cosine similarity below which a passage is not used
+    trigger: str = _choice("always", "terms")  # terms: only for questions that contain a glossary term
+    glossary: str = ""  # term -> definition file (json object, or csv/tsv with two columns); also indexed
+    corpus: list[str] = field(default_factory=list)  # files or globs: .txt/.md, or .json/.jsonl with corpus_field
+    corpus_field: str = "input"  # the field whose distinct values are passages, for json/jsonl corpus files
+    chunk_size: int = 1000  # characters
+    chunk_overlap: int = 100
+    embedding_model: str = "embedded:all-minilm-l6-v2"  # or a local sentence-transformers folder or a hub id
+
+
+@dataclass
 class TrainConfig:
     method: str = _choice("lora", "qlora", "prefix")
     epochs: float = 1.0
@@ -101,6 +115,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

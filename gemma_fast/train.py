@@ -280,6 +280,10 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     if t.eval_steps > 0 and not val_records:
         raise UserError(f"train.eval_steps={t.eval_steps} but {recipe.data_dir / 'val.jsonl'} is empty; set data.val_fraction > 0")
     checkpoint = prepare_run_dir(out_dir, recipe, resume, overwrite)
+    if recipe.rag.index:  # the same retrieved passages the evaluation will put in its prompts
+        from .rag import attach_passages
+
+        train_records, val_records = attach_passages(train_records, recipe), attach_passages(val_records, recipe)
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {note}")
 

@@ -14,3 +14,11 @@ def test_prepare_benchmark_runs_and_reports(tmp_path):
     report = json.loads((ROOT / "bench" / "results" / "prepare_throughput.json").read_text())
     assert report["records"] == 300 and report["records_per_s"] > 0
     assert sum(report["kept"].values()) + sum(report["dropped"].values()) == 300
+
+
+def test_eval_throughput_benchmark_runs_and_reports():
+    result = subprocess.run([sys.executable, "bench/eval_throughput.py", "--prompts", "4", "--batch-sizes", "1,4",
+                             "--max-new-tokens", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((ROOT / "bench" / "results" / "eval_throughput.json").read_text())
+    assert [r["batch_size"] for r in report["results"]] == [1, 4] and report["results"][0]["speedup_vs_batch_1"] == 1.0

@@ -89,7 +89,7 @@ def test_adapter_from_another_base_model_is_refused(tiny_pipeline):
     ("train_qlora", ["--recipe", "quickstart", "--set", "train.epochs=many"], "'train.epochs' must be float, got 'many'"),
     ("evaluate", ["--recipe", "quickstart", "--set", "model=./no/such/model"], "model './no/such/model' not found"),
     ("evaluate", ["--recipe", "quickstart", "--adapter", "no_run"], "no adapter found at no_run"),
-    ("build_rag", ["--recipe", "quickstart"], "not implemented yet (issue #6)"),
+    ("build_rag", ["--recipe", "quickstart"], "rag: the corpus is empty"),
     ("robustness", ["--recipe", "quickstart"], "not implemented yet (issue #7)"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, script, args, message):

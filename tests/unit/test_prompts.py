@@ -13,6 +13,8 @@ def test_context_and_passages_come_before_the_question():
     assert prompt == ("<start_of_turn>user\nContext:\nretrieved one\n\nrecord context\n\nQ?"
                       "<end_of_turn>\n<start_of_turn>model\n")
     assert record_prompt({"instruction": "Q?", "input": "  "}) == build_prompt("Q?")
+    with_retrieval = {"instruction": "Q?", "input": "record context", "passages": ["retrieved one"]}
+    assert record_prompt(with_retrieval) == prompt  # retrieval reaches training and evaluation through the record
 
 
 def test_labels_cover_exactly_the_answer_and_end_of_turn(tiny_tokenizer):

