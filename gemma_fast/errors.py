@@ -6,8 +6,3 @@ class UserError(Exception):
 
     exit_code = 2
 
-
-class NotYetImplemented(UserError):
-    """A capability tracked in an open issue; raised instead of producing fake output."""
-
-    exit_code = 3

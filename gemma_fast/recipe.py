@@ -73,6 +73,16 @@ class RagConfig:
 
 
 @dataclass
+class RobustnessConfig:
+    perturbations: list[str] = field(default_factory=lambda: [
+        "typos:0.05", "casing:0.2", "punct_width", "punct_removal", "whitespace:0.1", "paraphrase", "code_switch:0.5",
+        "context_removal", "sentence_shuffle", "distractor"])  # specs: name[:rate], composed with +
+    metric: str = "rougeL"  # the headline for the robustness score (mean relative drop)
+    parallel_file: str = ""  # JSONL {id, instruction} of translated questions, for `translate`
+    translate_to: str = "Chinese"  # target language for `self_translate`
+
+
+@dataclass
 class TrainConfig:
     method: str = _choice("lora", "qlora", "prefix")
     epochs: float = 1.0
@@ -116,6 +126,7 @@ class Recipe:
     lora: LoraConfig = field(default_factory=LoraConfig)
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
     rag: RagConfig = field(default_factory=RagConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

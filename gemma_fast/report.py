@@ -16,7 +16,8 @@ console = Console()
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
     t = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i == 0 else "right")
+        numeric = i > 0 and all(isinstance(row[i], (int, float)) or row[i] in ("", "-", None) for row in rows)
+        t.add_column(col, justify="right" if numeric else "left")
     for row in rows:
         t.add_row(*(fmt(v) for v in row))
     return t

@@ -90,7 +90,7 @@ def test_adapter_from_another_base_model_is_refused(tiny_pipeline):
     ("evaluate", ["--recipe", "quickstart", "--set", "model=./no/such/model"], "model './no/such/model' not found"),
     ("evaluate", ["--recipe", "quickstart", "--adapter", "no_run"], "no adapter found at no_run"),
     ("build_rag", ["--recipe", "quickstart"], "rag: the corpus is empty"),
-    ("robustness", ["--recipe", "quickstart"], "not implemented yet (issue #7)"),
+    ("robustness", ["--recipe", "quickstart", "--perturb", "typos:2"], "rate 2.0 is outside [0, 1]"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, script, args, message):
     if script == "evaluate":  # evaluation needs prepared data before it looks at the model

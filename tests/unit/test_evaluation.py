@@ -109,3 +109,20 @@ def test_scoring_a_predictions_file(tmp_path, bilingual):
     write_jsonl(tmp_path / "bad.jsonl", [{"id": "en0"}])
     with pytest.raises(UserError, match="bad.jsonl:1: each line needs 'id' and a string 'prediction'"):
         score_file(bilingual, tmp_path / "bad.jsonl", tmp_path / "s3")
+
+
+def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilingual):
+    from gemma_fast.robustness import run
+
+    summary = run(bilingual, tmp_path / "rob", Console(stderr=True), specs=["casing:1.0", "context_removal"])
+    assert set(summary["perturbations"]) == {"casing:1.0", "context_removal"}
+    for v in summary["perturbations"].values():
+        assert v["delta"]["rougeL"]["n"] == 8 and v["metrics"]["rougeL"]["n"] == 8
+    assert summary["robustness_score"]["metric"] == "rougeL"
+    saved = json.loads((tmp_path / "rob" / "robustness.json").read_text())
+    assert saved["clean"]["rougeL"] == summary["clean"]["rougeL"]
+    assert (tmp_path / "rob" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| casing:1.0 |" in (tmp_path / "rob" / "report.md").read_text()
+    with pytest.raises(UserError, match="unknown perturbation 'nope'"):
+        run(bilingual, tmp_path / "rob2", Console(stderr=True), specs=["nope"])
+    assert not (tmp_path / "rob2").exists()
