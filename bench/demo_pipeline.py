@@ -8,7 +8,6 @@ Writes bench/results/demo_pipeline.json and prints a table.
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import save, stamp  # noqa: E402
 RUN = "runs/quickstart/bench"
 STAGES = [
     ("prepare", ["scripts/prepare_data.py", "--recipe", "quickstart"]),
@@ -37,15 +38,12 @@ def main() -> None:
         print(f"{name:9s} {seconds[name]:7.1f} s", flush=True)
     seconds["total"] = round(sum(seconds.values()), 1)
     print(f"{'total':9s} {seconds['total']:7.1f} s")
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    result = stamp(**{
         "model_cache": "cold" if cold else "warm", "seconds": seconds,
         "metrics": {model: {k: round(v["overall"][k]["mean"], 4) for k in ("answer_loss", "perplexity", "rougeL")}
                     for model, v in json.loads((ROOT / RUN / "eval" / "metrics.json").read_text())["models"].items()},
-    }
-    out = ROOT / "bench" / "results" / f"demo_pipeline_{result['model_cache']}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    })
+    save(f"demo_pipeline_{result['model_cache']}", result)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,14 @@ Prints a table and writes bench/results/eval_throughput.json. On a GPU the same 
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import save, stamp  # noqa: E402
 KAGGLE_TEST = ROOT.parent / "shared" / "data" / "kaggle_docs" / "kaggle_docs_QA_v2.json"
 
 
@@ -64,12 +63,8 @@ def main() -> None:
     for r in results:
         r["speedup_vs_batch_1"] = round(r["questions_per_s"] / results[0]["questions_per_s"], 2)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {device}", "model": args.model,
-              "backend": loaded.backend, "dtype": str(loaded.dtype), "prompts": len(prompts), "prompt_source": source,
-              "max_new_tokens": args.max_new_tokens, "results": results}
-    path = ROOT / "bench" / "results" / "eval_throughput.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    save("eval_throughput", stamp(device=device, model=args.model, backend=loaded.backend, dtype=str(loaded.dtype),
+                                  prompts=len(prompts), prompt_source=source, max_new_tokens=args.max_new_tokens, results=results))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ Prints a table and writes bench/results/prepare_throughput.json.
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -19,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import save, stamp  # noqa: E402
 
 WORDS = ("the model data answer question kaggle gemma notebook competition dataset training loss adapter "
          "token context response category summary python file score leaderboard submission kernel").split()
@@ -52,13 +51,10 @@ def main() -> None:
     start = time.perf_counter()
     report = prepare(recipe, work / "out", tokenizer)
     seconds = time.perf_counter() - start
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "records": args.records, "seconds": round(seconds, 2), "records_per_s": round(args.records / seconds),
-              "kept": report["kept"], "dropped": report["dropped"]}
+    result = stamp(records=args.records, seconds=round(seconds, 2), records_per_s=round(args.records / seconds),
+                   kept=report["kept"], dropped=report["dropped"])
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / "prepare_throughput.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save("prepare_throughput", result)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ Needs ../shared/data/kaggle_docs. Writes bench/results/rag_recall.json.
 import argparse
 import hashlib
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -20,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import save, stamp  # noqa: E402
 KAGGLE = ROOT.parent / "shared" / "data" / "kaggle_docs"
 
 
@@ -48,18 +47,15 @@ def main() -> None:
         ranks.append(passages.index(gold) + 1 if gold in passages else None)
     n = len(ranks)
     lat = sorted(latencies)
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    result = stamp(**{
         "embedding_model": cfg.embedding_model, "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap,
         "passages": manifest["passages"], "chunks": manifest["chunks"], "build_seconds": manifest["build_seconds"],
         "questions": n, **{f"recall@{k}": round(sum(1 for r in ranks if r and r <= k) / n, 4) for k in (1, 3, 5)},
         "mrr@20": round(sum(1 / r for r in ranks if r) / n, 4),
         "query_ms_p50": round(statistics.median(lat), 1), "query_ms_p95": round(lat[int(0.95 * (len(lat) - 1))], 1),
-    }
+    })
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / "rag_recall.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save("rag_recall", result)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ Prints a table and writes bench/results/train_cpu.json.
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import save, stamp  # noqa: E402
 CONFIGS = {  # name -> recipe overrides
     "lora r=16, all linear": [],
     "lora r=16, all linear, gradient checkpointing": ["train.gradient_checkpointing=true"],
@@ -42,11 +41,7 @@ def main() -> None:
                         "peak_memory_mb": summary["peak_memory_mb"], "train_seconds": summary["train_seconds"],
                         "trainable_parameters": summary["trainable_parameters"]})
         print(f"{name:48s} {summary['tokens_per_s']:7.1f} tok/s  peak {summary['peak_memory_mb']:8.0f} MB", flush=True)
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "model": "embedded:gemma-3-270m (float32)", "batch_size": 8, "results": results}
-    path = ROOT / "bench" / "results" / "train_cpu.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    save("train_cpu", stamp(model="embedded:gemma-3-270m (float32)", batch_size=8, results=results))
 
 
 if __name__ == "__main__":

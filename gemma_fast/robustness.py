@@ -93,7 +93,7 @@ def write_report(summary: dict, path: Path) -> None:
     lines = [f"# Robustness: {summary['recipe']}", "",
              f"{summary['examples']} {summary['split']} examples; model `{summary['model']}`"
              + (f", adapter `{summary['adapter']}`" if summary["adapter"] else "") + ". "
-             f"Each perturbation changes only the question or context; deltas are paired against the clean run "
+             "Each perturbation changes only the question or context; deltas are paired against the clean run "
              f"(95% bootstrap intervals).", "",
              f"Robustness score (mean relative drop in {metric}): "
              f"**{100 * (summary['robustness_score']['mean_relative_drop'] or 0):.1f}%**", "",
