@@ -94,7 +94,7 @@ def write_report(summary: dict, path: Path) -> None:
              f"{summary['examples']} {summary['split']} examples; model `{summary['model']}`"
              + (f", adapter `{summary['adapter']}`" if summary["adapter"] else "") + ". "
              "Each perturbation changes only the question or context; deltas are paired against the clean run "
-             f"(95% bootstrap intervals).", "",
+             "(95% bootstrap intervals).", "",
              f"Robustness score (mean relative drop in {metric}): "
              f"**{100 * (summary['robustness_score']['mean_relative_drop'] or 0):.1f}%**", "",
              f"| perturbation | {metric} | Δ vs clean | relative drop |", "|---|---|---|---|"]
