@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import string
 import unicodedata
@@ -52,10 +51,6 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, li
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=MixedTokenizer())
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
     return {key: [s[key].fmeasure for s in scores] for key in ("rouge1", "rouge2", "rougeL")}
-
-
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    return rouge(predictions, references)["rougeL"]
 
 
 def bleu_chrf(predictions: Sequence[str], references: Sequence[str], lang: str) -> dict:
@@ -182,18 +177,6 @@ def answer_token_stats(model, tokenizer, records: list[dict], max_length: int, b
             out.append({"loss_sum": token_loss[row][mask[row]].sum().item(), "n_tokens": int(mask[row].sum().item()),
                         "n_correct": int(correct[row].sum().item())})
     return out
-
-
-def answer_token_losses(model, tokenizer, records: list[dict], max_length: int, batch_size: int = 8) -> list[tuple[float, int]]:
-    return [(s["loss_sum"], s["n_tokens"]) for s in answer_token_stats(model, tokenizer, records, max_length, batch_size)]
-
-
-def loss_and_perplexity(per_record: list[tuple[float, int]]) -> tuple[float, float]:
-    """Token-weighted mean answer loss over all records, and its exponential."""
-    total = sum(loss for loss, _ in per_record)
-    count = sum(n for _, n in per_record)
-    mean = total / count if count else float("nan")
-    return mean, math.exp(mean)
 
 
 # ---------------------------------------------------------------- intervals

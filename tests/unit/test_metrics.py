@@ -3,13 +3,16 @@ import math
 import pytest
 import torch
 
-from gemma_fast.metrics import answer_token_losses, answer_token_stats, loss_and_perplexity
+from gemma_fast.metrics import answer_token_stats, bootstrap_ratio
 from gemma_fast.prompts import encode_example
 
 
 def test_perplexity_is_exp_of_token_weighted_loss():
-    loss, ppl = loss_and_perplexity([(2.0, 1), (6.0, 3)])  # 8 nats over 4 tokens
-    assert loss == pytest.approx(2.0) and ppl == pytest.approx(math.e ** 2)
+    import numpy as np
+
+    loss = bootstrap_ratio([2.0, 6.0], [1, 3])  # 8 nats over 4 tokens
+    ppl = bootstrap_ratio([2.0, 6.0], [1, 3], transform=np.exp)
+    assert loss["mean"] == pytest.approx(2.0) and ppl["mean"] == pytest.approx(math.e ** 2)
 
 
 def test_answer_loss_matches_a_hand_computed_cross_entropy(tiny_tokenizer, tiny_model_dir):
@@ -18,7 +21,7 @@ def test_answer_loss_matches_a_hand_computed_cross_entropy(tiny_tokenizer, tiny_
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     records = [{"id": "a", "instruction": "What?", "output": "A model."},
                {"id": "b", "instruction": "A much longer question here?", "output": "Short."}]
-    got = answer_token_losses(model, tiny_tokenizer, records, max_length=128, batch_size=2)  # padded batch
+    got = [(s["loss_sum"], s["n_tokens"]) for s in answer_token_stats(model, tiny_tokenizer, records, 128, batch_size=2)]  # padded
     for record, (total, count) in zip(records, got):
         enc = encode_example(tiny_tokenizer, record, 128)
         ids = torch.tensor([enc["input_ids"]])
