@@ -68,8 +68,8 @@ def test_short_real_pipeline_on_the_embedded_model(tmp_path):
     recipe["train"].update({"max_steps": 4, "batch_size": 4, "lr": 1e-3})
     recipe["eval"].update({"max_examples": 8, "max_new_tokens": 8, "batch_size": 8})
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(recipe))
-    for script, args in (("prepare_data", []), ("train_qlora", ["--out", "run"]), ("evaluate", ["--adapter", "run"])):
+    for script, args in (("prepare_data", []), ("train_qlora", ["--out", "run"]), ("evaluate", ["--adapter", "run", "--compare", "base"])):
         result = run_script(script, "--recipe", "q.yaml", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["metrics"]
-    assert metrics["fine-tuned"]["answer_loss"] < metrics["base"]["answer_loss"]
+    models = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["models"]
+    assert models["fine-tuned"]["overall"]["answer_loss"]["mean"] < models["base"]["overall"]["answer_loss"]["mean"]
