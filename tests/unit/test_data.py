@@ -187,6 +187,11 @@ def test_a_failed_write_leaves_the_earlier_file_intact(tmp_path):
         write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # like a plain open(), not mkstemp's 0600
 
 
 def test_detect_lang():
