@@ -126,3 +126,12 @@ def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilin
     with pytest.raises(UserError, match="unknown perturbation 'nope'"):
         run(bilingual, tmp_path / "rob2", Console(stderr=True), specs=["nope"])
     assert not (tmp_path / "rob2").exists()
+
+
+def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual):
+    from gemma_fast.robustness import run, table_rows
+
+    summary = run(bilingual, tmp_path / "rob", Console(stderr=True), specs=["self_translate"])
+    entry = summary["perturbations"]["self_translate"]
+    assert entry["self_translation"] is True and entry["delta"]["rougeL"]["n"] == 8
+    assert any("self-translation by the model" in row[0] for row in table_rows(summary))
