@@ -14,10 +14,10 @@ def test_quickstart_loads_with_typed_values():
 
 
 def test_overrides_are_typed_and_nested():
-    recipe = load_recipe("quickstart", ["train.lr=1e-4", "train.epochs=2", "lora.r=4", "eval.compare_base=false",
+    recipe = load_recipe("quickstart", ["train.lr=1e-4", "train.epochs=2", "lora.r=4", "eval.do_sample=false",
                                         "lora.target_modules=q_proj,v_proj", "model=google/gemma-2b"])
     assert recipe.train.lr == 1e-4 and recipe.train.epochs == 2.0 and recipe.lora.r == 4
-    assert recipe.eval.compare_base is False
+    assert recipe.eval.do_sample is False
     assert recipe.lora.target_modules == ["q_proj", "v_proj"]
     assert recipe.model == "google/gemma-2b"
 
@@ -28,7 +28,7 @@ def test_overrides_are_typed_and_nested():
     ("lora.r=abc", "'lora.r' must be int, got 'abc'"),
     ("lora.r=1.5", "'lora.r' must be int"),
     ("train.lr=fast", "'train.lr' must be float"),
-    ("eval.compare_base=maybe", "'eval.compare_base' must be bool"),
+    ("eval.do_sample=maybe", "'eval.do_sample' must be bool"),
     ("backend=tpu", "'backend' must be one of auto, unsloth, hf"),
     ("train=1", "'train' is a section; set one of train.method"),
     ("model.sub=1", "'model' has no sub-keys"),
