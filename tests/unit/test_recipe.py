@@ -14,10 +14,10 @@ def test_quickstart_loads_with_typed_values():
 
 
 def test_overrides_are_typed_and_nested():
-    recipe = load_recipe("quickstart", ["train.lr=1e-4", "train.epochs=2", "lora.r=4", "eval.do_sample=false",
+    recipe = load_recipe("quickstart", ["train.lr=1e-4", "train.epochs=2", "lora.r=4", "eval.do_sample=true",
                                         "lora.target_modules=q_proj,v_proj", "model=google/gemma-2b"])
     assert recipe.train.lr == 1e-4 and recipe.train.epochs == 2.0 and recipe.lora.r == 4
-    assert recipe.eval.do_sample is False
+    assert recipe.eval.do_sample is True
     assert recipe.lora.target_modules == ["q_proj", "v_proj"]
     assert recipe.model == "google/gemma-2b"
 
