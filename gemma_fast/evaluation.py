@@ -58,25 +58,27 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
     adapter = find_adapter(adapter_path, recipe) if adapter_path else None
     if merged_path and not (merged_path / "config.json").is_file():
         raise UserError(f"--model {merged_path}: not a model folder (no config.json)")
-    base = load_model(recipe.model, recipe.backend, recipe.train.max_seq_length)
-    _for_inference(base)
-    out = []
-    if merged_path:
-        tuned = load_model(str(merged_path), recipe.backend, recipe.train.max_seq_length)
-        _for_inference(tuned)
-        if compare_base:
-            out.append(Candidate("base", base.model, base.tokenizer, identity=recipe.model))
-        out.append(Candidate("fine-tuned", tuned.model, tuned.tokenizer, identity=str(merged_path.resolve())))
-        return out
-    if adapter:
-        from peft import PeftModel
 
-        model = PeftModel.from_pretrained(base.model, str(adapter))
+    def load(spec: str):
+        loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length)
+        _for_inference(loaded)
+        return loaded
+
+    if merged_path:  # a separate full model: the base is loaded only to compare with it
+        out = []
         if compare_base:
-            out.append(Candidate("base", model, base.tokenizer, model.disable_adapter, identity=recipe.model))
-        out.append(Candidate("fine-tuned", model, base.tokenizer, identity=str(adapter.resolve())))
-        return out
-    return [Candidate("base", base.model, base.tokenizer, identity=recipe.model)]
+            base = load(recipe.model)
+            out.append(Candidate("base", base.model, base.tokenizer, identity=recipe.model))
+        tuned = load(str(merged_path))
+        return out + [Candidate("fine-tuned", tuned.model, tuned.tokenizer, identity=str(merged_path.resolve()))]
+    base = load(recipe.model)
+    if not adapter:
+        return [Candidate("base", base.model, base.tokenizer, identity=recipe.model)]
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base.model, str(adapter))  # one load serves both: the base runs with the adapter off
+    out = [Candidate("base", model, base.tokenizer, model.disable_adapter, identity=recipe.model)] if compare_base else []
+    return out + [Candidate("fine-tuned", model, base.tokenizer, identity=str(adapter.resolve()))]
 
 
 def _for_inference(loaded) -> None:

@@ -113,6 +113,18 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tmp_path, tiny_data, t
     ids = torch.tensor([[2, 10, 20, 30, 40]])
     assert torch.allclose(merged(ids).logits, with_adapter(ids).logits, atol=1e-5)
 
+    from pathlib import Path
+
+    from gemma_fast.evaluation import evaluate
+
+    r = recipe(tiny_model_dir, tiny_data, "eval.max_examples=4", "eval.max_new_tokens=4")
+    by_merged = evaluate(r, tmp_path / "eval_merged", console, merged=Path(summary["exports"]["merged"]), compare_base=True)
+    by_adapter = evaluate(r, tmp_path / "eval_adapter", console, adapter=tmp_path / "run", compare_base=True)
+    assert set(by_merged["models"]) == {"base", "fine-tuned"}
+    for name in ("base", "fine-tuned"):
+        a, b = (x["models"][name]["overall"]["answer_loss"]["mean"] for x in (by_merged, by_adapter))
+        assert abs(a - b) < 1e-4
+
 
 def test_export_checks_fail_before_training(tmp_path, tiny_data, tiny_model_dir, monkeypatch):
     with pytest.raises(UserError, match="--gguf exports through Unsloth, which needs a CUDA GPU"):
