@@ -243,6 +243,7 @@ class Component:
 @dataclass
 class Estimate:
     components: list[Component]
+    spillable: int = 0  # bytes a paged optimizer can evict to CPU RAM under pressure
 
     @property
     def total(self) -> int:
@@ -346,7 +347,7 @@ def estimate(s: Setup) -> Estimate:
         parts.append(Component("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS/cuDNN workspaces"))
     else:
         parts.append(Component("process runtime", CPU_RUNTIME, "python + torch + transformers + trl, measured RSS"))
-    return Estimate(parts)
+    return Estimate(parts, spillable=n * opt if "paged" in s.optimizer else 0)
 
 
 # ---------------------------------------------------------------- recipe -> plan -> setup
@@ -377,20 +378,23 @@ def _data_stats(recipe: Recipe) -> tuple[int | None, dict | None]:
 
 
 def _plan(recipe: Recipe, device: Device):
+    """train.plan_run as the run would call it, except that Unsloth is never imported: a named GPU is planned as
+    the Colab/Kaggle setup the README installs (Unsloth there); this machine by whether Unsloth is installed."""
+    import importlib.util
+
     from .train import plan_run
 
-    if device.kind == "cpu":
-        return plan_run(recipe, cuda=False)
-    return plan_run(recipe, cuda=True, has_unsloth=True if device.name in GPUS else None)
+    has_unsloth = device.name in GPUS or importlib.util.find_spec("unsloth") is not None
+    return plan_run(recipe, cuda=device.kind == "cuda", has_unsloth=has_unsloth)
 
 
 def _setup(recipe: Recipe, device: Device, arch: Arch, seq_len: int):
     plan = _plan(recipe, device)
     t, lora = recipe.train, recipe.lora
-    if plan.backend == "unsloth":
-        checkpointing = "offloaded"  # train.attach_adapter always passes use_gradient_checkpointing="unsloth"
-    else:
-        checkpointing = "on" if t.gradient_checkpointing else "off"
+    if not t.gradient_checkpointing:
+        checkpointing = "off"
+    else:  # as train.attach_adapter: Unsloth's own offloaded checkpointing, else transformers'
+        checkpointing = "offloaded" if plan.backend == "unsloth" else "on"
     targets = ALL_LINEAR if lora.target_modules == ["all-linear"] else tuple(lora.target_modules)
     setup = Setup(arch, device.kind, plan.backend, plan.method, _dtype_name(plan.backend, device), plan.optimizer,
                   t.batch_size, seq_len, checkpointing, lora.r, targets, lora.dropout, recipe.prefix.num_virtual_tokens)
@@ -421,9 +425,13 @@ def _steps(recipe: Recipe, records: int | None) -> tuple[int | None, str]:
 TIGHT = 0.92  # above this share of the device's memory, allocator spikes can still OOM
 
 
-def verdict(total: int, device: Device) -> str:
-    share = total / (device.memory_gib * GIB)
-    return "fits" if share <= TIGHT else "tight" if share <= 1.0 else "does not fit"
+def verdict(est: Estimate, device: Device) -> str:
+    """fits / tight / does not fit. Paged optimizer states (bitsandbytes unified memory) move to CPU RAM when the GPU
+    runs out instead of raising OOM, so a run that fits without them is tight (slower), not a failure."""
+    limit = device.memory_gib * GIB
+    if est.total <= TIGHT * limit:
+        return "fits"
+    return "tight" if est.total - est.spillable <= limit else "does not fit"
 
 
 @dataclass
@@ -480,8 +488,8 @@ def suggestions(recipe: Recipe, device: Device, arch: Arch, limit: int = 4) -> l
             _, s = _setup(changed, device, arch, _peak_seq_len(changed, tokens)[0])
         except UserError:
             return None
-        total = estimate(s).total
-        return Suggestion(overrides, round(total / GIB, 1), verdict(total, device))
+        est = estimate(s)
+        return Suggestion(overrides, round(est.gib(), 1), verdict(est, device))
 
     for overrides in _candidates(recipe, base, device):
         kind = overrides[0].split("=")[0]
@@ -567,10 +575,9 @@ def preflight(recipe: Recipe, gpu: str | None = None) -> Preflight:
     seq_len, seq_source = _peak_seq_len(recipe, tokens)
     plan, setup = _setup(recipe, device, arch, seq_len)
     notes = list(plan.notes)
-    if setup.backend == "unsloth" and not recipe.train.gradient_checkpointing:
-        notes.append("Unsloth always checkpoints activations (offloaded to CPU RAM); train.gradient_checkpointing=false is not applied")
     if "paged" in setup.optimizer:
-        notes.append(f"{setup.optimizer} can page its states to CPU RAM under pressure; the estimate counts them on the GPU")
+        notes.append(f"{setup.optimizer} pages its states to CPU RAM when the GPU is full (slower, no OOM); "
+                     "they are counted on the GPU, and a run that fits only without them is 'tight'")
     t = recipe.train
     steps, steps_source = _steps(recipe, records)
     effective = t.batch_size * t.grad_accum
@@ -581,7 +588,7 @@ def preflight(recipe: Recipe, gpu: str | None = None) -> Preflight:
     est = estimate(setup)
     result = Preflight(recipe.name, recipe.model, arch, device, setup.backend, setup.method, setup.dtype, setup.optimizer,
                        setup.gradient_checkpointing, notes, t.batch_size, t.grad_accum, seq_len, seq_source, steps,
-                       steps_source, tokens_per_step, tokens_source, est, verdict(est.total, device))
+                       steps_source, tokens_per_step, tokens_source, est, verdict(est, device))
     if result.verdict != "fits":
         result.suggestions = suggestions(recipe, device, arch)
     return result
