@@ -3,6 +3,8 @@
 
 Same prompts, same greedy decoding and max_new_tokens at every batch size; prompts are the Kaggle docs v2 test
 questions when ../shared/data is present (their real length distribution), else the quickstart test split.
+Before each batch size is timed, one full batch generates the full max_new_tokens, so first-shape allocations (and
+any compilation for that shape) stay out of the timing. Answer tokens are counted from the generated ids.
 Usage: .venv/bin/python bench/eval_throughput.py [--prompts 48] [--batch-sizes 1,8,16] [--max-new-tokens 64]
          [--model embedded:gemma-3-270m]
 Prints a table and writes bench/results/eval_throughput.json. On a GPU the same script measures the GPU.
@@ -32,6 +34,43 @@ def load_prompts(n: int) -> tuple[list[str], str]:
     return [record_prompt(r) for r in rows[:n]], source
 
 
+def count_new_tokens(new_ids, stop_ids: list[int]) -> int:
+    """Generated tokens, each row up to and including its first stop token. `generate` pads a row only after its
+    stop token, so this leaves padding out (testing `!= pad` would also drop the stop itself where pad == eos)."""
+    import torch
+
+    stops = torch.isin(new_ids, torch.tensor(stop_ids, device=new_ids.device))
+    return int((stops.cumsum(1) - stops.long() == 0).sum())
+
+
+class TokenCounter:
+    """Wraps `model.generate` so that every call adds the tokens it generated to `self.tokens`."""
+
+    def __init__(self, model, stop_ids: list[int]):
+        self.generate, self.stop_ids, self.tokens = model.generate, stop_ids, 0
+        model.generate = self
+
+    def __call__(self, input_ids, **kwargs):
+        out = self.generate(input_ids=input_ids, **kwargs)
+        self.tokens += count_new_tokens(out[:, input_ids.shape[1]:], self.stop_ids)
+        return out
+
+
+def warm_up(loaded, counter: TokenCounter, prompts: list[str], batch_size: int, max_new_tokens: int) -> int:
+    """One full batch of the longest prompts, generating the full max_new_tokens (no early stop), so the timed run
+    meets no new shape. Returns the tokens it generated and leaves the counter at 0."""
+    from gemma_fast.generate import generate_batched
+
+    config = loaded.model.generation_config
+    counter.tokens, config.min_new_tokens = 0, max_new_tokens
+    try:
+        generate_batched(loaded.model, loaded.tokenizer, sorted(prompts, key=len)[-batch_size:], batch_size, max_new_tokens)
+    finally:
+        config.min_new_tokens = None
+    tokens, counter.tokens = counter.tokens, 0
+    return tokens
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=48)
@@ -42,23 +81,24 @@ def main() -> None:
     import torch
 
     from gemma_fast.generate import generate_batched
-    from gemma_fast.models import load_model
+    from gemma_fast.models import load_model, stop_token_ids
 
     loaded = load_model(args.model, "auto")
     prompts, source = load_prompts(args.prompts)
-    generate_batched(loaded.model, loaded.tokenizer, prompts[:2], 2, 4)  # warm-up: first-call allocations stay out
+    counter = TokenCounter(loaded.model, stop_token_ids(loaded.tokenizer))
     results = []
     for bs in (int(b) for b in args.batch_sizes.split(",")):
+        warmup_tokens = warm_up(loaded, counter, prompts, bs, args.max_new_tokens)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        answers = generate_batched(loaded.model, loaded.tokenizer, prompts, bs, args.max_new_tokens)
+        generate_batched(loaded.model, loaded.tokenizer, prompts, bs, args.max_new_tokens)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        new_tokens = sum(len(loaded.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
         results.append({"batch_size": bs, "seconds": round(seconds, 2), "questions_per_s": round(len(prompts) / seconds, 3),
-                        "answer_tokens_per_s": round(new_tokens / seconds, 1)})
+                        "answer_tokens": counter.tokens, "answer_tokens_per_s": round(counter.tokens / seconds, 1),
+                        "warmup_tokens": warmup_tokens})
         print(f"batch {bs:3d}: {results[-1]['questions_per_s']:7.3f} questions/s  {results[-1]['answer_tokens_per_s']:7.1f} answer tokens/s", flush=True)
     for r in results:
         r["speedup_vs_batch_1"] = round(r["questions_per_s"] / results[0]["questions_per_s"], 2)
