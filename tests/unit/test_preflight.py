@@ -149,7 +149,7 @@ def test_dict_is_json_and_render_prints(recipe):
 
 
 def test_paged_optimizer_states_that_can_spill_make_it_tight_not_a_failure(recipe):
-    paged = preflight(recipe("kaggle_docs", "train.gradient_checkpointing=true", "train.optimizer=paged_adamw_32bit"), "t4")
-    plain = preflight(recipe("kaggle_docs", "train.gradient_checkpointing=true", "train.optimizer=adamw_torch"), "t4")
+    paged = preflight(recipe("kaggle_docs", "train.gradient_checkpointing=true", "train.batch_size=16", "train.optimizer=paged_adamw_32bit"), "t4")
+    plain = preflight(recipe("kaggle_docs", "train.gradient_checkpointing=true", "train.batch_size=16", "train.optimizer=adamw_torch"), "t4")
     assert paged.estimate.total == plain.estimate.total and paged.estimate.spillable > 0
     assert (paged.verdict, plain.verdict) == ("tight", "does not fit")
