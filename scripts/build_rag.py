@@ -20,14 +20,16 @@ from gemma_fast import cli  # noqa: E402
 
 
 def main() -> None:
-    args = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:])).parse_args()
+    p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--overwrite", action="store_true", help="replace an index already in --out (only one build_rag.py wrote)")
+    args = p.parse_args()
     recipe = cli.recipe_from_args(args)
     from gemma_fast.rag import build_index
     from gemma_fast.report import console, table
 
     out_dir = Path(args.out or recipe.rag.index or f"rag/{recipe.name}")
     with cli.console.status(f"embedding and indexing the corpus of {recipe.name}"):
-        manifest = build_index(recipe.rag, out_dir)
+        manifest = build_index(recipe.rag, out_dir, overwrite=args.overwrite)
     recipe.rag.index = str(out_dir)
     recipe.save(out_dir / "recipe.yaml")
     keys = ["embedding_model", "dimension", "passages", "chunks", "chunk_size", "chunk_overlap", "build_seconds"]
