@@ -37,55 +37,96 @@ def find_adapter(path: Path, recipe: Recipe) -> Path:
     adapter = path / "adapter" if (path / "adapter").is_dir() else path
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"no adapter found at {path} (expected adapter_config.json in it or in its adapter/ folder)")
-    run_recipe = next((p for p in (adapter / "recipe.yaml", adapter.parent / "recipe.yaml") if p.is_file()), None)
-    if run_recipe:
-        trained_on = (yaml.safe_load(run_recipe.read_text(encoding="utf-8")) or {}).get("model")
-        if trained_on and trained_on != recipe.model:
-            raise UserError(f"adapter {adapter} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'")
+    trained_on = run_recipe(adapter).get("model")
+    if trained_on and trained_on != recipe.model:
+        raise UserError(f"adapter {adapter} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'")
     return adapter
+
+
+def run_recipe(adapter: Path) -> dict:
+    """The recipe an adapter's run saved (as it ran), or {} when the adapter was copied without it."""
+    saved = next((p for p in (adapter / "recipe.yaml", adapter.parent / "recipe.yaml") if p.is_file()), None)
+    return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved else {}
 
 
 @dataclass
 class Candidate:
+    """A model to evaluate, loaded on first use and released after (so two full models never share the GPU)."""
+
     name: str
-    model: object
-    tokenizer: object
-    context: Callable = nullcontext  # e.g. the PEFT model's disable_adapter, to run the base from the same load
-    identity: str = ""  # what must match for a partial file to be reused
+    identity: str  # what must match for a partial file to be reused
+    loader: Callable[[], tuple]  # -> (model, tokenizer, context); context e.g. the PEFT model's disable_adapter
+    loaded: tuple | None = None
+
+    def _get(self) -> tuple:
+        if self.loaded is None:
+            self.loaded = self.loader()
+        return self.loaded
+
+    model = property(lambda self: self._get()[0])
+    tokenizer = property(lambda self: self._get()[1])
+    context = property(lambda self: self._get()[2])
+
+    def renamed(self, name: str) -> "Candidate":
+        """The same loaded model under another name (robustness runs one model on several inputs)."""
+        self._get()
+        return dataclasses.replace(self, name=name)
+
+    def release(self) -> None:
+        self.loaded = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | None, compare_base: bool) -> list[Candidate]:
+    import torch
+
     adapter = find_adapter(adapter_path, recipe) if adapter_path else None
     if merged_path and not (merged_path / "config.json").is_file():
         raise UserError(f"--model {merged_path}: not a model folder (no config.json)")
+    trained = run_recipe(adapter).get("train", {}).get("method") if adapter else recipe.train.method
+    four_bit = trained == "qlora" and torch.cuda.is_available()  # evaluate the way it was trained
 
-    def load(spec: str):
-        loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length)
-        _for_inference(loaded)
-        return loaded
+    def load(spec: str, in_4bit: bool):
+        loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit)
+        return loaded.model, loaded.tokenizer, loaded.backend
 
-    if merged_path:  # a separate full model: the base is loaded only to compare with it
-        out = []
-        if compare_base:
-            base = load(recipe.model)
-            out.append(Candidate("base", base.model, base.tokenizer, identity=recipe.model))
-        tuned = load(str(merged_path))
-        return out + [Candidate("fine-tuned", tuned.model, tuned.tokenizer, identity=str(merged_path.resolve()))]
-    base = load(recipe.model)
+    def plain(spec: str, in_4bit: bool):
+        model, tokenizer, backend = load(spec, in_4bit)
+        _for_inference(model, backend)
+        return model, tokenizer, nullcontext
+
+    if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
+        out = [Candidate("base", recipe.model, lambda: plain(recipe.model, four_bit))] if compare_base else []
+        return out + [Candidate("fine-tuned", str(merged_path.resolve()), lambda: plain(str(merged_path), False))]
     if not adapter:
-        return [Candidate("base", base.model, base.tokenizer, identity=recipe.model)]
-    from peft import PeftModel
+        return [Candidate("base", recipe.model, lambda: plain(recipe.model, four_bit))]
+    shared: list = []
 
-    model = PeftModel.from_pretrained(base.model, str(adapter))  # one load serves both: the base runs with the adapter off
-    out = [Candidate("base", model, base.tokenizer, model.disable_adapter, identity=recipe.model)] if compare_base else []
-    return out + [Candidate("fine-tuned", model, base.tokenizer, identity=str(adapter.resolve()))]
+    def with_adapter():  # one load serves both: the base runs with the adapter switched off
+        if not shared:
+            from peft import PeftModel
+
+            model, tokenizer, backend = load(recipe.model, four_bit)
+            model = PeftModel.from_pretrained(model, str(adapter))
+            _for_inference(model, backend)
+            shared.append((model, tokenizer))
+        return shared[0]
+
+    out = [Candidate("base", recipe.model, lambda: (*with_adapter(), with_adapter()[0].disable_adapter))] if compare_base else []
+    return out + [Candidate("fine-tuned", str(adapter.resolve()), lambda: (*with_adapter(), nullcontext))]
 
 
-def _for_inference(loaded) -> None:
-    if loaded.backend == "unsloth":
-        from unsloth import FastLanguageModel  # GPU only: Unsloth's faster generation path
+def _for_inference(model, backend: str) -> None:
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel  # Unsloth's faster generation path, applied to the adapter too
 
-        FastLanguageModel.for_inference(loaded.model)
+        FastLanguageModel.for_inference(model)
 
 
 # ---------------------------------------------------------------- generation, resumable
@@ -193,6 +234,7 @@ def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None
         for cand in cands:
             done = run_candidate(cand, records, recipe, out_dir / "partial", progress, console)
             results[cand.name] = [done[r["id"]] for r in records]
+            cand.release()
     return finish(recipe, records, results, out_dir, sources={"adapter": str(adapter) if adapter else None,
                                                               "merged": str(merged) if merged else None})
 

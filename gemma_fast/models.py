@@ -1,7 +1,6 @@
 """The one model loader: `backend: auto | unsloth | hf`, the embedded Gemma 3 270M, and tiny test models.
 
-`auto` picks Unsloth when CUDA is there and it imports, else transformers + peft (what Unsloth itself does
-without a GPU). Unsloth, bitsandbytes and xformers are imported lazily: they live in requirements-gpu.txt.
+Which backend and dtype is decided in backend.py; Unsloth and bitsandbytes are imported lazily (requirements-gpu.txt).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .backend import check_gpu_setup, local_rank, model_dtype, native_bf16, resolve_backend, select_dtype
 from .errors import UserError
 from .prompts import END_OF_TURN
 
@@ -109,39 +109,6 @@ def resolve_model(spec: str) -> str:
     )
 
 
-# ---------------------------------------------------------------- backend and dtype
-
-
-def unsloth_available() -> bool:
-    return importlib.util.find_spec("unsloth") is not None
-
-
-def select_backend(requested: str, cuda: bool | None = None, has_unsloth: bool | None = None) -> str:
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    has_unsloth = unsloth_available() if has_unsloth is None else has_unsloth
-    if requested == "hf":
-        return "hf"
-    if requested == "unsloth":
-        if not cuda:
-            raise UserError("backend 'unsloth' needs a CUDA GPU and none is visible; use backend=auto or backend=hf")
-        if not has_unsloth:
-            raise UserError("backend 'unsloth' is not installed: pip install -r requirements-gpu.txt")
-        return "unsloth"
-    if requested == "auto":
-        return "unsloth" if cuda and has_unsloth else "hf"
-    raise UserError(f"unknown backend '{requested}'; valid: auto, unsloth, hf")
-
-
-def select_dtype(backend: str, cuda: bool, bf16_supported: bool) -> torch.dtype:
-    """Decided once per run. bf16 where the GPU has it; on T4/V100 Gemma's activations overflow fp16, so the
-    plain path trains in fp32 while Unsloth keeps fp16 weights and upcasts the overflow-prone ops itself."""
-    if not cuda:
-        return torch.float32
-    if bf16_supported:
-        return torch.bfloat16
-    return torch.float16 if backend == "unsloth" else torch.float32
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -175,37 +142,44 @@ def load_tokenizer(spec: str):
         raise UserError(f"cannot load the tokenizer of '{spec}': {str(exc).splitlines()[0]}") from None
 
 
-def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, load_in_4bit: bool = False) -> LoadedModel:
+def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, load_in_4bit: bool = False,
+               on_cpu: bool = False, dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load `spec` on `backend` ("unsloth" | "hf", or "auto": resolved here; a run passes its plan's answer).
+    GPU placement is one model per process (LOCAL_RANK under accelerate launch); `on_cpu` keeps it in RAM (merging)."""
     path = resolve_model(spec)
-    chosen = select_backend(backend)
-    cuda = torch.cuda.is_available()
-    dtype = select_dtype(chosen, cuda, cuda and torch.cuda.is_bf16_supported())
+    check_gpu_setup()
+    if backend == "auto":
+        backend, _ = resolve_backend("auto", cuda=torch.cuda.is_available())
+    cuda = torch.cuda.is_available() and not on_cpu
+    dtype = dtype or select_dtype(backend, cuda, cuda and native_bf16())
     try:
-        if chosen == "unsloth":
-            from unsloth import FastLanguageModel  # GPU only; see requirements-gpu.txt
+        if backend == "unsloth":
+            from unsloth import FastLanguageModel  # already imported by resolve_backend, before transformers
 
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit
             )
+            tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # multimodal Gemma 3 comes with a processor
         else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
             kwargs: dict[str, Any] = {"dtype": dtype}
+            if AutoConfig.from_pretrained(path).model_type == "gemma2":
+                kwargs["attn_implementation"] = "eager"  # SDPA silently drops Gemma 2's attention logit softcapping
+            if cuda:
+                kwargs["device_map"] = {"": local_rank()}  # straight onto this process's GPU, not via CPU RAM
             if load_in_4bit:
                 from transformers import BitsAndBytesConfig
 
                 kwargs["quantization_config"] = BitsAndBytesConfig(
                     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
                 )
-                kwargs["device_map"] = {"": 0}
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-            if cuda and not load_in_4bit:
-                model = model.to("cuda")
     except OSError as exc:
         raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)
-    return LoadedModel(model, prepare_tokenizer(tokenizer), chosen, dtype, path)
+    return LoadedModel(model, prepare_tokenizer(tokenizer), backend, model_dtype(model), path)
 
 
 # ---------------------------------------------------------------- tiny models for tests

@@ -3,7 +3,6 @@ clean run by a paired bootstrap; the summary score is the mean relative drop of 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -46,12 +45,12 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     results = {}
     with Progress(*columns, console=console) as progress:
-        results["clean"] = run_candidate(dataclasses.replace(cand, name="clean"), records, recipe, out_dir / "partial", progress, console)
+        results["clean"] = run_candidate(cand.renamed("clean"), records, recipe, out_dir / "partial", progress, console)
         for spec in specs:
             copy = perturbed[spec]
             if any(p.needs_model for p, _ in parse_spec(spec)):
                 copy = self_translate(cand, copy, cfg.translate_to, recipe)
-            results[spec] = run_candidate(dataclasses.replace(cand, name=_slug(spec)), copy, recipe, out_dir / "partial", progress, console)
+            results[spec] = run_candidate(cand.renamed(_slug(spec)), copy, recipe, out_dir / "partial", progress, console)
     rows = {name: [done[r["id"]] for r in records] for name, done in results.items()}
     scores = {name: score(records, [r["prediction"] for r in rs]) for name, rs in rows.items()}
     summaries = {name: summarise(records, rs, scores[name], recipe.seed) for name, rs in rows.items()}

@@ -10,22 +10,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import shutil
-import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import PrinterCallback, TrainerCallback
 
+from .backend import check_gpu_setup, resolve_backend
 from .data import load_split
 from .errors import UserError
 from .io import write_json
-from .models import load_model, select_backend
+from .models import load_model
+from .outputs import check_out_dir, holds_files, mark, replace_guard
 from .prompts import encode_example
 from .recipe import Recipe
 from .report import plot_loss
@@ -42,12 +41,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0  # set by accelerate / torchrun for each process
 
 
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_reserved() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 # ---------------------------------------------------------------- the plan: what will run, decided once
 
 
@@ -60,7 +53,8 @@ class Plan:
 
 
 def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Plan:
-    """Check the combination and decide the effective method, backend and optimizer, with a note per fallback."""
+    """Check the combination and decide the effective method, backend and optimizer, with a note per fallback.
+    `has_unsloth` None tries `import unsloth` now, so call this before anything imports transformers, peft or trl."""
     t, notes = recipe.train, []
     method, optimizer = t.method, t.optimizer
     if method == "qlora" and not cuda:
@@ -78,9 +72,15 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
         if backend == "auto" and cuda:
             notes.append("prefix tuning runs on transformers + peft, not Unsloth")
         backend = "hf"
-    chosen = select_backend(backend, cuda=cuda, has_unsloth=has_unsloth)
-    if recipe.lora.use_dora and chosen == "unsloth" and method != "prefix":
+    chosen, backend_notes = resolve_backend(backend, unsloth_imports=has_unsloth, cuda=cuda)
+    notes += backend_notes
+    if chosen == "unsloth" and recipe.lora.use_dora:
         raise UserError("lora.use_dora=true runs on the hf backend; set backend=hf")
+    if chosen == "unsloth" and t.packing:  # Unsloth reads packed-sequence boundaries its own way: unverified, so refused
+        raise UserError("train.packing=true is not supported on the Unsloth backend (packed examples could attend to each "
+                        "other); set train.packing=false, or backend=hf")
+    if chosen == "unsloth" and not t.gradient_checkpointing:
+        notes.append("Unsloth runs without gradient checkpointing (train.gradient_checkpointing=false); set it true to save memory")
     if not cuda and any(tag in optimizer for tag in CUDA_ONLY_OPTIMIZERS):
         notes.append(f"train.optimizer={optimizer} needs bitsandbytes on CUDA; using adamw_torch")
         optimizer = "adamw_torch"
@@ -111,11 +111,12 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
     lora = recipe.lora
     targets = ALL_LINEAR if lora.target_modules == ["all-linear"] else lora.target_modules
     if loaded.backend == "unsloth":
-        from unsloth import FastLanguageModel  # GPU only
+        from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
             loaded.model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-            bias="none", use_gradient_checkpointing="unsloth", random_state=recipe.seed, use_rslora=lora.use_rslora,
+            bias="none", use_gradient_checkpointing="unsloth" if recipe.train.gradient_checkpointing else False,
+            random_state=recipe.seed, use_rslora=lora.use_rslora,
         )
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
@@ -129,77 +130,6 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
         raise UserError(f"lora.target_modules={lora.target_modules}: {str(exc).splitlines()[0]}") from None
 
 
-# ---------------------------------------------------------------- callbacks
-
-
-class ProgressAndMetrics(TrainerCallback):
-    """A rich bar with loss, tokens/s and ETA; every log line also appended to metrics.jsonl as it happens."""
-
-    def __init__(self, metrics_path: Path):
-        self.metrics_path = metrics_path
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-        )
-        self.task = None
-        self.start = 0.0
-        self.tokens_at_start = 0
-        self.rows: list[dict] = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.start, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", tps="-")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.task is not None:
-            self.progress.update(self.task, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        elapsed = time.perf_counter() - self.start
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
-        row["tokens_per_s"] = round((state.num_input_tokens_seen - self.tokens_at_start) / elapsed, 1) if elapsed else 0.0
-        row["peak_memory_mb"] = round(peak_memory_mb(), 1)
-        self.rows.append(row)
-        with self.metrics_path.open("a", encoding="utf-8") as handle:  # append-only: partial and resumed runs keep their lines
-            handle.write(json.dumps(row) + "\n")
-        if self.task is not None and "loss" in row:
-            self.progress.update(self.task, loss=f"{row['loss']:.3f}", tps=f"{row['tokens_per_s']:.0f}")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.task is not None:
-            self.progress.stop()
-
-
-class SaveAndStopOnCtrlC(TrainerCallback):
-    """The first Ctrl-C asks for a checkpoint at the end of the current step, then a clean stop; a second aborts."""
-
-    def __init__(self, console):
-        self.requested = False
-        self.console = console
-        self.previous = None
-
-    def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
-
-    def _handler(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-        self.console.print("[yellow]Ctrl-C: saving a checkpoint after this step (press again to abort)[/]")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
-
-
 # ---------------------------------------------------------------- run folder
 
 
@@ -209,26 +139,45 @@ def newest_complete_checkpoint(folder: Path) -> str | None:
     return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
 
 
-def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> str | None:
-    """The checkpoint to resume from, or None; refuses to mix runs, and never deletes unless told to."""
-    existing = out_dir.is_dir() and any(out_dir.iterdir())
-    if resume:
-        if not existing:
-            raise UserError(f"--resume: {out_dir} holds no run to continue")
-        saved = out_dir / "recipe.yaml"
-        trained_on = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") if saved.is_file() else None
-        if trained_on and trained_on != recipe.model:
-            raise UserError(f"--resume: {out_dir} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'; nothing was changed")
+def has_resumable_state(folder: Path) -> bool:
+    """A run folder worth keeping after a failure: a saved adapter or a complete checkpoint."""
+    return (folder / "adapter").is_dir() or newest_complete_checkpoint(folder / "checkpoints") is not None
+
+
+def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> str | None:
+    """The checkpoint to resume from, or None. Only checks: nothing is moved or deleted here (see replace_guard)."""
+    if not resume:
+        check_out_dir(out_dir, "run", overwrite, hint="--resume continues a run, ")
+        return None
+    if not holds_files(out_dir):
+        raise UserError(f"--resume: {out_dir} holds no run to continue")
+    saved = out_dir / "recipe.yaml"
+    trained_on = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") if saved.is_file() else None
+    if trained_on and trained_on != recipe.model:
+        raise UserError(f"--resume: {out_dir} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'; nothing was changed")
+    checkpoint = newest_complete_checkpoint(out_dir / "checkpoints")
+    if checkpoint is None:
+        raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
+    return checkpoint
+
+
+def save_adapter(model, tokenizer, out_dir: Path) -> Path:
+    """Write adapter/ whole or not at all; on a failed write (disk full) say where the newest checkpoint is."""
+    final, partial = out_dir / "adapter", out_dir / "adapter.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
         checkpoint = newest_complete_checkpoint(out_dir / "checkpoints")
-        if checkpoint is None:
-            raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
-        return checkpoint
-    if existing:
-        if not overwrite:
-            raise UserError(f"{out_dir} already holds a run: --resume continues it, --overwrite replaces it, or choose another --out")
-        if is_main_process():
-            shutil.rmtree(out_dir)
-    return None
+        where = f"the newest complete checkpoint is {checkpoint}: --resume continues from it" if checkpoint else \
+            "no checkpoint was written (set train.save_steps to keep one)"
+        raise UserError(f"saving the adapter to {final} failed ({exc.strerror or exc}); {where}") from None
+    if final.exists():  # a resumed run replaces its own earlier adapter
+        shutil.rmtree(final)
+    partial.rename(final)
+    return final
 
 
 def tokenize_split(tokenizer, records: list[dict], max_length: int):
@@ -265,13 +214,17 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
 
 
 def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrite: bool = False, exports: Exports | None = None) -> dict:
-    from transformers import EarlyStoppingCallback
+    exports = exports or Exports()
+    check_gpu_setup()
+    cuda = torch.cuda.is_available()
+    plan = plan_run(recipe, cuda)  # imports Unsloth when it will run, before the imports below
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    exports = exports or Exports()
-    cuda = torch.cuda.is_available()
-    plan = plan_run(recipe, cuda)
+    from .callbacks import ProgressAndMetrics, SaveAndStopOnCtrlC, SaveRecipeOnTrainBegin, peak_memory_mb
+
     token = check_exports(exports, plan)
+    checkpoint = check_run_dir(out_dir, recipe, resume, overwrite)
     train_records = load_split(recipe.data_dir, "train")
     if not train_records:
         raise UserError(f"{recipe.data_dir / 'train.jsonl'} is empty: no training data")
@@ -279,15 +232,12 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     val_records = load_split(recipe.data_dir, "val") if t.eval_steps > 0 else []
     if t.eval_steps > 0 and not val_records:
         raise UserError(f"train.eval_steps={t.eval_steps} but {recipe.data_dir / 'val.jsonl'} is empty; set data.val_fraction > 0")
-    checkpoint = prepare_run_dir(out_dir, recipe, resume, overwrite)
     if recipe.rag.index:  # the same retrieved passages the evaluation will put in its prompts
         from .rag import attach_passages
 
         train_records, val_records = attach_passages(train_records, recipe), attach_passages(val_records, recipe)
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {note}")
-
-    from transformers import set_seed
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
     loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora")
@@ -297,11 +247,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
 
     ran = effective_recipe(recipe, plan)
     metrics_path = out_dir / "metrics.jsonl"
-    if is_main_process():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ran.save(out_dir / "recipe.yaml", plan.notes)  # first, so --resume can check what this folder trained
-        if checkpoint is None:
-            metrics_path.unlink(missing_ok=True)
     if t.tensorboard:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))  # transformers 5 reads it here
     save_steps = t.save_steps or (t.eval_steps if t.early_stopping_patience else 0)
@@ -321,56 +266,77 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         # is absent from 5.17, the GPU pin.) Unsloth does its own checkpointing.
         gradient_checkpointing=t.gradient_checkpointing and loaded.backend != "unsloth",
     )
-    progress = ProgressAndMetrics(metrics_path)
-    stopper = SaveAndStopOnCtrlC(console)
-    callbacks = [progress, stopper] + ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                         processing_class=loaded.tokenizer, callbacks=callbacks)
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
-    start = time.perf_counter()
-    with stopper:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-    wall = time.perf_counter() - start
-    if stopper.requested:
-        raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
-                          f"{newest_complete_checkpoint(Path(args.output_dir))}; continue with --resume")
-    if not trainer.is_world_process_zero():
-        return {}
-
-    model.save_pretrained(out_dir / "adapter")
-    loaded.tokenizer.save_pretrained(out_dir / "adapter")
-    rows = [json.loads(line) for line in metrics_path.open(encoding="utf-8")] if metrics_path.is_file() else []
-    if rows:
-        plot_loss(rows, out_dir / "loss.png")
-    losses = [r["loss"] for r in rows if "loss" in r]
-    eval_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
-    summary = {
-        "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
-        "dtype": str(loaded.dtype).removeprefix("torch."), "optimizer": plan.optimizer, "notes": plan.notes,
-        "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
-        "steps": result.global_step, "train_seconds": round(wall, 1),
-        "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-        "best_eval_loss": min(eval_losses) if eval_losses else None,
-        "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
-    summary["exports"] = run_exports(exports, model, loaded, recipe, out_dir, token)
+    # Everything is checked and loaded; only now is --out touched. An old run is moved aside and removed once
+    # this one has its adapter; a failure before any checkpoint puts it back (replace_guard).
+    guard = replace_guard(out_dir, "run", overwrite, keep_on_failure=has_resumable_state) \
+        if checkpoint is None and is_main_process() else nullcontext()
+    with guard:
+        if is_main_process():
+            mark(out_dir, "run")
+        progress = ProgressAndMetrics(metrics_path)
+        stopper = SaveAndStopOnCtrlC(console)
+        saver = SaveRecipeOnTrainBegin(ran, out_dir / "recipe.yaml", plan.notes)
+        callbacks = [saver, progress, stopper] + ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                             processing_class=loaded.tokenizer, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
+        start = time.perf_counter()
+        with stopper:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        wall = time.perf_counter() - start
+        if stopper.requested:
+            raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
+                              f"{newest_complete_checkpoint(Path(args.output_dir))}; continue with --resume")
+        if not trainer.is_world_process_zero():
+            return {}
+        save_adapter(model, loaded.tokenizer, out_dir)
+        rows = [json.loads(line) for line in metrics_path.open(encoding="utf-8")] if metrics_path.is_file() else []
+        if rows:
+            plot_loss(rows, out_dir / "loss.png")
+        losses = [r["loss"] for r in rows if "loss" in r]
+        eval_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
+        summary = {
+            "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
+            "dtype": str(loaded.dtype).removeprefix("torch."), "optimizer": plan.optimizer, "notes": plan.notes,
+            "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
+            "steps": result.global_step, "train_seconds": round(wall, 1),
+            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+            "best_eval_loss": min(eval_losses) if eval_losses else None,
+            "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "exports": {},
+        }
+        write_json(out_dir / "train_summary.json", summary)
+    # The run is complete (and any replaced run removed); exports that fail leave it intact.
+    summary["exports"] = run_exports(exports, model, loaded.tokenizer, out_dir, token)
+    merge_dtype = torch.bfloat16 if cuda else torch.float32  # half the RAM of fp32 for a GPU-sized model
+    del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded
+    free_memory()
+    if exports.merge:
+        summary["exports"]["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged", merge_dtype))
     write_json(out_dir / "train_summary.json", summary)
     return summary
 
 
-def run_exports(exports: Exports, model, loaded, recipe: Recipe, out_dir: Path, token: str | None) -> dict:
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_exports(exports: Exports, model, tokenizer, out_dir: Path, token: str | None) -> dict:
+    """The exports that need the trained model in memory (merging reloads the base on the CPU: merge_adapter)."""
     done = {}
-    if exports.merge:
-        done["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged"))
     if exports.gguf:
-        model.save_pretrained_gguf(str(out_dir / "gguf"), loaded.tokenizer, quantization_method=exports.gguf)  # Unsloth
+        model.save_pretrained_gguf(str(out_dir / "gguf"), tokenizer, quantization_method=exports.gguf)  # Unsloth
         done["gguf"] = str(out_dir / "gguf")
     if exports.push_to_hub:
         try:
             model.push_to_hub(exports.push_to_hub, token=token, private=True)
-            loaded.tokenizer.push_to_hub(exports.push_to_hub, token=token, private=True)
+            tokenizer.push_to_hub(exports.push_to_hub, token=token, private=True)
         except Exception as exc:  # never echo the token, whatever the library put in its message
             raise UserError(f"--push-to-hub {exports.push_to_hub} failed ({type(exc).__name__}); the adapter is saved in "
                             f"{out_dir / 'adapter'}: {str(exc).replace(token or '', '***').splitlines()[0]}") from None
@@ -378,11 +344,12 @@ def run_exports(exports: Exports, model, loaded, recipe: Recipe, out_dir: Path, 
     return done
 
 
-def merge_adapter(recipe: Recipe, adapter_dir: Path, target: Path) -> Path:
-    """Merge LoRA weights into a full-precision copy of the base model (never into 4-bit weights)."""
+def merge_adapter(recipe: Recipe, adapter_dir: Path, target: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Merge LoRA weights into a 16/32-bit copy of the base model (never into 4-bit weights), on the CPU:
+    merging is plain tensor arithmetic and needs no GPU memory."""
     from peft import PeftModel
 
-    base = load_model(recipe.model, "hf", recipe.train.max_seq_length)
+    base = load_model(recipe.model, "hf", recipe.train.max_seq_length, on_cpu=True, dtype=dtype)
     merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(target)
     base.tokenizer.save_pretrained(target)

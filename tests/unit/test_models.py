@@ -2,37 +2,7 @@ import pytest
 import torch
 
 from gemma_fast.errors import UserError
-from gemma_fast.models import (TINY_FAMILIES, load_model, resolve_model, save_tiny_model, select_backend,
-                               select_dtype, stop_token_ids)
-
-
-@pytest.mark.parametrize("requested, cuda, has_unsloth, expected", [
-    ("auto", True, True, "unsloth"),
-    ("auto", True, False, "hf"),
-    ("auto", False, True, "hf"),
-    ("hf", True, True, "hf"),
-    ("unsloth", True, True, "unsloth"),
-])
-def test_backend_selection(requested, cuda, has_unsloth, expected):
-    assert select_backend(requested, cuda=cuda, has_unsloth=has_unsloth) == expected
-
-
-def test_unsloth_without_gpu_or_package_is_a_clear_error():
-    with pytest.raises(UserError, match="needs a CUDA GPU"):
-        select_backend("unsloth", cuda=False, has_unsloth=True)
-    with pytest.raises(UserError, match="requirements-gpu.txt"):
-        select_backend("unsloth", cuda=True, has_unsloth=False)
-
-
-@pytest.mark.parametrize("backend, cuda, bf16, expected", [
-    ("hf", False, False, torch.float32),          # CPU
-    ("hf", True, True, torch.bfloat16),           # A100 / H100
-    ("unsloth", True, True, torch.bfloat16),
-    ("hf", True, False, torch.float32),           # T4 / V100: Gemma overflows fp16 without Unsloth's upcasts
-    ("unsloth", True, False, torch.float16),      # T4 / V100 with Unsloth's float32 upcasts
-])
-def test_dtype_policy(backend, cuda, bf16, expected):
-    assert select_dtype(backend, cuda, bf16) == expected
+from gemma_fast.models import TINY_FAMILIES, load_model, resolve_model, save_tiny_model, stop_token_ids
 
 
 def test_model_specs(tmp_path):

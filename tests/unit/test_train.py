@@ -180,7 +180,7 @@ def test_bad_input_is_a_clear_error_and_overwrites_nothing(tmp_path, tiny_data, 
 
     train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", console)
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    with pytest.raises(UserError, match="already holds a run: --resume continues it, --overwrite replaces it"):
+    with pytest.raises(UserError, match="already holds files: --resume continues a run, --overwrite replaces it"):
         train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", console)
     with pytest.raises(UserError, match="was trained on model .*nothing was changed"):
         train(recipe(tmp_path / "other", tiny_data), tmp_path / "run", console, resume=True)
