@@ -21,6 +21,7 @@ from gguf import GGUF_MAGIC, GGUFValueType
 
 _CONTROL, _USER_DEFINED, _UNKNOWN = 3, 4, 2  # token types: llama.cpp's and sentencepiece's numbering agree
 _SPACE = "\u2581"  # sentencepiece's visible space, "▁"
+_ROLES = ("unk", "bos", "eos", "pad")  # in sentencepiece's TrainerSpec field order
 
 
 def write_tokenizer_from_gguf(gguf_path: str | Path, folder: str | Path) -> None:
@@ -186,20 +187,21 @@ def _tokenizer_config(meta: dict, tokenizer) -> dict:
 def _sentencepiece_model(meta: dict) -> bytes:
     """A sentencepiece ModelProto (BPE, byte fallback) with the GGUF's pieces, scores and types.
 
-    Encoded by hand (a dozen fields of protobuf wire format) so the project needs no protobuf package.
+    Encoded by hand (a dozen fields of protobuf wire format, in field order, so protobuf itself would write the
+    same bytes) so the project needs no protobuf package.
     Two things differ from the GGUF on purpose, both undone by llama.cpp's converter with added_tokens_decoder:
     user-defined space runs are spelled with "▁" as in Google's file, and <unk> is UNKNOWN, not CONTROL
     (sentencepiece refuses a model without an UNKNOWN piece).
     """
     tokens, scores, types = (meta[f"tokenizer.ggml.{k}"] for k in ("tokens", "scores", "token_type"))
-    ids = {k: meta[f"tokenizer.ggml.{key}_token_id"] for k, key in (("unk", "unknown"), ("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
+    ids = {k: meta[f"tokenizer.ggml.{key}_token_id"] for k, key in zip(_ROLES, ("unknown", "bos", "eos", "padding"))}
     pieces = b"".join(
         _bytes(1, _bytes(1, token.replace(" ", _SPACE).encode()) + _float(2, score) + _int(3, _UNKNOWN if i == ids["unk"] else kind))
         for i, (token, score, kind) in enumerate(zip(tokens, scores, types)))
     trainer = (_int(3, 2) + _int(4, len(tokens))  # model_type BPE, vocab_size
                + _int(25, 1) + _int(26, 1) + _int(35, 1)  # split_digits, allow_whitespace_only_pieces, byte_fallback
-               + b"".join(_int(40 + n, ids[k]) + _bytes(45 + n, tokens[ids[k]].encode())
-                          for n, k in enumerate(("unk", "bos", "eos", "pad"))))  # unk/bos/eos/pad id and piece
+               + b"".join(_int(40 + n, ids[k]) for n, k in enumerate(_ROLES))  # unk_id, bos_id, eos_id, pad_id
+               + b"".join(_bytes(45 + n, tokens[ids[k]].encode()) for n, k in enumerate(_ROLES)))  # their pieces
     normalizer = (_bytes(1, b"identity") + _int(3, int(meta.get("tokenizer.ggml.add_space_prefix", False)))
                   + _int(4, 0) + _int(5, 1))  # add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces
     return pieces + _bytes(2, trainer) + _bytes(3, normalizer)
