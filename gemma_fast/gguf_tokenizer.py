@@ -27,7 +27,8 @@ _ROLES = ("unk", "bos", "eos", "pad")  # in sentencepiece's TrainerSpec field or
 def write_tokenizer_from_gguf(gguf_path: str | Path, folder: str | Path) -> None:
     """Write tokenizer.json, tokenizer_config.json and tokenizer.model for the Gemma GGUF at `gguf_path`.
 
-    Reads only the GGUF's metadata (about a second); load the result with `AutoTokenizer.from_pretrained(folder)`.
+    Reads only the GGUF's metadata; takes a few seconds, mostly recovering the BPE merges. Load the result with
+    `AutoTokenizer.from_pretrained(folder)` (transformers 5.17 and 5.23 give the same ids).
     """
     meta = _read_metadata(Path(gguf_path))
     if meta.get("tokenizer.ggml.model") != "llama" or not meta.get("general.architecture", "").startswith("gemma"):
@@ -189,9 +190,11 @@ def _sentencepiece_model(meta: dict) -> bytes:
 
     Encoded by hand (a dozen fields of protobuf wire format, in field order, so protobuf itself would write the
     same bytes) so the project needs no protobuf package.
-    Two things differ from the GGUF on purpose, both undone by llama.cpp's converter with added_tokens_decoder:
-    user-defined space runs are spelled with "▁" as in Google's file, and <unk> is UNKNOWN, not CONTROL
-    (sentencepiece refuses a model without an UNKNOWN piece).
+    Two things differ from the GGUF on purpose. <unk> is UNKNOWN, as sentencepiece writes it; llama.cpp's
+    converter marks it CONTROL again from added_tokens_decoder, as the GGUF has it. User-defined space runs are
+    spelled "▁▁…" as in Google's file. The converter turns them back into spaces only for tokens listed in
+    added_tokens_decoder, and these 30 are not: 5.23 does not add them, and adding them would change the ids of
+    text holding a literal "▁▁". So an exact GGUF re-export must list them there first (ids 138-167 here).
     """
     tokens, scores, types = (meta[f"tokenizer.ggml.{k}"] for k in ("tokens", "scores", "token_type"))
     ids = {k: meta[f"tokenizer.ggml.{key}_token_id"] for k, key in zip(_ROLES, ("unknown", "bos", "eos", "padding"))}
