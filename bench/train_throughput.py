@@ -91,12 +91,12 @@ def import_unsloth_first() -> None:
     import unsloth  # noqa: F401
 
 
-def amp_dtype():
+def amp_dtype(cuda: bool):
     """What real training autocasts to: bf16 where the GPU has it natively (compute capability 8.0+; below that
     torch only emulates it), else fp16. None on the CPU: float32 without autocast, so the CPU mode stays exact."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not cuda:
         return None
     return torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16
 
@@ -130,8 +130,8 @@ def run_path(path_name: str, model_dir: Path, args) -> dict:
         import_unsloth_first()
     import torch
 
-    cuda = torch.cuda.is_available()
-    amp = amp_dtype()
+    cuda = torch.cuda.is_available() and not args.tiny  # --tiny stays on the CPU even on a GPU machine
+    amp = amp_dtype(cuda)
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     generator = torch.Generator().manual_seed(0)  # the same batches in every process
     batches = [torch.randint(3, vocab, (args.batch, args.seq), generator=generator) for _ in range(args.steps)]
@@ -177,7 +177,7 @@ def run_in_own_process(path_name: str, model_dir: Path, args) -> dict:
         command = [sys.executable, __file__, "--paths", path_name, "--worker", str(out), "--model-dir", str(model_dir),
                    "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--peak-tflops", str(args.peak_tflops)]
-        subprocess.run(command + ["--checkpointing"] * args.checkpointing, check=True)
+        subprocess.run(command + ["--checkpointing"] * args.checkpointing + ["--tiny"] * args.tiny, check=True)
         return json.loads(out.read_text())
 
 
