@@ -52,39 +52,42 @@ def embedded_model_dir(name: str) -> Path:
 
 
 def _convert_gguf(package: str, target: Path) -> None:
+    """Weights through transformers' GGUF loader; the tokenizer from the GGUF's own metadata (gguf_tokenizer), so the
+    result does not depend on the installed transformers (5.17 converts this tokenizer wrongly, 5.23 rightly)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .gguf_tokenizer import write_tokenizer_from_gguf
 
     gguf_path = importlib.import_module(package).assemble(cache_root() / "gguf" / f"{package}.gguf")
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_tokenizer_from_gguf(gguf_path, tmp)
+    tokenizer = AutoTokenizer.from_pretrained(tmp)
+    check_chat_tokenizer(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # The weights are now dequantised; without this, save_pretrained would refuse or re-tag them as GGUF.
     model.hf_quantizer = None
     model.config.quantization_config = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    check_chat_tokenizer(tokenizer)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     (tmp / "gemma_fast.json").write_text(json.dumps({"source": gguf_path.name, "convert_s": round(time.perf_counter() - start, 1)}))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)  # atomic: a half-converted folder is never mistaken for the cache
 
 
 def check_chat_tokenizer(tokenizer) -> None:
-    """Refuse a tokenizer that mangles Gemma chat turns (transformers 5.17 converts the embedded GGUF that way:
-    no <bos>, and "user" split into "us" + "er"), instead of training on silently broken prompts."""
+    """Refuse a tokenizer that mangles Gemma chat turns (transformers 5.17's GGUF converter does that to the embedded
+    model: no <bos>, and "user" split into "us" + "er"), instead of training on silently broken prompts."""
     import transformers
 
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("<start_of_turn>user\nHi<end_of_turn>")["input_ids"])
     if tokens[:4] != ["<bos>", "<start_of_turn>", "user", "\n"] or "<end_of_turn>" not in tokens:
         raise UserError(
-            f"transformers {transformers.__version__} converted the Gemma tokenizer wrongly (got {tokens[:5]}); "
-            "convert the embedded model once with the CPU core's transformers (pip install -r requirements.txt), "
-            "the cached folder then loads under any version"
+            f"the Gemma tokenizer loaded wrongly under transformers {transformers.__version__} (got {tokens[:5]}): "
+            "chat turns would be mis-tokenised; delete the cached folder and convert again, or report this"
         )
 
 

@@ -8,6 +8,7 @@ Examples:
   python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo
   python scripts/train_qlora.py --recipe kaggle_docs --set model=embedded:gemma-3-270m --set train.max_steps=20
   python scripts/train_qlora.py --recipe quickstart --set train.save_steps=5 --out runs/q/r1   # then --resume
+  python scripts/train_qlora.py --recipe kaggle_docs --plan --gpu t4   # what would run, and will it fit? (no weights loaded)
   accelerate launch --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs          # DDP, 2 GPUs
 """
 
@@ -27,8 +28,19 @@ def main() -> None:
     p.add_argument("--merge", action="store_true", help="also save the base model with the LoRA merged in (<run>/merged)")
     p.add_argument("--gguf", default="", metavar="QUANT", help="also export GGUF through Unsloth (CUDA), e.g. q4_k_m")
     p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
+    p.add_argument("--plan", action="store_true", help="print what would run and its peak memory estimate, then stop")
+    p.add_argument("--gpu", default=None, metavar="NAME", help="with --plan: plan for this GPU (t4, v100, l4, a100-40gb, "
+                                                              "a100-80gb, h100) instead of this machine")
     args = p.parse_args()
     recipe = cli.recipe_from_args(args)
+    if args.gpu and not args.plan:
+        raise cli.UserError("--gpu goes with --plan (a real run uses the GPU it finds)")
+    if args.plan:
+        from gemma_fast.preflight import preflight, render
+        from gemma_fast.report import console
+
+        console.print(render(preflight(recipe, args.gpu)))
+        return
     from gemma_fast.report import console, table
     from gemma_fast.train import Exports, train
 
