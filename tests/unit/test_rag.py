@@ -36,7 +36,8 @@ def test_build_writes_a_manifest_and_retrieves_the_right_passage(corpus):
     manifest = build_index(cfg, corpus / "index")
     assert manifest["passages"] == 5  # 3 files, 1 distinct jsonl context (the duplicate is dropped), 1 glossary entry
     assert manifest["dimension"] == 384 and manifest["embedding_model"] == "embedded:all-minilm-l6-v2"
-    assert set(manifest["files_sha256"]) == {"index.faiss", "index.pkl"}
+    assert set(manifest["files_sha256"]) == {"index.faiss", "docstore.json"}
+    assert not (corpus / "index" / "index.pkl").exists()
     retriever = Retriever(cfg)
     assert "Medals" in retriever.passages("How are gold and silver medals given?")[0]
     assert "hidden test set" in retriever.passages("How is my submission scored?")[0]
@@ -65,8 +66,8 @@ def test_index_safety_checks(corpus):
     build_index(cfg, corpus / "index")
     with pytest.raises(UserError, match="was built with embedding model 'embedded:all-minilm-l6-v2', but rag.embedding_model is"):
         load_index(RagConfig(index=cfg.index, embedding_model=str(corpus)))
-    pkl = corpus / "index" / "index.pkl"
-    pkl.write_bytes(pkl.read_bytes() + b"tampered")
+    docstore = corpus / "index" / "docstore.json"
+    docstore.write_bytes(docstore.read_bytes() + b"tampered")
     with pytest.raises(UserError, match="does not match its manifest checksum"):
         load_index(cfg)
     (corpus / "index" / "manifest.json").unlink()
@@ -102,3 +103,50 @@ def test_passages_reach_the_prompt(corpus):
     (record,) = attach_passages([{"id": "1", "instruction": "How are medals awarded?", "input": "", "output": "By rank."}], recipe)
     prompt = record_prompt(record)
     assert prompt.startswith("<start_of_turn>user\nContext:\nMedals are awarded") and prompt.endswith("How are medals awarded?<end_of_turn>\n<start_of_turn>model\n")
+
+
+class _Plant:
+    """Unpickling this creates a marker file: proof that a pickle was opened."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_is_never_opened(corpus):
+    """Even with a manifest whose checksums were recomputed for the planted file (forgery), index.pkl is refused unread."""
+    import hashlib
+    import pickle
+
+    cfg = config(corpus)
+    build_index(cfg, corpus / "index")
+    marker = corpus / "PWNED"
+    pkl = corpus / "index" / "index.pkl"
+    pkl.write_bytes(pickle.dumps(_Plant(str(marker))))
+    manifest_path = corpus / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files_sha256"]["index.pkl"] = hashlib.sha256(pkl.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="rebuild it with build_rag.py --overwrite"):
+        load_index(cfg)
+    assert not marker.exists()
+    pkl.unlink()  # without it, the JSON docstore still loads and nothing reads a pickle
+    assert Retriever(cfg).passages("How are gold and silver medals given?")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("embedding_model"), "damaged"),
+    (lambda m: m.update(files_sha256=["x"]), "damaged"),
+])
+def test_a_damaged_manifest_is_a_clear_error(corpus, edit, message):
+    cfg = config(corpus)
+    build_index(cfg, corpus / "index")
+    path = corpus / "index" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=message):
+        load_index(cfg)
