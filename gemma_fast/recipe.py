@@ -7,6 +7,8 @@ recipe is written next to every output so any result can be reproduced from its 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,11 @@ def _choice(default: str, *choices: str) -> Any:
     return field(default=default, metadata={"choices": (default, *choices)})
 
 
+def _range(default: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Any:
+    """A number field with bounds, checked in `coerce` for YAML and --set alike (open ends exclude the bound)."""
+    return field(default=default, metadata={"min": lo, "max": hi, "min_open": lo_open, "max_open": hi_open})
+
+
 @dataclass
 class DataConfig:
     source: str = ""  # local json/jsonl/csv/parquet file or glob, asset:NAME, a URL, or a hub dataset id
@@ -37,17 +44,17 @@ class DataConfig:
     dedup: str = _choice("normalized", "exact", "none")
     on_bad_record: str = _choice("error", "skip")
     length_filter: bool = True  # drop records longer than train.max_seq_length tokens (model's tokenizer)
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    max_records: int = 0  # seeded subset size after cleaning; 0 keeps every record
+    val_fraction: float = _range(0.1, 0, 1, hi_open=True)
+    test_fraction: float = _range(0.2, 0, 1, hi_open=True)
+    max_records: int = _range(0, 0)  # seeded subset size after cleaning; 0 keeps every record
     dir: str = ""  # prepared splits; empty means data/<recipe name>
 
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = _range(16, 1)
+    alpha: int = _range(32, 1)
+    dropout: float = _range(0.05, 0, 1, hi_open=True)
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     use_rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r)
     use_dora: bool = False  # weight-decomposed LoRA (hf backend)
@@ -55,20 +62,20 @@ class LoraConfig:
 
 @dataclass
 class PrefixConfig:
-    num_virtual_tokens: int = 16  # train.method=prefix: learned key/value prefix length per layer
+    num_virtual_tokens: int = _range(16, 1)  # train.method=prefix: learned key/value prefix length per layer
 
 
 @dataclass
 class RagConfig:
     index: str = ""  # rag/<name> folder to retrieve from; empty: no retrieval
-    k: int = 3  # passages per question
+    k: int = _range(3, 1)  # passages per question
     min_score: float = 0.0  # cosine similarity below which a passage is not used
     trigger: str = _choice("always", "terms")  # terms: only for questions that contain a glossary term
     glossary: str = ""  # term -> definition file (json object, or csv/tsv with two columns); also indexed
     corpus: list[str] = field(default_factory=list)  # files or globs: .txt/.md, or .json/.jsonl with corpus_field
     corpus_field: str = "input"  # the field whose distinct values are passages, for json/jsonl corpus files
-    chunk_size: int = 1000  # characters
-    chunk_overlap: int = 100
+    chunk_size: int = _range(1000, 1)  # characters
+    chunk_overlap: int = _range(100, 0)
     embedding_model: str = "embedded:all-minilm-l6-v2"  # or a local sentence-transformers folder or a hub id
 
 
@@ -85,22 +92,22 @@ class RobustnessConfig:
 @dataclass
 class TrainConfig:
     method: str = _choice("lora", "qlora", "prefix")
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-4
+    epochs: float = _range(1.0, 0)
+    max_steps: int = _range(-1, -1)  # > 0 overrides epochs
+    batch_size: int = _range(8, 1)
+    grad_accum: int = _range(1, 1)
+    lr: float = _range(2e-4, 0, lo_open=True)
     scheduler: str = _choice("cosine", "linear", "constant", "constant_with_warmup")
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_seq_length: int = 512
+    warmup_ratio: float = _range(0.03, 0, 1)
+    weight_decay: float = _range(0.0, 0)
+    max_grad_norm: float = _range(1.0, 0)
+    max_seq_length: int = _range(512, 8)
     optimizer: str = "adamw_torch"  # any transformers optim name; paged_adamw_32bit / adamw_8bit need CUDA
     packing: bool = False  # pack short examples into full-length rows (padding-free)
-    logging_steps: int = 1
-    eval_steps: int = 0  # evaluate on the val split every N steps; 0: never
-    save_steps: int = 0  # checkpoint every N steps (what --resume continues from); 0: only on Ctrl-C
-    early_stopping_patience: int = 0  # stop after N evaluations without a better val loss; needs eval_steps
+    logging_steps: int = _range(1, 1)
+    eval_steps: int = _range(0, 0)  # evaluate on the val split every N steps; 0: never
+    save_steps: int = _range(0, 0)  # checkpoint every N steps (what --resume continues from); 0: only on Ctrl-C
+    early_stopping_patience: int = _range(0, 0)  # stop after N evaluations without a better val loss; needs eval_steps
     gradient_checkpointing: bool = False
     tensorboard: bool = False  # also log to <run>/tensorboard (needs the tensorboard package)
 
@@ -108,12 +115,12 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     split: str = _choice("test", "val", "train")
-    max_examples: int = 0  # 0 evaluates every record of the split
-    batch_size: int = 16
-    max_new_tokens: int = 64
+    max_examples: int = _range(0, 0)  # 0 evaluates every record of the split
+    batch_size: int = _range(16, 1)
+    max_new_tokens: int = _range(64, 1)
     do_sample: bool = False  # greedy by default: reproducible scores
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = _range(1.0, 0)
+    top_p: float = _range(1.0, 0, 1, lo_open=True)
 
 
 @dataclass
@@ -121,7 +128,7 @@ class Recipe:
     name: str = ""
     model: str = "embedded:gemma-3-270m"  # embedded:gemma-3-270m | a hub id | a local folder
     backend: str = _choice("auto", "unsloth", "hf")
-    seed: int = 42
+    seed: int = _range(42, 0, 2**32 - 1)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
@@ -166,10 +173,29 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     return path
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error (plain YAML lets the last one win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: let SafeLoader report it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}' (first on line {first})",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     path = resolve_recipe_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -180,7 +206,43 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     recipe = _build(Recipe, raw, source=str(path), prefix="")
     for item in overrides or []:
         apply_override(recipe, item)
+    validate(recipe, source=str(path))
     return recipe
+
+
+def validate(recipe: Recipe, source: str = "recipe") -> None:
+    """Checks that involve more than one value (each value's own range is checked in `coerce`)."""
+    t, e, d = recipe.train, recipe.eval, recipe.data
+    if t.epochs <= 0 and t.max_steps <= 0:
+        raise UserError(f"{source}: train.epochs={t.epochs:g} and train.max_steps={t.max_steps}: set train.epochs > 0 "
+                        "or train.max_steps > 0 (a run of 0 steps would save an untrained adapter)")
+    if e.do_sample and e.temperature == 0:
+        raise UserError(f"{source}: eval.do_sample=true needs eval.temperature > 0 (or set eval.do_sample=false for greedy)")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise UserError(f"{source}: data.val_fraction={d.val_fraction:g} + data.test_fraction={d.test_fraction:g} "
+                        "must sum below 1 (something must be left to train on)")
+    if recipe.rag.chunk_overlap >= recipe.rag.chunk_size:
+        raise UserError(f"{source}: rag.chunk_overlap={recipe.rag.chunk_overlap} must be smaller than "
+                        f"rag.chunk_size={recipe.rag.chunk_size}")
+    names = optimizer_names()
+    if names and t.optimizer not in names:
+        raise UserError(f"{source}: 'train.optimizer' {t.optimizer!r} is not a transformers optimizer; valid: {', '.join(names)}")
+
+
+def optimizer_names() -> tuple[str, ...]:
+    """transformers' OptimizerNames values, read from its source: importing transformers here would come before
+    Unsloth's import, which must be first. () when the source cannot be read (then the Trainer checks it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "training_args.py").read_text(encoding="utf-8")
+    except OSError:
+        return ()
+    body = re.search(r"class OptimizerNames\(.*?\):\n(.*?)\n(?=\S)", text, re.S)
+    return tuple(re.findall(r'^\s+[A-Z0-9_]+ = "([\w.-]+)"', body.group(1), re.M)) if body else ()
 
 
 def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
@@ -215,22 +277,23 @@ def coerce(value: Any, target: Any, fld: dataclasses.Field, dotted: str, source:
         if isinstance(value, bool):
             raise bad
         if isinstance(value, int):
-            return value
+            return _in_range(value, fld, dotted, source)
         if isinstance(value, str):
             try:
-                return int(value)
+                return _in_range(int(value), fld, dotted, source)
             except ValueError:
                 raise bad from None
         raise bad
     if target is float:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise bad from None
+        if not math.isfinite(number):
+            raise UserError(f"{source}: '{dotted}' must be a finite number, got {value!r}")
+        return _in_range(number, fld, dotted, source)
     if target is str:
         if isinstance(value, (dict, list)) or value is None:
             raise bad
@@ -250,6 +313,22 @@ def coerce(value: Any, target: Any, fld: dataclasses.Field, dotted: str, source:
             raise UserError(f"{source}: '{dotted}' must be a list of strings, got {value!r}")
         return [str(v) for v in value]
     raise TypeError(f"unsupported field type {target!r} for {dotted}")
+
+
+def _in_range(value: float, fld: dataclasses.Field, dotted: str, source: str) -> Any:
+    lo, hi = fld.metadata.get("min"), fld.metadata.get("max")
+    lo_open, hi_open = fld.metadata.get("min_open"), fld.metadata.get("max_open")
+    too_low = lo is not None and (value <= lo if lo_open else value < lo)
+    too_high = hi is not None and (value >= hi if hi_open else value > hi)
+    if too_low or too_high:
+        parts = ([f"{'>' if lo_open else '>='} {_num(lo)}"] if lo is not None else []) + \
+                ([f"{'<' if hi_open else '<='} {_num(hi)}"] if hi is not None else [])
+        raise UserError(f"{source}: '{dotted}' must be {' and '.join(parts)}, got {value!r}")
+    return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def apply_override(recipe: Recipe, item: str) -> None:
@@ -274,5 +353,9 @@ def apply_override(recipe: Recipe, item: str) -> None:
         if dataclasses.is_dataclass(target):
             subkeys = ", ".join(f"{dotted}.{f.name}" for f in dataclasses.fields(target))
             raise UserError(f"--set: '{dotted}' is a section; set one of {subkeys}")
-        value = yaml.safe_load(text) if text.strip() else ""
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {dotted}: the value {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+                            "quote it, e.g. --set 'key=\"a, b\"'") from None
         setattr(obj, part, coerce(value, target, fields[part], dotted, source="--set"))
