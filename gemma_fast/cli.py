@@ -48,3 +48,14 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except OSError as exc:  # read-only, full or busy disk, an --out that is a file, ...: the OS said no
+        console.print(f"[bold red]error:[/] {os_error_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(UserError.exit_code)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the path, what the OS said, and what that means for earlier outputs."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
+    reason = exc.strerror or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (f"{paths + ': ' if paths else ''}{reason} ({type(exc).__name__}); outputs are written to temporary files "
+            "and moved into place only when complete, so nothing written earlier was lost")
