@@ -8,6 +8,7 @@ written, so bad input never touches earlier outputs.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 from collections import Counter
@@ -17,7 +18,7 @@ from pathlib import Path
 from .adapters import ADAPTERS, POETRY_TASKS, BadRecord
 from .clean import check_rules, clean_text, exact_key, normalized_key, to_simplified
 from .errors import UserError
-from .io import read_jsonl, write_json, write_jsonl
+from .io import read_jsonl_numbered, write_json, write_jsonl
 from .recipe import DataConfig, Recipe
 from .outputs import check_not_inputs, mark
 from .sources import local_paths, read_rows
@@ -128,9 +129,20 @@ def split_records(records: list[dict], val_fraction: float, test_fraction: float
     return {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
 
 
+CHARS_PER_TOKEN_LIMIT = 8  # no tokenizer makes fewer tokens than characters / 8 of real text
+
+
 def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally) -> tuple[list[dict], dict[str, int]]:
+    """Drop records longer than max_length tokens. A record of more than 8 x max_length characters is dropped by
+    its character count first: tokenizing a 50 MB answer only to drop it costs gigabytes of memory."""
     from .prompts import example_lengths
 
+    limit = CHARS_PER_TOKEN_LIMIT * max_length
+    short = [r for r in records if sum(len(r[k]) for k in ("instruction", "input", "output")) <= limit]
+    tally.drop("too_long", len(records) - len(short))
+    records = short
+    if not records:  # nothing to tokenize (every record skipped, overlapping the test set, or too long)
+        return [], {}
     lengths = example_lengths(tokenizer, records)
     kept = [r for r, n in zip(records, lengths) if n <= max_length]
     tally.drop("too_long", len(records) - len(kept))
@@ -213,9 +225,21 @@ def load_split(data_dir: Path, split: str) -> list[dict]:
         raise UserError(f"{data_dir} holds an incomplete dataset (a prepare_data.py run did not finish): run it again")
     if not path.is_file():
         raise UserError(f"{path} not found: run scripts/prepare_data.py for this recipe first")
-    rows = read_jsonl(path)
-    for lineno, row in enumerate(rows, start=1):
+    rows, first_line = [], {}
+    for lineno, row in read_jsonl_numbered(path):
         missing = [k for k in ("id", "instruction", "output") if k not in row]
         if missing:
             raise UserError(f"{path}:{lineno}: missing field '{missing[0]}'")
+        for key in ("instruction", "input", "output", "lang"):
+            if key in row and not isinstance(row[key], str):
+                raise UserError(f"{path}:{lineno}: field '{key}' must be a string, got {type(row[key]).__name__} "
+                                f"({json.dumps(row[key])[:40]})")
+        if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
+            raise UserError(f"{path}:{lineno}: field 'id' must be a string, got {type(row['id']).__name__}")
+        row["id"] = str(row["id"])
+        if row["id"] in first_line:
+            raise UserError(f"{path}:{lineno}: duplicate id '{row['id']}' (first on line {first_line[row['id']]}); "
+                            "ids must be unique or metrics would count one answer twice")
+        first_line[row["id"]] = lineno
+        rows.append(row)
     return rows

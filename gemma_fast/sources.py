@@ -67,14 +67,27 @@ def resolve_files(source: str, cache: Path) -> list[Path] | None:
     paths = local_paths(source)
     if paths:
         for path in paths:
+            if path.is_dir():
+                raise UserError(f"data source {path} is a folder, not a file; name a file, or a glob such as {path}/*.jsonl")
             if path.suffix not in LOCAL_SUFFIXES:
                 raise UserError(f"{path}: unsupported file type; expected one of {', '.join(LOCAL_SUFFIXES)}")
             if not path.is_file():
                 raise UserError(f"data source not found: {path}")
         return paths
+    if looks_like_path(source):  # a mistyped relative path is not a hub id
+        raise UserError(f"data source not found: {source} (no such file{_relative_hint(source)})")
     if looks_like_hub_id(source):
         return None
     raise UserError(f"data source not found: {source} (expected a file, a glob, asset:NAME, a URL or a hub dataset id)")
+
+
+def looks_like_path(source: str) -> bool:
+    """A source written as a path (./x, ../x, or a name with a data-file suffix), never a hub dataset id."""
+    return source.startswith(("./", "../", ".\\", "..\\", "~")) or source.lower().endswith(LOCAL_SUFFIXES)
+
+
+def _relative_hint(source: str) -> str:
+    return "" if Path(source).expanduser().is_absolute() else f" relative to the working directory {Path.cwd()}"
 
 
 def read_rows(source: str, cache: Path, hub_split: str = "train") -> Iterator[RawRow]:
@@ -130,7 +143,10 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
 def _json_rows(path: Path) -> Iterator[RawRow]:
     from .io import read_json
 
-    data = read_json(path)  # a malformed JSON array cannot be read past its error: always fatal
+    try:
+        data = read_json(path)  # a malformed JSON array cannot be read past its error: always fatal
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read (thousands of levels); expected an array of records") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} wrappers
     if not isinstance(data, list):
@@ -140,17 +156,39 @@ def _json_rows(path: Path) -> Iterator[RawRow]:
 
 
 def _csv_rows(path: Path) -> Iterator[RawRow]:
+    """Rows by header; utf-8-sig reads Excel's byte-order mark. A row with more or fewer fields than the header
+    (an unquoted comma, a missing column) is a bad record naming its line, never silently cut or padded."""
+    start = 1
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                yield RawRow(f"{path}:{reader.line_num}", dict(row))
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = next(reader, None)
+            if not header:
+                raise UserError(f"{path}: no header row")
+            start = reader.line_num + 1
+            for fields in reader:
+                where = f"{path}:{start}" if reader.line_num == start else f"{path}:{start}-{reader.line_num}"
+                start = reader.line_num + 1
+                if not any(f.strip() for f in fields):
+                    continue
+                if len(fields) != len(header):
+                    yield RawRow(where, None, f"{len(fields)} fields where the header has {len(header)} "
+                                              "(an unquoted comma in a value? quote values that contain commas)")
+                    continue
+                yield RawRow(where, dict(zip(header, fields)))
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}:{start}: malformed CSV from this line on: {exc} (an unterminated quote?)") from None
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for index, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    for index, row in enumerate(table.to_pylist(), start=1):
         yield RawRow(f"{path}:row {index}", row)
