@@ -8,6 +8,7 @@ crash or Ctrl-C skips the ids already done.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from . import metrics as M
 from .data import load_split
 from .errors import UserError
 from .generate import generate_batched
-from .io import read_jsonl, write_json, write_jsonl
+from .identity import base_identity, check_same_base, folder_sha256, recorded_base
+from .io import read_jsonl_numbered, write_json, write_jsonl
 from .models import load_model
 from .prompts import record_prompt
 from .recipe import Recipe
@@ -33,13 +35,17 @@ LOWER_IS_BETTER = {"answer_loss", "perplexity"}
 
 
 def find_adapter(path: Path, recipe: Recipe) -> Path:
-    """Accept a run folder or its adapter folder; refuse an adapter trained on another base model."""
+    """Accept a run folder or its adapter folder; refuse an adapter trained on another base model, judged by the
+    base the adapter records (gemma_fast_base.json, else adapter_config.json), by content for local folders."""
     adapter = path / "adapter" if (path / "adapter").is_dir() else path
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"no adapter found at {path} (expected adapter_config.json in it or in its adapter/ folder)")
-    trained_on = run_recipe(adapter).get("model")
-    if trained_on and trained_on != recipe.model:
-        raise UserError(f"adapter {adapter} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'")
+    if recorded_base(adapter) is not None:
+        check_same_base(adapter, recipe.model, "adapter")
+    else:
+        trained_on = run_recipe(adapter).get("model")
+        if trained_on and trained_on != recipe.model:
+            raise UserError(f"adapter {adapter} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'")
     return adapter
 
 
@@ -54,7 +60,7 @@ class Candidate:
     """A model to evaluate, loaded on first use and released after (so two full models never share the GPU)."""
 
     name: str
-    identity: str  # what must match for a partial file to be reused
+    identity: object  # what must match for a partial file to be reused: content digests, not paths
     loader: Callable[[], tuple]  # -> (model, tokenizer, context); context e.g. the PEFT model's disable_adapter
     loaded: tuple | None = None
 
@@ -102,10 +108,10 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
         return model, tokenizer, nullcontext
 
     if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
-        out = [Candidate("base", recipe.model, lambda: plain(recipe.model, four_bit))] if compare_base else []
-        return out + [Candidate("fine-tuned", str(merged_path.resolve()), lambda: plain(str(merged_path), False))]
+        out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))] if compare_base else []
+        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path), False))]
     if not adapter:
-        return [Candidate("base", recipe.model, lambda: plain(recipe.model, four_bit))]
+        return [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))]
     shared: list = []
 
     def with_adapter():  # one load serves both: the base runs with the adapter switched off
@@ -113,13 +119,19 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
             from peft import PeftModel
 
             model, tokenizer, backend = load(recipe.model, four_bit)
-            model = PeftModel.from_pretrained(model, str(adapter))
+            try:
+                model = PeftModel.from_pretrained(model, str(adapter))
+            except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch: another architecture or LoRA rank
+                raise UserError(f"adapter {adapter} does not fit model '{recipe.model}' (another architecture or shape): "
+                                f"{str(exc).strip().splitlines()[0][:300]}") from None
             _for_inference(model, backend)
             shared.append((model, tokenizer))
         return shared[0]
 
-    out = [Candidate("base", recipe.model, lambda: (*with_adapter(), with_adapter()[0].disable_adapter))] if compare_base else []
-    return out + [Candidate("fine-tuned", str(adapter.resolve()), lambda: (*with_adapter(), nullcontext))]
+    base_id = base_identity(recipe.model)
+    out = [Candidate("base", base_id, lambda: (*with_adapter(), with_adapter()[0].disable_adapter))] if compare_base else []
+    return out + [Candidate("fine-tuned", {"base": base_id, "adapter_sha256": folder_sha256(adapter)},
+                            lambda: (*with_adapter(), nullcontext))]
 
 
 def _for_inference(model, backend: str) -> None:
@@ -133,16 +145,26 @@ def _for_inference(model, backend: str) -> None:
 
 
 def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial: Path, progress: Progress, console) -> dict[str, dict]:
-    """id -> {prediction, loss_sum, n_tokens, n_correct}; reuses and extends partial/<name>.jsonl."""
+    """id -> {prediction, loss_sum, n_tokens, n_correct}; reuses and extends partial/<name>.jsonl.
+
+    A cached answer is reused only when the model's content (adapter and base weights), the generation settings and
+    the record's own prompt and reference (a per-row hash) all match: retraining an adapter in place, or editing the
+    test split, never reuses a stale answer."""
     settings = {"identity": cand.identity, "max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample,
                 "temperature": recipe.eval.temperature, "top_p": recipe.eval.top_p, "seed": recipe.seed,
                 "max_seq_length": recipe.train.max_seq_length, "rag": dataclasses.asdict(recipe.rag)}
     path, meta = partial / f"{cand.name}.jsonl", partial / f"{cand.name}.settings.json"
+    keys = {r["id"]: row_key(r) for r in records}
     done: dict[str, dict] = {}
-    if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
-        done = {row["id"]: row for row in read_jsonl(path)}
+    if path.is_file() and meta.is_file() and _read_settings(meta) == json.loads(json.dumps(settings)):
+        rows = read_partial(path, console)
+        done = {row["id"]: row for row in rows if row.get("id") in keys and row.get("key") == keys[row["id"]]}
+        if len(done) < len(rows):
+            console.print(f"[yellow]{cand.name}: {len(rows) - len(done)} earlier answers were for other prompts or references; "
+                          "they are answered again[/]")
+        write_jsonl(path, done.values())  # drop stale rows and a torn last line before appending
     elif path.exists():
-        console.print(f"[yellow]{cand.name}: earlier partial predictions were made with other settings; starting over[/]")
+        console.print(f"[yellow]{cand.name}: earlier partial predictions were made with another model or other settings; starting over[/]")
         path.unlink()
     partial.mkdir(parents=True, exist_ok=True)
     write_json(meta, settings)
@@ -158,12 +180,46 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
                 do_sample=recipe.eval.do_sample, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p, seed=recipe.seed,
             )
             for record, pred, stat in zip(batch, predictions, stats):
-                row = {"id": record["id"], "prediction": pred, **stat}
+                row = {"id": record["id"], "key": keys[record["id"]], "prediction": pred, **stat}
                 done[record["id"]] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()  # each finished batch survives a crash
             progress.advance(task, len(batch))
     return done
+
+
+def row_key(record: dict) -> str:
+    """What one cached answer depends on besides the model: the exact prompt (passages included) and reference."""
+    return hashlib.sha256(json.dumps([record_prompt(record), record["output"]], ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+def _read_settings(meta: Path):
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_partial(path: Path, console) -> list[dict]:
+    """The cached rows; an unparsable *last* line (cut off by SIGKILL or a full disk mid-append) is dropped with a
+    warning, an unparsable line elsewhere means the file was edited: start over."""
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError("not a cached answer")
+        except ValueError:
+            if all(not rest.strip() for rest in lines[n:]):
+                console.print(f"[yellow]{path}:{n}: dropping a cut-off last line (the earlier run was killed mid-write)[/]")
+                break
+            console.print(f"[yellow]{path}:{n}: unreadable cached answer; the cache is ignored and rebuilt[/]")
+            return []
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- scoring
@@ -242,12 +298,16 @@ def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None
 def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
     """Score an existing predictions JSONL ({id, prediction} per line) against the recipe's split; no model."""
     records = _records(recipe)
-    rows = read_jsonl(predictions_path)
-    by_id = {}
-    for lineno, row in enumerate(rows, start=1):
+    by_id, first_line = {}, {}
+    for lineno, row in read_jsonl_numbered(predictions_path):
         if "id" not in row or not isinstance(row.get("prediction"), str):
             raise UserError(f"{predictions_path}:{lineno}: each line needs 'id' and a string 'prediction'")
-        by_id[str(row["id"])] = row["prediction"]
+        key = str(row["id"])
+        if key in first_line:
+            raise UserError(f"{predictions_path}:{lineno}: duplicate id '{key}' (first on line {first_line[key]}); "
+                            "each id needs exactly one prediction")
+        first_line[key] = lineno
+        by_id[key] = row["prediction"]
     missing = [r["id"] for r in records if r["id"] not in by_id]
     extra = set(by_id) - {r["id"] for r in records}
     if missing or extra:
