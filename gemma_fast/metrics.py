@@ -112,8 +112,14 @@ def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: st
     check_pairs(predictions, references)
     if lang != "en":
         return None
-    _, _, f1 = _bert_scorer().score(list(predictions), list(references), batch_size=64)
-    return f1.tolist()
+    # An empty answer (or reference) scores 0: bert_score cannot encode "" (it crashes after all generation is done).
+    scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
+    out = [0.0] * len(predictions)
+    if scored:
+        _, _, f1 = _bert_scorer().score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=64)
+        for i, value in zip(scored, f1.tolist()):
+            out[i] = value
+    return out
 
 
 def normalize_answer(text: str) -> str:
