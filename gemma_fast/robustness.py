@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import UserError
-from .evaluation import HEADLINE, _records, candidates, compare, run_candidate, score, summarise
+from .evaluation import HEADLINE, LOWER_IS_BETTER, _records, candidates, compare, run_candidate, score, summarise
 from .generate import generate_batched
 from .io import atomic_open, write_json
 from .perturb import apply_spec, parse_spec
@@ -60,7 +60,7 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
         delta = compare(rows["clean"], rows[spec], scores["clean"], scores[spec], recipe.seed)
         value = summaries[spec]["overall"][cfg.metric]["mean"]
         per_spec[spec] = {"metrics": summaries[spec]["overall"], "delta": delta,
-                          "relative_drop": (clean_value - value) / clean_value if clean_value else None,
+                          "relative_drop": relative_drop(clean_value, value, cfg.metric),
                           "self_translation": any(p.needs_model for p, _ in parse_spec(spec))}
     drops = [v["relative_drop"] for v in per_spec.values() if v["relative_drop"] is not None]
     summary = {"recipe": recipe.name, "model": recipe.model, "adapter": str(adapter) if adapter else None,
@@ -72,6 +72,15 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
     write_report(summary, out_dir / "report.md")
     recipe.save(out_dir / "recipe.yaml")
     return summary
+
+
+def relative_drop(clean: float | None, perturbed: float | None, metric: str) -> float | None:
+    """How much worse the perturbed run is, as a share of the clean value: positive = worse, for every metric
+    (for answer_loss and perplexity, where lower is better, a rise is the drop)."""
+    if not clean or clean != clean or perturbed is None or perturbed != perturbed:
+        return None
+    drop = (clean - perturbed) / abs(clean)
+    return -drop if metric in LOWER_IS_BETTER else drop
 
 
 def table_rows(summary: dict) -> list[list[str]]:
