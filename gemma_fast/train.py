@@ -126,17 +126,74 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
                         use_rslora=lora.use_rslora, use_dora=lora.use_dora, task_type="CAUSAL_LM")
     try:
         return get_peft_model(loaded.model, config)
-    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
-        raise UserError(f"lora.target_modules={lora.target_modules}: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:  # only peft's "Target modules {...} not found in the base model" is about target_modules
+        first = str(exc).splitlines()[0]
+        if "not found in the base model" in first:
+            raise UserError(f"lora.target_modules={lora.target_modules}: {first}") from None
+        raise UserError(f"lora (r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}): {first}") from None
 
 
 # ---------------------------------------------------------------- run folder
 
 
-def newest_complete_checkpoint(folder: Path) -> str | None:
-    """Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save (SIGKILL, power)."""
-    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, by cheap checks (headers and small files only), or None.
+    Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save (SIGKILL, power)."""
+    import zipfile
+
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (cut off while saving)"
+    try:
+        if not isinstance(json.loads(state.read_text(encoding="utf-8")), dict):
+            return "trainer_state.json is not an object"
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json unreadable ({type(exc).__name__})"
+    weights = [p for p in (path / "adapter_model.safetensors", path / "adapter_model.bin") if p.is_file()]
+    if not weights:
+        return "no adapter_model.safetensors"
+    if weights[0].suffix == ".safetensors":
+        problem = safetensors_problem(weights[0])
+        if problem:
+            return f"adapter_model.safetensors {problem}"
+    optimizer = path / "optimizer.pt"
+    if optimizer.exists():
+        try:  # torch.save writes a zip: a truncated one has no central directory
+            with zipfile.ZipFile(optimizer) as archive:
+                archive.namelist()
+        except (OSError, zipfile.BadZipFile) as exc:
+            return f"optimizer.pt unreadable ({exc})"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Open the safetensors header and check that the file holds every byte it announces."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if size < 8 or header_len <= 0 or 8 + header_len > size:
+                return "is truncated (header)"
+            header = json.loads(handle.read(header_len))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        if 8 + header_len + max(ends, default=0) > size:
+            return "is truncated (tensor data)"
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"has an unreadable header ({type(exc).__name__})"
+    return None
+
+
+def newest_complete_checkpoint(folder: Path, skipped: list[str] | None = None) -> str | None:
+    """The newest checkpoint that passes checkpoint_problem; each newer one skipped is described in `skipped`."""
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        if skipped is not None:
+            skipped.append(f"{path.name}: {problem}")
+    return None
 
 
 def has_resumable_state(folder: Path) -> bool:
@@ -144,21 +201,54 @@ def has_resumable_state(folder: Path) -> bool:
     return (folder / "adapter").is_dir() or newest_complete_checkpoint(folder / "checkpoints") is not None
 
 
-def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> str | None:
-    """The checkpoint to resume from, or None. Only checks: nothing is moved or deleted here (see replace_guard)."""
+def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, notes: list[str] | None = None) -> str | None:
+    """The checkpoint to resume from, or None. Only checks: nothing is moved or deleted here (see replace_guard).
+    Checkpoints that fail the cheap checks are skipped, each with a line in `notes`."""
     if not resume:
         check_out_dir(out_dir, "run", overwrite, hint="--resume continues a run, ")
         return None
     if not holds_files(out_dir):
         raise UserError(f"--resume: {out_dir} holds no run to continue")
-    saved = out_dir / "recipe.yaml"
-    trained_on = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") if saved.is_file() else None
-    if trained_on and trained_on != recipe.model:
-        raise UserError(f"--resume: {out_dir} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'; nothing was changed")
-    checkpoint = newest_complete_checkpoint(out_dir / "checkpoints")
+    skipped: list[str] = []
+    checkpoint = newest_complete_checkpoint(out_dir / "checkpoints", skipped)
     if checkpoint is None:
-        raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
+        why = f" ({'; '.join(skipped)})" if skipped else " (set train.save_steps to write them)"
+        raise UserError(f"--resume: no usable checkpoint in {out_dir / 'checkpoints'}{why}")
+    if notes is not None:
+        notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]
+    from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base
+
+    if (out_dir / BASE_FILE).is_file() or recorded_base(Path(checkpoint)) is not None:  # by content, not by spelling
+        check_same_base(out_dir if (out_dir / BASE_FILE).is_file() else Path(checkpoint), recipe.model, "--resume: run")
+    else:
+        saved = out_dir / "recipe.yaml"
+        trained_on = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") if saved.is_file() else None
+        if trained_on and trained_on != recipe.model:
+            raise UserError(f"--resume: {out_dir} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'; nothing was changed")
+    check_adapter_shape(Path(checkpoint), recipe, recipe.train.method if recipe.train.method != "qlora" else "lora", "--resume: checkpoint")
     return checkpoint
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
+def trim_metrics(metrics_path: Path, checkpoint: Path) -> None:
+    """On resume, drop metrics.jsonl rows logged after the checkpoint (a killed run logged them; the resumed run
+    logs those steps again) and a line cut off mid-write. Step N's own rows were logged before checkpoint-N."""
+    if not metrics_path.is_file():
+        return
+    from .io import write_jsonl
+
+    step, kept = _step_of(checkpoint), []
+    for line in metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(row)
+    write_jsonl(metrics_path, kept)
 
 
 def save_adapter(model, tokenizer, out_dir: Path) -> Path:
@@ -168,6 +258,10 @@ def save_adapter(model, tokenizer, out_dir: Path) -> Path:
     try:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
+        from .identity import BASE_FILE
+
+        if (out_dir / BASE_FILE).is_file():  # the base travels with a copied adapter
+            shutil.copyfile(out_dir / BASE_FILE, partial / BASE_FILE)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         checkpoint = newest_complete_checkpoint(out_dir / "checkpoints")
@@ -224,7 +318,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     from .callbacks import ProgressAndMetrics, SaveAndStopOnCtrlC, SaveRecipeOnTrainBegin, peak_memory_mb
 
     token = check_exports(exports, plan)
-    checkpoint = check_run_dir(out_dir, recipe, resume, overwrite)
+    resume_notes: list[str] = []
+    checkpoint = check_run_dir(out_dir, recipe, resume, overwrite, resume_notes)
     train_records = load_split(recipe.data_dir, "train")
     if not train_records:
         raise UserError(f"{recipe.data_dir / 'train.jsonl'} is empty: no training data")
@@ -236,7 +331,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         from .rag import attach_passages
 
         train_records, val_records = attach_passages(train_records, recipe), attach_passages(val_records, recipe)
-    for note in plan.notes:
+    for note in plan.notes + resume_notes:
         console.print(f"[yellow]note:[/] {note}")
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
@@ -273,6 +368,12 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     with guard:
         if is_main_process():
             mark(out_dir, "run")
+            from .identity import BASE_FILE, write_base
+
+            if not (out_dir / BASE_FILE).is_file():
+                write_base(out_dir, recipe.model)  # the base by content: resume and evaluate compare with it
+            if checkpoint:
+                trim_metrics(metrics_path, Path(checkpoint))
         progress = ProgressAndMetrics(metrics_path)
         stopper = SaveAndStopOnCtrlC(console)
         saver = SaveRecipeOnTrainBegin(ran, out_dir / "recipe.yaml", plan.notes)
@@ -289,6 +390,9 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
                               f"{newest_complete_checkpoint(Path(args.output_dir))}; continue with --resume")
         if not trainer.is_world_process_zero():
             return {}
+        if result.global_step == 0 or (checkpoint and result.global_step <= _step_of(Path(checkpoint))):
+            raise UserError(f"no training step ran (train.epochs={t.epochs:g}, train.max_steps={t.max_steps}"
+                            f"{', resumed at step ' + str(_step_of(Path(checkpoint))) if checkpoint else ''}); no adapter saved")
         save_adapter(model, loaded.tokenizer, out_dir)
         rows = [json.loads(line) for line in metrics_path.open(encoding="utf-8")] if metrics_path.is_file() else []
         if rows:
