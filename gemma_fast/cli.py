@@ -9,6 +9,7 @@ import warnings
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import UserError  # noqa: F401  (scripts raise cli.UserError)
 from .recipe import Recipe, available_recipes, load_recipe
@@ -43,13 +44,13 @@ def run(main: Callable[[], None]) -> None:
     try:
         main()
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
     except OSError as exc:  # read-only, full or busy disk, an --out that is a file, ...: the OS said no
-        console.print(f"[bold red]error:[/] {os_error_line(exc)}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(UserError.exit_code)
 
 
@@ -57,5 +58,5 @@ def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: the path, what the OS said, and what that means for earlier outputs."""
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
     reason = exc.strerror or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (f"{paths + ': ' if paths else ''}{reason} ({type(exc).__name__}); outputs are written to temporary files "
-            "and moved into place only when complete, so nothing written earlier was lost")
+    return (f"{paths + ': ' if paths else ''}{reason} ({type(exc).__name__}); outputs are written to temporary names and "
+            "moved into place only when complete, so nothing earlier was lost or left half-written")

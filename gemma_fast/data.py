@@ -157,6 +157,8 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
     from .models import cache_root, load_tokenizer
 
     cfg = recipe.data
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder")
     check_rules(cfg.clean)
     unknown = [t for t in cfg.poetry_tasks if t not in POETRY_TASKS]
     if unknown:
@@ -204,11 +206,15 @@ def write_dataset(out_dir: Path, splits: dict[str, list[dict]], recipe: Recipe, 
     in between (disk full, SIGKILL) leaves the marker, and load_split refuses the mix of old and new files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INCOMPLETE).write_text("prepare_data.py was writing this dataset and did not finish\n", encoding="utf-8")
-    mark(out_dir, "data")
-    for name in SPLITS:
-        write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA} for r in splits[name]))
-    recipe.save(out_dir / "recipe.yaml")
-    write_json(out_dir / "prep_report.json", report)
+    try:
+        mark(out_dir, "data")
+        for name in SPLITS:
+            write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA} for r in splits[name]))
+        recipe.save(out_dir / "recipe.yaml")
+        write_json(out_dir / "prep_report.json", report)
+    except OSError as exc:  # disk full mid-dataset: say so, and that the folder is refused until prepared again
+        raise UserError(f"writing the dataset to {out_dir} failed ({exc.filename or out_dir}: {exc.strerror or exc}); "
+                        f"the folder is marked incomplete and is refused until prepare_data.py runs again") from None
     (out_dir / INCOMPLETE).unlink()
 
 
