@@ -1,0 +1,684 @@
+"""Hostile and careless input (issue #16), one row per defect class of reliability_review.md, plus rows that already
+passed there so they stay passing.
+
+Each row runs a real CLI (scripts/*.py, in this process through runpy, so the fixtures' tiny model, prepared data
+and trained run are shared and the table stays fast; a few rows use a real subprocess) or, where the CLI adds
+nothing, the library function. The expected outcome: exit code 2 with exactly one `error:` line matching a regex
+and no traceback, or exit 0 with the right result; and earlier outputs unchanged where that matters.
+
+`BEFORE` is the review's verdict for the case at commit 47f21c3 (clear, misleading, traceback, silent-wrong,
+data-loss, resource, ok); test_table_counts prints the table's counts per category.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import runpy
+import shutil
+import sys
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_script
+
+# ---------------------------------------------------------------- running a CLI
+
+
+@dataclass
+class Result:
+    code: int | str  # the exit code, or "traceback" when an exception escaped cli.run
+    stderr: str
+
+    @property
+    def flat(self) -> str:
+        """stderr with rich's line wrapping undone (warnings are wrapped at the console width)."""
+        return " ".join(self.stderr.split())
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+
+def cli(script: str, *args: str, cwd: Path) -> Result:
+    """Run scripts/<script>.py's real main through cli.run in this process, as `python scripts/<script>.py args`."""
+    err = io.StringIO()
+    saved_argv, saved_path, saved_cwd = sys.argv, list(sys.path), os.getcwd()
+    sys.argv = [str(ROOT / "scripts" / f"{script}.py"), *args]
+    code: int | str = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # what a user would see as a traceback
+        code = "traceback"
+        err.write("Traceback (most recent call last):\n" + traceback.format_exc())
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        os.chdir(saved_cwd)
+    return Result(code, err.getvalue())
+
+
+def assert_one_line_error(result: Result, pattern: str) -> None:
+    assert result.code == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(result.error_lines) == 1, result.stderr[-3000:]
+    assert re.search(pattern, result.error_lines[0]), (pattern, result.error_lines[0])
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- shared world: one prepared dataset, one trained run
+
+
+TINY = {
+    "seed": 3,
+    "data": {"source": "asset:quickstart_docs_qa.jsonl", "max_records": 24},
+    "lora": {"r": 4, "alpha": 8},
+    "train": {"max_steps": 2, "batch_size": 4, "max_seq_length": 128, "logging_steps": 1, "save_steps": 1},
+    "eval": {"max_examples": 3, "max_new_tokens": 4, "batch_size": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model_dir):
+    """A work folder with tiny.yaml (tiny random Gemma 3), data/tiny prepared, and runs/r1 trained 2 steps with
+    checkpoint-1 and checkpoint-2, all through the real CLIs."""
+    work = tmp_path_factory.mktemp("hostile")
+    (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "model": str(tiny_model_dir)}))
+    for step in (cli("prepare_data", "--recipe", "tiny.yaml", cwd=work),
+                 cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/r1", cwd=work)):
+        assert step.code == 0, step.stderr[-3000:]
+    other = work / "other_model"  # another architecture (Gemma 1), for the wrong-base rows
+    from gemma_fast.models import save_tiny_model
+
+    save_tiny_model("gemma", other)
+    return work
+
+
+def copy_run(world: Path, name: str) -> Path:
+    target = world / "runs" / name
+    shutil.copytree(world / "runs" / "r1", target)
+    return target
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def prepared_copy(world: Path, name: str, test_lines: list[str]) -> str:
+    """A copy of data/tiny whose test.jsonl is hand-edited; returns the --set for it."""
+    folder = world / "data" / name
+    shutil.copytree(world / "data" / "tiny", folder)
+    (folder / "test.jsonl").write_text("\n".join(test_lines) + "\n", encoding="utf-8")
+    return f"data.dir=data/{name}"
+
+
+def rec(i, **kw) -> str:
+    return json.dumps({"id": f"t{i}", "instruction": f"What is item {i}?", "input": "", "output": f"Item {i}.", "lang": "en",
+                       "source": "x", **kw})
+
+
+# ---------------------------------------------------------------- the table
+
+
+@dataclass
+class Row:
+    case: str  # the review's case id (or a new one)
+    klass: int  # the review's defect number (0: a case that already passed)
+    before: str  # the review's verdict at 47f21c3
+    run: Callable[[Path], None]  # performs the case and asserts the expected outcome
+    tags: list[str] = field(default_factory=list)
+
+
+def expect_error(script: str, args: list[str], pattern: str, setup: Callable[[Path], None] | None = None,
+                 unchanged: str | None = None) -> Callable[[Path], None]:
+    """A row that must end in one clear error line; `unchanged` names a folder that must not change."""
+    def run(world: Path) -> None:
+        if setup:
+            setup(world)
+        before = tree_digest(world / unchanged) if unchanged else None
+        assert_one_line_error(cli(script, *args, cwd=world), pattern)
+        if unchanged:
+            assert tree_digest(world / unchanged) == before, f"{unchanged} changed"
+    return run
+
+
+def prep(*sets: str) -> list[str]:
+    return ["--recipe", "tiny.yaml", "--out", "data/out_should_not_exist", *[a for s in sets for a in ("--set", s)]]
+
+
+def recipe_row(case: str, klass: int, before: str, setting: str, pattern: str) -> Row:
+    return Row(case, klass, before, expect_error("prepare_data", prep(setting), pattern))
+
+
+# -- data (prepare_data.py)
+
+def _csv_comma(world: Path) -> None:
+    write(world / "in" / "comma.csv", "instruction,output\nWhat does it do?,It loads the data, cleans it and splits it\n")
+    assert_one_line_error(cli("prepare_data", *prep("data.source=in/comma.csv"), cwd=world),
+                          r"comma\.csv:2: 3 fields where the header has 2")
+
+
+def _csv_bom(world: Path) -> None:
+    rows = "".join(f"What is {i}?,Answer {i}.\n" for i in range(12))
+    write(world / "in" / "bom.csv", b"\xef\xbb\xbf" + f"instruction,output\n{rows}".encode())
+    result = cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/bom", "--set", "data.source=in/bom.csv",
+                 "--set", "data.max_records=0", cwd=world)
+    assert result.code == 0, result.stderr[-2000:]
+    report = json.loads((world / "data" / "bom" / "prep_report.json").read_text())
+    assert sum(report["kept"].values()) == 12 and report["dropped"] == {}
+
+
+def _huge_record(world: Path) -> None:
+    """A 1 MB answer is dropped as too_long by its character count, before the tokenizer sees it."""
+    import gemma_fast.prompts as prompts
+
+    lines = [json.dumps({"instruction": f"q{i}?", "output": f"a{i}."}) for i in range(10)]
+    lines.append(json.dumps({"instruction": "huge?", "output": "x" * 1_000_000}))
+    write(world / "in" / "huge.jsonl", "\n".join(lines) + "\n")
+    seen = []
+    real = prompts.example_lengths
+    prompts.example_lengths = lambda tok, records: seen.extend(records) or real(tok, records)
+    try:
+        result = cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/huge", "--set", "data.source=in/huge.jsonl",
+                     "--set", "data.max_records=0", cwd=world)
+    finally:
+        prompts.example_lengths = real
+    assert result.code == 0, result.stderr[-2000:]
+    assert json.loads((world / "data" / "huge" / "prep_report.json").read_text())["dropped"] == {"too_long": 1}
+    assert all(len(r["output"]) < 1000 for r in seen)
+
+
+def _bad_everything(world: Path) -> None:
+    write(world / "in" / "allbad.jsonl", "\n".join(json.dumps({"instruction": "q"}) for _ in range(5)) + "\n")
+    assert_one_line_error(cli("prepare_data", *prep("data.source=in/allbad.jsonl", "data.on_bad_record=skip"), cwd=world),
+                          r"no training records left \(drops: \{'bad_record:missing_field': 5\}\)")
+
+
+def _test_source_same(world: Path) -> None:
+    write(world / "in" / "same.jsonl", "\n".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(5)) + "\n")
+    assert_one_line_error(cli("prepare_data", *prep("data.source=in/same.jsonl", "data.test_source=in/same.jsonl"), cwd=world),
+                          r"no training records left \(drops: \{'overlaps_test': 5\}\)")
+
+
+def _deep_json(world: Path) -> None:
+    write(world / "in" / "deep.json", "[" * 100_000 + "]" * 100_000)
+    assert_one_line_error(cli("prepare_data", *prep("data.source=in/deep.json"), cwd=world), r"deep\.json: JSON nested too deeply")
+
+
+def _diskfull_prepare(world: Path) -> None:
+    """ENOSPC while writing test.jsonl: one line; the half-replaced dataset is marked incomplete and refused."""
+    import gemma_fast.data as data
+
+    assert cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/full", cwd=world).code == 0
+    real = data.write_jsonl
+
+    def full(path, rows):
+        if Path(path).name == "test.jsonl":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, rows)
+
+    data.write_jsonl = full
+    try:
+        result = cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/full", "--set", "seed=4", cwd=world)
+    finally:
+        data.write_jsonl = real
+    assert_one_line_error(result, r"test\.jsonl: No space left on device\); the folder is marked incomplete")
+    from gemma_fast.errors import UserError
+
+    with pytest.raises(UserError, match="incomplete dataset"):
+        data.load_split(world / "data" / "full", "train")
+
+
+def _readonly_prepare(world: Path) -> None:
+    """EROFS on the first write into --out (injected: tests may run as root): one line naming the path."""
+    import gemma_fast.data as data
+
+    real = data.mark
+
+    def readonly(folder, kind):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder / ".gemma_fast"))
+
+    data.mark = readonly
+    try:
+        result = cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/ro", cwd=world)
+    finally:
+        data.mark = real
+    assert_one_line_error(result, r"data/ro.*Read-only file system.*the folder is marked incomplete")
+
+
+DATA_ROWS = [
+    Row("d-csv-unquoted-comma", 7, "silent-wrong", _csv_comma),
+    Row("d-bom.csv", 20, "misleading", _csv_bom),
+    Row("d-unterminated_quote.csv", 20, "misleading", expect_error(
+        "prepare_data", prep("data.source=in/quote.csv"), r"quote\.csv:3: malformed CSV from this line on.*unterminated quote",
+        setup=lambda w: write(w / "in" / "quote.csv", 'instruction,output\nq1,a1\nq2,"a2 never closed\nq3,a3\n'))),
+    Row("d-adir.jsonl", 20, "misleading", expect_error(
+        "prepare_data", prep("data.source=in/adir.jsonl"), r"data source in/adir\.jsonl is a folder, not a file",
+        setup=lambda w: (w / "in" / "adir.jsonl").mkdir(parents=True, exist_ok=True))),
+    Row("d-relpath-typo", 20, "misleading", expect_error(
+        "prepare_data", prep("data.source=mydata/train.jsonl"), r"data source not found: mydata/train\.jsonl \(no such file relative to")),
+    Row("d-deep-json", 22, "traceback", _deep_json),
+    Row("d-corrupt-parquet", 22, "traceback", expect_error(
+        "prepare_data", prep("data.source=in/bad.parquet"), r"bad\.parquet: not a readable parquet file",
+        setup=lambda w: write(w / "in" / "bad.parquet", b"PAR1 this is not parquet at all PAR1"))),
+    Row("d-skip-all-bad", 15, "traceback", _bad_everything),
+    Row("d-test-source-same", 15, "traceback", _test_source_same),
+    Row("d-huge-record", 19, "resource", _huge_record),
+    Row("d-out-overwrites-source", 6, "data-loss", expect_error(
+        "prepare_data", ["--recipe", "tiny.yaml", "--out", "src", "--set", "data.source=src/train.jsonl"],
+        r"refusing to write src/train\.jsonl: it is an input of this run",
+        setup=lambda w: write(w / "src" / "train.jsonl", "\n".join(json.dumps({"instruction": f"q{i}", "output": "a"}) for i in range(9)) + "\n"),
+        unchanged="src")),
+    Row("d-out-is-file", 12, "traceback", expect_error(
+        "prepare_data", ["--recipe", "tiny.yaml", "--out", "afile.txt"], r"--out afile\.txt is a file, not a folder",
+        setup=lambda w: write(w / "afile.txt", "keep me"))),
+    Row("d-diskfull", 5, "data-loss", _diskfull_prepare),
+    Row("d-readonly-out", 12, "traceback", _readonly_prepare),
+    Row("d-unknown-format (ok)", 0, "clear", expect_error(
+        "prepare_data", prep("data.format=parquetish"), r"'data\.format' must be one of alpaca, dolly")),
+]
+
+# -- recipes and --set (every script loads them the same way; prepare_data fails fastest)
+
+RECIPE_ROWS = [
+    recipe_row("t-lr-neg", 10, "traceback", "train.lr=-1", r"'train\.lr' must be > 0, got -1\.0"),
+    recipe_row("t-lr-nan", 10, "traceback", "train.lr=nan", r"'train\.lr' must be a finite number"),
+    recipe_row("t-batch-0", 10, "traceback", "train.batch_size=0", r"'train\.batch_size' must be >= 1, got 0"),
+    recipe_row("t-grad-accum-0", 10, "traceback", "train.grad_accum=0", r"'train\.grad_accum' must be >= 1"),
+    recipe_row("t-logging-steps-0", 10, "traceback", "train.logging_steps=0", r"'train\.logging_steps' must be >= 1"),
+    recipe_row("t-optimizer-foo", 10, "traceback", "train.optimizer=foo", r"'train\.optimizer' 'foo' is not a transformers optimizer; valid: adamw_torch, .*paged_adamw_32bit"),
+    recipe_row("t-seed-neg", 10, "traceback", "seed=-1", r"'seed' must be >= 0 and <= 4294967295, got -1"),
+    recipe_row("d-max-records-neg", 10, "traceback", "data.max_records=-1", r"'data\.max_records' must be >= 0"),
+    recipe_row("e-eval-batch-0", 10, "traceback", "eval.batch_size=0", r"'eval\.batch_size' must be >= 1"),
+    recipe_row("e-max-new-tokens-0", 10, "traceback", "eval.max_new_tokens=0", r"'eval\.max_new_tokens' must be >= 1"),
+    Row("e-sample-temp-0", 10, "traceback", expect_error(
+        "prepare_data", prep("eval.do_sample=true", "eval.temperature=0"), r"eval\.do_sample=true needs eval\.temperature > 0")),
+    recipe_row("g-chunk-overlap-neg", 10, "traceback", "rag.chunk_overlap=-5", r"'rag\.chunk_overlap' must be >= 0, got -5"),
+    recipe_row("set-bad-yaml", 10, "traceback", "lora.target_modules=[a, b", r"--set lora\.target_modules: the value '\[a, b' is not valid YAML"),
+    Row("recipe-latin1", 10, "traceback", expect_error(
+        "prepare_data", ["--recipe", "latin1.yaml"], r"latin1\.yaml: not valid UTF-8 \(byte \d+\)",
+        setup=lambda w: write(w / "latin1.yaml", "name: caf\xe9\n".encode("latin-1")))),
+    Row("recipe-duplicate-key", 21, "silent-wrong", expect_error(
+        "prepare_data", ["--recipe", "dup.yaml"], r"dup\.yaml:4:\d+: malformed YAML: duplicate key 'lr' \(first on line 3\)",
+        setup=lambda w: write(w / "dup.yaml", "name: dup\ntrain:\n  lr: 1e-4\n  lr: 1e-1\n"))),
+    Row("t-epochs-0", 9, "silent-wrong", expect_error(
+        "prepare_data", prep("train.epochs=0", "train.max_steps=-1"), r"set train\.epochs > 0 or train\.max_steps > 0")),
+    recipe_row("t-epochs-neg", 9, "silent-wrong", "train.epochs=-1", r"'train\.epochs' must be >= 0"),
+    recipe_row("e-max-examples-neg", 21, "silent-wrong", "eval.max_examples=-3", r"'eval\.max_examples' must be >= 0, got -3"),
+    recipe_row("t-lora-r-0", 20, "misleading", "lora.r=0", r"'lora\.r' must be >= 1, got 0"),
+    recipe_row("t-lora-dropout-2", 20, "misleading", "lora.dropout=2", r"'lora\.dropout' must be >= 0 and < 1, got 2\.0"),
+    recipe_row("d-fractions", 20, "misleading", "data.val_fraction=1.5", r"'data\.val_fraction' must be >= 0 and < 1"),
+    recipe_row("t-batchsize-typo (ok)", 0, "clear", "train.batchsize=2", r"unknown key 'train\.batchsize'; valid: train\.method"),
+]
+
+# -- training (train_qlora.py)
+
+
+def _ckpt_corrupt(world: Path) -> None:
+    """A truncated newest checkpoint is skipped with a note; the resume continues from checkpoint-1; metrics.jsonl
+    ends with each step once (rows after the checkpoint, logged by the run that was cut off, are dropped)."""
+    run = copy_run(world, "ckpt")
+    weights = run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/ckpt", "--resume", "--set", "train.max_steps=3", cwd=world)
+    assert result.code == 0, result.stderr[-3000:]
+    assert "skipped checkpoint-2: adapter_model.safetensors is truncated" in result.flat
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open() if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3]
+    assert json.loads((run / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-1")
+
+
+def _ckpt_all_corrupt(world: Path) -> None:
+    run = copy_run(world, "ckpt_bad")
+    for ckpt in (run / "checkpoints").glob("checkpoint-*"):
+        (ckpt / "trainer_state.json").write_text("{ not json")
+    assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/ckpt_bad", "--resume", cwd=world),
+                          r"no usable checkpoint .*checkpoint-2: trainer_state\.json unreadable")
+
+
+def _resume_other_r(world: Path) -> None:
+    run = copy_run(world, "other_r")
+    before = tree_digest(run)
+    assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/other_r", "--resume", "--set", "lora.r=8", cwd=world),
+                          r"was trained with lora\.r=4 \(recipe: 8\).*nothing was changed")
+    assert tree_digest(run) == before  # recipe.yaml not rewritten
+
+
+def _resume_other_model_no_recipe(world: Path) -> None:
+    run = copy_run(world, "other_model_run")
+    (run / "recipe.yaml").unlink()
+    assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/other_model_run", "--resume",
+                              "--set", f"model={world / 'other_model'}", cwd=world), r"was trained on model .*\(their weights differ\)")
+
+
+def _resume_relpath(world: Path) -> None:
+    """The same model named by a relative path from another folder is the same model."""
+    from gemma_fast.recipe import load_recipe
+    from gemma_fast.train import check_run_dir
+
+    model = Path(yaml.safe_load((world / "tiny.yaml").read_text())["model"])
+    elsewhere = world / "sub"
+    elsewhere.mkdir(exist_ok=True)
+    saved = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        recipe = load_recipe(str(world / "tiny.yaml"), [f"model={os.path.relpath(model)}"])
+        assert check_run_dir(world / "runs" / "r1", recipe, resume=True, overwrite=False).endswith("checkpoint-2")
+    finally:
+        os.chdir(saved)
+
+
+def _trim_metrics(world: Path) -> None:
+    from gemma_fast.train import trim_metrics
+
+    path = write(world / "m" / "metrics.jsonl", "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    trim_metrics(path, Path("checkpoint-2"))
+    assert [json.loads(line)["step"] for line in path.open()] == [1, 2]
+
+
+def _readonly_train(world: Path) -> None:
+    import gemma_fast.train as train
+
+    real = train.mark
+
+    def readonly(folder, kind):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+
+    train.mark = readonly
+    try:
+        result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/ro", cwd=world)
+    finally:
+        train.mark = real
+    assert_one_line_error(result, r"runs/ro: Permission denied \(PermissionError\).*nothing earlier was lost")
+    assert not (world / "runs" / "ro").exists()
+
+
+def _lora_error_wording(world: Path) -> None:
+    """peft's own LoraConfig errors are not blamed on target_modules (the recipe check comes first; this is the fallback)."""
+    from types import SimpleNamespace
+
+    import gemma_fast.train as train
+    from gemma_fast.errors import UserError
+    from gemma_fast.recipe import load_recipe
+
+    recipe = load_recipe(str(world / "tiny.yaml"), ["lora.use_dora=true", "lora.target_modules=nothing_here"])
+    import peft
+
+    real = peft.get_peft_model
+    peft.get_peft_model = lambda model, config: (_ for _ in ()).throw(ValueError("r must be positive"))
+    try:
+        with pytest.raises(UserError, match=r"^lora \(r=4, alpha=8, dropout=0\.05\): r must be positive"):
+            train.attach_adapter(SimpleNamespace(model=None, backend="hf"), recipe, "lora")
+    finally:
+        peft.get_peft_model = real
+
+
+TRAIN_ROWS = [
+    Row("t-ckpt-truncated-adapter", 11, "traceback", _ckpt_corrupt),
+    Row("t-ckpt-all-bad", 11, "traceback", _ckpt_all_corrupt),
+    Row("t-resume-other-lora-r", 13, "traceback", _resume_other_r),
+    Row("t-resume-other-model-no-recipe", 14, "silent-wrong", _resume_other_model_no_recipe),
+    Row("t-resume-otherdir-relpath", 14, "misleading", _resume_relpath),
+    Row("t-sigkill-mid-resume (metrics)", 21, "silent-wrong", _trim_metrics),
+    Row("t-readonly-out", 12, "traceback", _readonly_train),
+    Row("t-lora-peft-error-wording", 20, "misleading", _lora_error_wording),
+    Row("t-lr-neg then t-retry-after-fail", 18, "misleading", lambda w: (
+        assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/retry", "--set", "train.lr=-1", cwd=w),
+                              r"'train\.lr' must be > 0"),
+        assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/retry", "--set", "train.max_seq_length=4", cwd=w),
+                              r"'train\.max_seq_length' must be >= 8"),
+        (w / "runs" / "retry").exists() and pytest.fail("a failed run left a stub folder"))),
+    Row("t-out-dot-overwrite", 1, "data-loss", expect_error(
+        "train_qlora", ["--recipe", "tiny.yaml", "--out", ".", "--overwrite"], r"refusing to replace \.: it is the working directory",
+        unchanged="data/tiny")),
+    Row("t-overwrite-nonrun-folder", 1, "data-loss", expect_error(
+        "train_qlora", ["--recipe", "tiny.yaml", "--out", "thesis", "--overwrite"], r"refusing to replace thesis with --overwrite: it holds no gemma_fast output",
+        setup=lambda w: write(w / "thesis" / "thesis.txt", "years of work"), unchanged="thesis")),
+]
+
+# -- evaluation (evaluate.py) and robustness
+
+
+def _preds(world: Path, name: str, rows: list) -> str:
+    split = [json.loads(line) for line in (world / "data" / "tiny" / "test.jsonl").open()][:3]
+    lines = [json.dumps(r) if isinstance(r, dict) else r for r in rows(split)] if callable(rows) else rows
+    write(world / "preds" / name, "\n".join(lines) + "\n")
+    return f"preds/{name}"
+
+
+def _preds_one_empty(world: Path) -> None:
+    path = _preds(world, "empty.jsonl", lambda split: [{"id": r["id"], "prediction": "" if i == 0 else r["output"]} for i, r in enumerate(split)])
+    result = cli("evaluate", "--recipe", "tiny.yaml", "--predictions", path, "--out", "ev_empty", cwd=world)
+    assert result.code == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (world / "ev_empty" / "predictions.jsonl").open()]
+    assert rows[0]["predictions"]["bertscore_f1"] == 0.0 and rows[1]["predictions"]["bertscore_f1"] > 0.9
+
+
+def _preds_duplicate(world: Path) -> None:
+    path = _preds(world, "dup.jsonl", lambda split: [{"id": r["id"], "prediction": "x"} for r in split] + [{"id": split[0]["id"], "prediction": "y"}])
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--predictions", path, "--out", "ev_dup", cwd=world),
+                          r"dup\.jsonl:4: duplicate id '.+' \(first on line 1\)")
+
+
+def _preds_blank_then_bad(world: Path) -> None:
+    path = _preds(world, "blank.jsonl", ['{"id": "a", "prediction": "x"}', "", '{"id": "b"}'])
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--predictions", path, "--out", "ev_blank", cwd=world),
+                          r"blank\.jsonl:3: each line needs 'id' and a string 'prediction'")
+
+
+def _eval_cache(world: Path) -> None:
+    """Answers are reused only for the same adapter weights and the same prompt/reference; a torn last line is dropped."""
+    args = ["--recipe", "tiny.yaml", "--adapter", "runs/cache", "--out", "ev_cache"]
+    run = copy_run(world, "cache")
+    first = cli("evaluate", *args, cwd=world)
+    assert first.code == 0, first.stderr[-3000:]
+    partial = world / "ev_cache" / "partial" / "fine-tuned.jsonl"
+    assert len(partial.read_text().splitlines()) == 3
+    with partial.open("a") as handle:
+        handle.write('{"id": "torn", "predic')
+    again = cli("evaluate", *args, cwd=world)
+    assert again.code == 0 and "dropping a cut-off last line" in again.flat, again.stderr[-3000:]
+    assert "starting over" not in again.flat
+    # retrain in place (here: change the weights): nothing stale is reused
+    from safetensors.torch import load_file, save_file
+
+    weights = run / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v + 0.5 for k, v in tensors.items()}, weights)
+    stale = cli("evaluate", *args, cwd=world)
+    assert stale.code == 0 and "another model or other settings; starting over" in stale.flat, stale.stderr[-3000:]
+
+
+def _torn_partial(world: Path) -> None:
+    from rich.console import Console
+
+    from gemma_fast.evaluation import read_partial
+
+    path = write(world / "torn" / "fine-tuned.jsonl", '{"id": "a", "prediction": "x"}\n{"id": "b", "predic')
+    out = io.StringIO()
+    assert read_partial(path, Console(file=out)) == [{"id": "a", "prediction": "x"}]
+    assert "dropping a cut-off last line" in " ".join(out.getvalue().split())
+
+
+def _eval_row_keys(world: Path) -> None:
+    """A cached answer belongs to one prompt and reference: an edited test record is answered again."""
+    from gemma_fast.evaluation import row_key
+
+    base = {"id": "1", "instruction": "q?", "input": "", "output": "a."}
+    assert row_key(base) == row_key(dict(base))
+    assert row_key(base) != row_key({**base, "output": "b."}) != row_key({**base, "instruction": "other?"})
+
+
+def _adapter_copied_to_other_base(world: Path) -> None:
+    shutil.copytree(world / "runs" / "r1" / "adapter", world / "copied_adapter")
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--set", f"model={world / 'other_model'}",
+                              "--adapter", "copied_adapter", "--out", "ev_copied", cwd=world),
+                          r"adapter copied_adapter was trained on model .*\(their weights differ\)")
+    (world / "copied_adapter" / "gemma_fast_base.json").unlink()  # peft's adapter_config.json still names the base
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--set", f"model={world / 'other_model'}",
+                              "--adapter", "copied_adapter", "--out", "ev_copied", cwd=world), r"was trained on model")
+    assert not (world / "ev_copied").exists()
+
+
+def _readonly_eval(world: Path) -> None:
+    import gemma_fast.evaluation as evaluation
+
+    path = _preds(world, "ok.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
+    real = evaluation.write_jsonl
+
+    def readonly(target, rows):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+    evaluation.write_jsonl = readonly
+    try:
+        result = cli("evaluate", "--recipe", "tiny.yaml", "--predictions", path, "--out", "ev_ro", cwd=world)
+    finally:
+        evaluation.write_jsonl = real
+    assert_one_line_error(result, r"ev_ro/predictions\.jsonl: Read-only file system")
+
+
+def _robustness_sign(world: Path) -> None:
+    from gemma_fast.robustness import relative_drop
+
+    assert relative_drop(2.0, 2.2, "answer_loss") == pytest.approx(0.1)  # loss went up: the model got worse
+    assert relative_drop(0.5, 0.4, "rougeL") == pytest.approx(0.2)
+    assert relative_drop(0.0, 0.4, "rougeL") is None
+
+
+EVAL_ROWS = [
+    Row("e-preds-one-empty", 3, "traceback", _preds_one_empty),
+    Row("e-preds-duplicate-id", 21, "silent-wrong", _preds_duplicate),
+    Row("e-preds-blank_then_bad", 20, "misleading", _preds_blank_then_bad),
+    Row("e-split-duplicate-id", 21, "silent-wrong", expect_error(
+        "evaluate", ["--recipe", "tiny.yaml", "--set", "data.dir=data/dupsplit", "--predictions", "nofile.jsonl"],
+        r"dupsplit/test\.jsonl:2: duplicate id 't1' \(first on line 1\)",
+        setup=lambda w: prepared_copy(w, "dupsplit", [rec(1), rec(1)]))),
+    Row("e-split-numeric-output", 22, "traceback", expect_error(
+        "evaluate", ["--recipe", "tiny.yaml", "--set", "data.dir=data/numsplit", "--predictions", "nofile.jsonl"],
+        r"numsplit/test\.jsonl:2: field 'output' must be a string, got int",
+        setup=lambda w: prepared_copy(w, "numsplit", [rec(1), rec(2, output=42)]))),
+    Row("t-split-numeric-output", 22, "traceback", expect_error(
+        "train_qlora", ["--recipe", "tiny.yaml", "--set", "data.dir=data/numtrain", "--out", "runs/numtrain"],
+        r"numtrain/train\.jsonl:3: field 'instruction' must be a string, got list",
+        setup=lambda w: (shutil.copytree(w / "data" / "tiny", w / "data" / "numtrain"),
+                         write(w / "data" / "numtrain" / "train.jsonl", "\n".join([rec(1), "", rec(2, instruction=["a"])]) + "\n")))),
+    Row("e-split-missing-field-lineno", 20, "misleading", expect_error(
+        "evaluate", ["--recipe", "tiny.yaml", "--set", "data.dir=data/gapsplit", "--predictions", "nofile.jsonl"],
+        r"gapsplit/test\.jsonl:5: missing field 'output'",
+        setup=lambda w: prepared_copy(w, "gapsplit", [rec(1), "", rec(2), "", json.dumps({"id": "t3", "instruction": "q"})]))),
+    Row("e-stale-eval-reuses + e-partial-truncated-line", 4, "silent-wrong", _eval_cache),
+    Row("e-partial-row-keys", 4, "silent-wrong", _eval_row_keys),
+    Row("e-partial-truncated-line", 16, "traceback", _torn_partial),
+    Row("e-adapter-other-model-copied", 14, "silent-wrong", _adapter_copied_to_other_base),
+    Row("e-readonly-out", 12, "traceback", _readonly_eval),
+    Row("b-metric-loss-sign", 17, "silent-wrong", _robustness_sign),
+    Row("e-no-adapter (ok)", 0, "clear", expect_error(
+        "evaluate", ["--recipe", "tiny.yaml", "--adapter", "no_run"], r"no adapter found at no_run")),
+]
+
+# -- RAG (build_rag.py and loading an index)
+
+
+def _forged_manifest(world: Path) -> None:
+    """A planted index.pkl with a manifest carrying its recomputed checksum is refused, never unpickled."""
+    from gemma_fast.errors import UserError
+    from gemma_fast.rag import load_index
+    from gemma_fast.recipe import RagConfig
+
+    folder = world / "forged"
+    marker = world / "PWNED"
+
+    class Plant:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    write(folder / "index.pkl", pickle.dumps(Plant()))
+    write(folder / "index.faiss", b"x")
+    write(folder / "manifest.json", json.dumps({
+        "written_by": "gemma_fast", "embedding_model": "embedded:all-minilm-l6-v2",
+        "files_sha256": {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("index.pkl", "index.faiss")}}))
+    with pytest.raises(UserError, match="rebuild it with build_rag.py --overwrite"):
+        load_index(RagConfig(index=str(folder)))
+    assert not marker.exists()
+
+
+def _damaged_manifest(world: Path) -> None:
+    from gemma_fast.errors import UserError
+    from gemma_fast.rag import load_index
+    from gemma_fast.recipe import RagConfig
+
+    folder = world / "damaged"
+    write(folder / "manifest.json", json.dumps({"written_by": "gemma_fast", "files_sha256": ["index.faiss"]}))
+    with pytest.raises(UserError, match="damaged"):
+        load_index(RagConfig(index=str(folder)))
+
+
+RAG_ROWS = [
+    Row("g-load-forged-manifest", 8, "silent-wrong", _forged_manifest),
+    Row("g-manifest-damaged", 22, "traceback", _damaged_manifest),
+    Row("g-out-existing-folder", 2, "data-loss", expect_error(
+        "build_rag", ["--recipe", "tiny.yaml", "--out", "notes", "--set", "rag.corpus=notes/*.md"],
+        r"notes already holds files: --overwrite replaces it",
+        setup=lambda w: write(w / "notes" / "mine.md", "my notes"), unchanged="notes")),
+    Row("g-out-dotdot", 2, "data-loss", lambda w: _dotdot(w)),
+]
+
+
+def _dotdot(world: Path) -> None:
+    """From a sub-folder, `--out .. --overwrite` names the work folder itself: refused, nothing removed."""
+    (world / "sub").mkdir(exist_ok=True)
+    write(world / "notes" / "mine.md", "my notes")
+    assert_one_line_error(cli("build_rag", "--recipe", "../tiny.yaml", "--out", "..", "--overwrite",
+                              "--set", "rag.corpus=../notes/*.md", cwd=world / "sub"),
+                          r"refusing to replace \.\.: it is the working directory or one of its parents")
+    assert (world / "tiny.yaml").is_file() and (world / "notes" / "mine.md").is_file()
+
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS
+
+
+@pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
+def test_hostile_input(row: Row, world: Path):
+    row.run(world)
+
+
+# ---------------------------------------------------------------- real subprocesses: the scripts as a user runs them
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["prepare_data", "--recipe", "tiny.yaml", "--set", "train.grad_accum=0"], r"'train\.grad_accum' must be >= 1"),
+    (["prepare_data", "--recipe", "tiny.yaml", "--out", "data/x", "--set", "data.source=in/comma.csv"], r"comma\.csv:2: 3 fields"),
+])
+def test_real_subprocess(world: Path, args, pattern):
+    write(world / "in" / "comma.csv", "instruction,output\nWhat does it do?,It loads the data, cleans it and splits it\n")
+    result = run_script(args[0], *args[1:], cwd=world)
+    assert_one_line_error(Result(result.returncode, result.stderr), pattern)
+
+
+def test_table_counts(capsys):
+    """Counts per verdict before the fix; every row now passes (a clear error or the right result)."""
+    counts = Counter(r.before for r in TABLE)
+    classes = sorted({r.klass for r in TABLE if r.klass})
+    with capsys.disabled():
+        print(f"\nhostile-input table: {len(TABLE)} rows, review classes covered: {classes}; before the fix: {dict(counts)}")
+    assert set(range(1, 23)) == set(classes)
