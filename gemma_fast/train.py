@@ -383,7 +383,15 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
         start = time.perf_counter()
         with stopper:
-            result = trainer.train(resume_from_checkpoint=checkpoint)
+            try:
+                result = trainer.train(resume_from_checkpoint=checkpoint)
+            except RuntimeError as exc:  # torch.save on a full disk: "unexpected pos ..." / "file write failed"
+                if not any(text in str(exc) for text in ("unexpected pos", "file write failed", "PytorchStreamWriter")):
+                    raise
+                newest = newest_complete_checkpoint(Path(args.output_dir))
+                raise UserError(f"writing a checkpoint in {args.output_dir} failed (disk full? {str(exc).splitlines()[0][:120]}); "
+                                + (f"the newest complete checkpoint is {newest}: free space and --resume" if newest else
+                                   "no complete checkpoint was written")) from None
         wall = time.perf_counter() - start
         if stopper.requested:
             raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "

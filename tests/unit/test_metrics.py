@@ -41,3 +41,12 @@ def test_token_accuracy_counts_greedy_hits_on_answer_tokens(tiny_tokenizer, tiny
     logits = model(torch.tensor([enc["input_ids"]])).logits[0]
     hits = sum(int(logits[i - 1].argmax() == t) for i, (t, m) in enumerate(zip(enc["input_ids"], enc["completion_mask"])) if m)
     assert stat["n_correct"] == hits and stat["n_tokens"] == sum(enc["completion_mask"])
+
+
+def test_bertscore_scores_an_empty_prediction_as_zero():
+    """bert_score cannot encode "" (it crashed after all generation was done, and again on every cached rerun)."""
+    from gemma_fast.metrics import bertscore_f1
+
+    scores = bertscore_f1(["", "   ", "The data is split."], ["Some answer.", "Another.", "The data is split."], "en")
+    assert scores[:2] == [0.0, 0.0] and scores[2] > 0.9
+    assert bertscore_f1(["", ""], ["a", "b"], "en") == [0.0, 0.0]
