@@ -154,7 +154,7 @@ def test_a_dataset_cut_off_mid_write_is_refused_not_mixed(tmp_path, monkeypatch)
         return real(path, rows)
 
     monkeypatch.setattr(data, "write_jsonl", full_at_test)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="No space left on device.*marked incomplete"):  # one line, not a traceback
         prepare(load_recipe("quickstart", ["data.max_records=30", "data.length_filter=false"]), tmp_path)
     monkeypatch.setattr(data, "write_jsonl", real)
     with pytest.raises(UserError, match="holds an incomplete dataset"):
