@@ -13,6 +13,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# tests/unsloth_lane/ runs only in its own venv (.venv-unsloth, `make test-unsloth`, which sets GEMMA_FAST_LANE):
+# Unsloth's patches outlive its import, and that venv holds requirements-gpu.txt's transformers/trl pins.
+collect_ignore = [] if os.environ.get("GEMMA_FAST_LANE") == "unsloth" else ["unsloth_lane"]
+
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
