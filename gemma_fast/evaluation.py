@@ -134,6 +134,16 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
                             lambda: (*with_adapter(), nullcontext))]
 
 
+def prefer_unsloth_first(recipe: Recipe, console) -> None:
+    """Decide the backend (importing Unsloth when it will run) before retrieval or loading imports transformers."""
+    import torch
+
+    from .backend import resolve_backend
+
+    for note in resolve_backend(recipe.backend, cuda=torch.cuda.is_available())[1]:
+        console.print(f"[yellow]note:[/] {note}")
+
+
 def _for_inference(model, backend: str) -> None:
     if backend == "unsloth":
         from unsloth import FastLanguageModel  # Unsloth's faster generation path, applied to the adapter too
@@ -282,6 +292,7 @@ def compare(rows_a: list[dict], rows_b: list[dict], scores_a: dict, scores_b: di
 
 def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
              compare_base: bool = False) -> dict:
+    prefer_unsloth_first(recipe, console)
     records = _records(recipe)
     cands = candidates(recipe, adapter, merged, compare_base)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())

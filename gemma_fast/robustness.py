@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import UserError
-from .evaluation import HEADLINE, LOWER_IS_BETTER, _records, candidates, compare, run_candidate, score, summarise
+from .evaluation import HEADLINE, LOWER_IS_BETTER, _records, candidates, compare, prefer_unsloth_first, run_candidate, score, summarise
 from .generate import generate_batched
 from .io import atomic_open, write_json
 from .perturb import apply_spec, parse_spec
@@ -37,6 +37,7 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
         raise UserError("no perturbations: set robustness.perturbations or pass --perturb")
     for spec in specs:
         parse_spec(spec)  # every spec checked before any model runs
+    prefer_unsloth_first(recipe, console)
     if cfg.metric not in HEADLINE:
         raise UserError(f"robustness.metric '{cfg.metric}' is not a metric; valid: {', '.join(HEADLINE)}")
     records = _records(recipe)
