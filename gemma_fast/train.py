@@ -209,22 +209,26 @@ def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, 
         return None
     if not holds_files(out_dir):
         raise UserError(f"--resume: {out_dir} holds no run to continue")
-    skipped: list[str] = []
-    checkpoint = newest_complete_checkpoint(out_dir / "checkpoints", skipped)
-    if checkpoint is None:
-        why = f" ({'; '.join(skipped)})" if skipped else " (set train.save_steps to write them)"
-        raise UserError(f"--resume: no usable checkpoint in {out_dir / 'checkpoints'}{why}")
-    if notes is not None:
-        notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]
     from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base
 
-    if (out_dir / BASE_FILE).is_file() or recorded_base(Path(checkpoint)) is not None:  # by content, not by spelling
-        check_same_base(out_dir if (out_dir / BASE_FILE).is_file() else Path(checkpoint), recipe.model, "--resume: run")
-    else:
+    by_content = (out_dir / BASE_FILE).is_file()  # the base by content, not by spelling
+    if by_content:
+        check_same_base(out_dir, recipe.model, "--resume: run")
+    skipped: list[str] = []
+    checkpoint = newest_complete_checkpoint(out_dir / "checkpoints", skipped)
+    if not by_content and checkpoint and recorded_base(Path(checkpoint)) is not None:  # peft's adapter_config.json
+        check_same_base(Path(checkpoint), recipe.model, "--resume: run")
+    elif not by_content:
         saved = out_dir / "recipe.yaml"
         trained_on = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") if saved.is_file() else None
         if trained_on and trained_on != recipe.model:
             raise UserError(f"--resume: {out_dir} was trained on model '{trained_on}', but the recipe's model is '{recipe.model}'; nothing was changed")
+    if checkpoint is None:
+        if skipped:
+            raise UserError(f"--resume: no usable checkpoint in {out_dir / 'checkpoints'} ({'; '.join(skipped)})")
+        raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
+    if notes is not None:
+        notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]
     check_adapter_shape(Path(checkpoint), recipe, recipe.train.method if recipe.train.method != "qlora" else "lora", "--resume: checkpoint")
     return checkpoint
 
