@@ -232,14 +232,12 @@ def validate(recipe: Recipe, source: str = "recipe") -> None:
 def optimizer_names() -> tuple[str, ...]:
     """transformers' OptimizerNames values, read from its source: importing transformers here would come before
     Unsloth's import, which must be first. () when the source cannot be read (then the Trainer checks it)."""
-    import importlib.util
+    import importlib.metadata
 
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or not spec.submodule_search_locations:
-        return ()
-    try:
-        text = (Path(list(spec.submodule_search_locations)[0]) / "training_args.py").read_text(encoding="utf-8")
-    except OSError:
+    try:  # found through the installed distribution's files: no import machinery is touched
+        source = importlib.metadata.distribution("transformers").locate_file("transformers/training_args.py")
+        text = Path(source).read_text(encoding="utf-8")
+    except (importlib.metadata.PackageNotFoundError, OSError):
         return ()
     body = re.search(r"class OptimizerNames\(.*?\):\n(.*?)\n(?=\S)", text, re.S)
     return tuple(re.findall(r'^\s+[A-Z0-9_]+ = "([\w.-]+)"', body.group(1), re.M)) if body else ()

@@ -48,7 +48,7 @@ class Step:
                  timeout: int = 900) -> None:
         self.name, self.cmd = name, cmd
         result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-        self.returncode, self.output = result.returncode, result.stdout + result.stderr
+        self.returncode, self.stdout, self.output = result.returncode, result.stdout, result.stdout + result.stderr
         log_dir.mkdir(parents=True, exist_ok=True)
         (log_dir / f"{name}.log").write_text(self.output, encoding="utf-8")
 
@@ -87,7 +87,7 @@ def converted_model(lane_env, workdir) -> Path:
             "from gemma_fast.models import embedded_model_dir\n"
             "print(embedded_model_dir('gemma-3-270m'))\n")
     step = Step("convert", [sys.executable, "-c", code], ROOT, lane_env, workdir / "logs").check()
-    return Path(step.output.strip().splitlines()[-1])
+    return Path(step.stdout.strip().splitlines()[-1])  # progress bars go to stderr
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +114,7 @@ def hf_run(lane_env, workdir, prepared) -> tuple[Step, Path]:
         pytest.fail(f"the hf baseline runs in the main venv, and {MAIN_PYTHON} is missing: run `make setup` first")
     out = workdir / "runs" / "lane" / "hf"
     env = {k: v for k, v in lane_env.items() if not k.startswith("UNSLOTH_")}
+    env["GEMMA_FAST_CPU_PRECISION"] = "float32"  # like UNSLOTH_CPU_BF16=0: float32 on any host, so losses compare
     cmd = [str(MAIN_PYTHON), "scripts/train_qlora.py", "--recipe", "quickstart", "--set", "backend=hf",
            *sets(TRAIN_SETS), "--out", str(out)]
     return Step("train_hf", cmd, workdir, env, workdir / "logs"), out
