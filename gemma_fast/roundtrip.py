@@ -1,0 +1,247 @@
+"""Does the GGUF answer like the merged model? The check that runs after every export.
+
+On N records of the test split (their prompts from the one prompt builder, retrieved passages included when the
+recipe retrieves), each GGUF is loaded back with transformers (`gguf_file=`) and, where installed, with llama.cpp
+(ik-llama-cpp-python, in a child process) and compared with the merged model (transformers, float32):
+- tokenisation: the ids of prompt + reference answer, equal or not;
+- next-token logits, teacher-forced over the reference answer: top-1 agreement, and the largest |Δlogit| on the
+  merged model's top-5 tokens (the numeric noise of this file);
+- greedy answers (eval.max_new_tokens, stopping at <end_of_turn>): identical, or diverging at a near tie, i.e. where
+  the merged model's own margin between its token and the GGUF's is within that measured noise.
+A file passes when tokenisation is identical on every prompt, top-1 agreement is >= 0.95 and every greedy answer is
+identical or a near tie. (f16, bf16 and q8_0 must pass; q4_k_m is reported.)
+
+GGUF stores no query_pre_attn_scalar and transformers assumes 256: right for Gemma 3 270M-12B, wrong for 27B (168),
+so the merged model's value is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .prompts import END_OF_TURN, build_prompt, record_prompt
+
+MIN_TOP1 = 0.95
+TOP_K = 5
+MAX_TOKENS = 512
+FALLBACK_QUESTIONS = ["How do I resume training?", "What does the recipe file set?", "What is the capital of France?"]
+
+
+@dataclass
+class Item:
+    record_id: str
+    prompt: str
+    text: str
+    prompt_ids: list[int]
+    ref_ids: list[int]
+    positions: list[int]
+    ref_top: list[list[int]] = field(default_factory=list)
+    ref_top_logits: list[list[float]] = field(default_factory=list)
+    ref_argmax: list[int] = field(default_factory=list)
+    greedy: list[int] = field(default_factory=list)
+
+
+def roundtrip_records(recipe, n: int) -> tuple[list[dict], str]:
+    """The first n records of the test split (else val, else train), with retrieved passages when the recipe retrieves."""
+    from .data import load_split
+
+    for split in ("test", "val", "train"):
+        try:
+            records = load_split(recipe.data_dir, split)
+        except Exception:  # a missing or unreadable split: try the next one
+            records = []
+        if records:
+            records = records[:n]
+            if recipe.rag.index:
+                from .rag import attach_passages
+
+                records = attach_passages(records, recipe)
+            return records, f"{recipe.data_dir}/{split}.jsonl"
+    records = [{"id": f"q{i}", "instruction": q, "input": "", "output": ""} for i, q in enumerate(FALLBACK_QUESTIONS[:n])]
+    return records, "built-in questions (no prepared split found)"
+
+
+class Reference:
+    """The merged model in float32: ids, teacher-forced logits and greedy answers, and margins on demand."""
+
+    def __init__(self, merged: Path, records: list[dict], max_new_tokens: int):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .models import stop_token_ids
+
+        self.tokenizer = AutoTokenizer.from_pretrained(merged)
+        self.model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+        self.config = self.model.config
+        self.stop_ids = [i for i in stop_token_ids(self.tokenizer) if i is not None]
+        self.end_of_turn = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        self.max_new_tokens = max_new_tokens
+        self.items = [self._item(r) for r in records]
+
+    @torch.no_grad()
+    def _item(self, record: dict) -> Item:
+        prompt = record_prompt(record) if "instruction" in record else build_prompt(record["prompt"])
+        text = prompt + (record.get("output") or "").strip() + END_OF_TURN
+        prompt_ids = self.tokenizer(prompt)["input_ids"][:MAX_TOKENS - self.max_new_tokens]
+        ref_ids = self.tokenizer(text)["input_ids"][:MAX_TOKENS]
+        positions = list(range(min(len(prompt_ids), len(ref_ids)) - 1, len(ref_ids) - 1)) or [len(ref_ids) - 1]
+        logits = self.model(torch.tensor([ref_ids])).logits[0]
+        top = logits[positions].topk(TOP_K)
+        out = self.model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+                                  max_new_tokens=self.max_new_tokens, do_sample=False, eos_token_id=self.stop_ids,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        greedy = [t for t in out[0, len(prompt_ids):].tolist()]
+        if greedy and greedy[-1] in self.stop_ids:
+            greedy = greedy[:-1]
+        return Item(str(record.get("id", "")), prompt, text, prompt_ids, ref_ids, positions, top.indices.tolist(),
+                    top.values.tolist(), logits[positions].argmax(-1).tolist(), greedy)
+
+    @torch.no_grad()
+    def margin(self, item: Item, step: int, other: int) -> float:
+        """The merged model's logit of its own greedy token at `step` minus that of `other`."""
+        ours = item.greedy[step] if step < len(item.greedy) else self.end_of_turn
+        logits = self.model(torch.tensor([item.prompt_ids + item.greedy[:step]])).logits[0, -1]
+        return float(logits[ours] - logits[other])
+
+    def text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+# ---------------------------------------------------------------- the two GGUF runtimes
+
+
+def transformers_outputs(gguf: Path, ref: Reference) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    extra = {}
+    if getattr(ref.config, "query_pre_attn_scalar", None) is not None:
+        extra["query_pre_attn_scalar"] = ref.config.query_pre_attn_scalar  # not in GGUF; transformers assumes 256
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32, **extra).eval()
+    load_s = time.perf_counter() - start
+    rows = []
+    with torch.no_grad():
+        for item in ref.items:
+            logits = model(torch.tensor([item.ref_ids])).logits[0]
+            at_top = [[float(logits[p, t]) for t in top] for p, top in zip(item.positions, item.ref_top)]
+            out = model.generate(torch.tensor([item.prompt_ids]), attention_mask=torch.ones(1, len(item.prompt_ids), dtype=torch.long),
+                                 max_new_tokens=ref.max_new_tokens, do_sample=False, eos_token_id=ref.stop_ids,
+                                 pad_token_id=ref.tokenizer.pad_token_id)
+            greedy = out[0, len(item.prompt_ids):].tolist()
+            if greedy and greedy[-1] in ref.stop_ids:
+                greedy = greedy[:-1]
+            rows.append({"ids": tokenizer(item.text)["input_ids"], "argmax": logits[item.positions].argmax(-1).tolist(),
+                         "at_ref_top": at_top, "greedy": greedy})
+    del model
+    return {"rows": rows, "load_s": round(load_s, 1), "total_s": round(time.perf_counter() - start, 1)}
+
+
+def llama_cpp_outputs(gguf: Path, ref: Reference, runtime: Path) -> dict:
+    """ik-llama-cpp-python in a child process: a crash there is a failed check, not a dead export."""
+    start = time.perf_counter()
+    request = {"gguf": str(gguf), "runtime": str(runtime), "max_new_tokens": ref.max_new_tokens, "stop_ids": ref.stop_ids,
+               "n_ctx": MAX_TOKENS + ref.max_new_tokens,
+               "items": [{"text": it.text, "ref_ids": it.ref_ids, "prompt_ids": it.prompt_ids, "positions": it.positions,
+                          "ref_top": it.ref_top} for it in ref.items]}
+    with tempfile.TemporaryDirectory() as tmp:
+        request_path, response_path = Path(tmp) / "request.json", Path(tmp) / "response.json"
+        request_path.write_text(json.dumps(request), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "gemma_fast.llama_runtime", str(request_path), str(response_path)],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        if done.returncode != 0 or not response_path.is_file():
+            tail = [line for line in done.stderr.splitlines() if line.strip()][-2:]
+            return {"error": f"llama.cpp runtime exited {done.returncode}: {' | '.join(tail)}"}
+        response = json.loads(response_path.read_text(encoding="utf-8"))
+    response["total_s"] = round(time.perf_counter() - start, 1)
+    return response
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def compare(ref: Reference, outputs: dict) -> dict:
+    if "error" in outputs:
+        return {"error": outputs["error"], "pass": False, "problems": [outputs["error"]]}
+    items, rows = ref.items, outputs["rows"]
+    same_tokens = sum(row["ids"] == item.ref_ids for item, row in zip(items, rows))
+    agree = total = 0
+    noise = 0.0
+    for item, row in zip(items, rows):
+        agree += sum(a == b for a, b in zip(row["argmax"], item.ref_argmax))
+        total += len(item.ref_argmax)
+        noise = max([noise] + [abs(a - b) for ours, theirs in zip(item.ref_top_logits, row["at_ref_top"]) for a, b in zip(ours, theirs)])
+    identical = near_ties = 0
+    answers, problems = [], []
+    for item, row in zip(items, rows):
+        ours, theirs = item.greedy, row["greedy"]
+        entry = {"id": item.record_id, "merged": ref.text(ours), "gguf": ref.text(theirs)}
+        if ours == theirs:
+            identical += 1
+        else:
+            step = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            other = theirs[step] if step < len(theirs) else ref.end_of_turn
+            margin = ref.margin(item, step, other)
+            entry.update({"diverges_at": step, "merged_margin": round(margin, 4)})
+            if margin <= noise:
+                near_ties += 1
+            else:
+                problems.append(f"greedy answer to {item.record_id or 'a prompt'} differs at token {step} where the merged "
+                                f"model's margin {margin:.3f} exceeds the file's noise {noise:.3f}")
+        answers.append(entry)
+    top1 = agree / total if total else 1.0
+    if same_tokens < len(items):
+        problems.insert(0, f"tokenisation differs on {len(items) - same_tokens} of {len(items)} prompts")
+    if top1 < MIN_TOP1:
+        problems.append(f"top-1 agreement {top1:.3f} < {MIN_TOP1}")
+    return {"prompts": len(items), "tokenisation_identical": same_tokens, "top1_agreement": round(top1, 4),
+            "positions": total, "max_abs_dlogit_top5": round(noise, 4), "greedy_identical": identical,
+            "greedy_near_ties": near_ties, "pass": not problems, "problems": problems,
+            "seconds": outputs.get("total_s"), "load_s": outputs.get("load_s"), "answers": answers}
+
+
+def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, console, runtimes: tuple[str, ...] = ("transformers", "llama.cpp")) -> dict:
+    """{kind: {"pass", "problems", "runtimes": {name: comparison}, "records"}} for each GGUF in `files`."""
+    from .export import runtime_dir
+
+    records, source = roundtrip_records(recipe, n)
+    console.print(f"round trip: {len(records)} prompts from {source}, greedy {recipe.eval.max_new_tokens} tokens")
+    ref = Reference(merged, records, recipe.eval.max_new_tokens)
+    runtime, why = runtime_dir() if "llama.cpp" in runtimes else (None, "not requested")
+    results = {}
+    for kind, path in files.items():
+        checks = {}
+        if "transformers" in runtimes:
+            checks["transformers"] = compare(ref, transformers_outputs(path, ref))
+        if runtime is not None:
+            checks["llama.cpp"] = compare(ref, llama_cpp_outputs(path, ref, runtime))
+        problems = [f"{name}: {p}" for name, c in checks.items() for p in c["problems"]]
+        results[kind] = {"pass": not problems, "problems": problems, "records": source, "runtimes": checks,
+                         **({"llama.cpp_skipped": why} if runtime is None else {})}
+    return results
+
+
+def print_table(results: dict, console) -> None:
+    from .report import table
+
+    rows = []
+    for kind, result in results.items():
+        for name, c in result["runtimes"].items():
+            if "error" in c:
+                rows.append([kind, name, "-", "-", "-", "-", f"FAIL: {c['error'][:60]}"])
+                continue
+            n = c["prompts"]
+            rows.append([kind, name, f"{c['tokenisation_identical']}/{n}", f"{c['top1_agreement']:.3f} ({c['positions']})",
+                         f"{c['max_abs_dlogit_top5']:.4f}", f"{c['greedy_identical']}/{n}" + (f" (+{c['greedy_near_ties']} near tie)" if c["greedy_near_ties"] else ""),
+                         "pass" if c["pass"] else "FAIL"])
+        if result.get("llama.cpp_skipped"):
+            rows.append([kind, "llama.cpp", "-", "-", "-", "-", f"skipped: {result['llama.cpp_skipped'][:60]}"])
+    console.print(table("GGUF round trip against the merged model", ["file", "runtime", "same tokens", "top-1 agreement (positions)",
+                                                                      "max |Δlogit| top-5", "greedy identical", "result"], rows))
