@@ -287,17 +287,21 @@ def tokenize_split(tokenizer, records: list[dict], max_length: int):
 @dataclass
 class Exports:
     merge: bool = False
-    gguf: str = ""  # an Unsloth quantisation name, e.g. q4_k_m
+    gguf: str = ""  # GGUF types, comma-separated: f16, bf16, q8_0, q4_k_m (export.py, on every backend)
     push_to_hub: str = ""  # a hub repo id
+    roundtrip: int = 8  # test prompts the GGUF round trip checks after the export (0: none)
 
 
 def check_exports(exports: Exports, plan: Plan) -> str | None:
     """Fail before training, not after an hour of it. Returns the hub token to use, if pushing."""
     if exports.merge and plan.method == "prefix":
         raise UserError("--merge: a prefix-tuning adapter has no weights to merge into the model; only LoRA adapters merge")
-    if exports.gguf and plan.backend != "unsloth":
-        raise UserError("--gguf exports through Unsloth, which needs a CUDA GPU; here use --merge and convert the merged "
-                        "folder with llama.cpp's convert_hf_to_gguf.py")
+    if exports.gguf:
+        from .export import check_tools, parse_types
+
+        if plan.method == "prefix":
+            raise UserError("--gguf: a prefix-tuning adapter has no weights to merge into the model, so no GGUF; only LoRA adapters export")
+        check_tools(parse_types(exports.gguf))  # installs the converter (and llama-quantize) now, not after training
     if exports.push_to_hub:
         from huggingface_hub import get_token
 
@@ -432,6 +436,11 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     if exports.merge:
         summary["exports"]["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged", merge_dtype))
     write_json(out_dir / "train_summary.json", summary)
+    if exports.gguf:  # after the summary is saved: a failed round trip leaves the run and the files for inspection
+        from .export import export_gguf, parse_types
+
+        summary["exports"]["gguf"] = export_gguf(recipe, out_dir, parse_types(exports.gguf), console, exports.roundtrip)["roundtrip"]
+        write_json(out_dir / "train_summary.json", summary)
     return summary
 
 
@@ -446,9 +455,6 @@ def free_memory() -> None:
 def run_exports(exports: Exports, model, tokenizer, out_dir: Path, token: str | None) -> dict:
     """The exports that need the trained model in memory (merging reloads the base on the CPU: merge_adapter)."""
     done = {}
-    if exports.gguf:
-        model.save_pretrained_gguf(str(out_dir / "gguf"), tokenizer, quantization_method=exports.gguf)  # Unsloth
-        done["gguf"] = str(out_dir / "gguf")
     if exports.push_to_hub:
         try:
             model.push_to_hub(exports.push_to_hub, token=token, private=True)
