@@ -108,10 +108,20 @@ def poetry(row: dict, cfg: DataConfig) -> list[dict]:
             records.append({"task": task, "instruction": ask, "input": "", "output": poem})
         elif task == "continue" and len(paragraphs) > 1:
             first, rest = paragraphs[0].strip(), "\n".join(p.strip() for p in paragraphs[1:] if p.strip())
-            records.append({"task": task, "instruction": f"续写这首{'词' if is_ci else '诗'}的下文：{first}", "input": "", "output": rest})
+            records.append({"task": task, "instruction": f"续写这首{'词' if is_ci else '诗'}的下文{_form_request(rest, is_ci)}：{first}",
+                            "input": "", "output": rest})
         elif task == "author":
             records.append({"task": task, "instruction": f"这首{'词' if is_ci else '诗'}的作者是谁？", "input": poem, "output": author})
     return records
+
+
+def _form_request(rest: str, is_ci: bool) -> str:
+    """For a regular 5- or 7-character shi, the form the continuation must have, stated in the request (what the
+    form checks of evaluation measure): "（再写6句，每句5字）"; nothing for ci or irregular poems."""
+    from .metrics_zh import continuation_request
+
+    request = None if is_ci else continuation_request(rest)
+    return f"（再写{request[0]}句，每句{request[1]}字）" if request else ""
 
 
 ADAPTERS: dict[str, Callable[[dict, DataConfig], list[dict]]] = {
