@@ -20,7 +20,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import metrics as M
-from .data import load_split
+from .data import load_split, question_lang
 from .errors import UserError
 from .generate import generate_batched
 from .identity import base_identity, check_same_base, folder_sha256, recorded_base
@@ -30,7 +30,7 @@ from .prompts import record_prompt
 from .recipe import Recipe
 
 HEADLINE = ("answer_loss", "perplexity", "perplexity_char", "token_accuracy", "rougeL", "bleu", "chrf", "meteor", "bertscore_f1",
-            "exact_match", "yes_no_accuracy", "form_line_count", "form_chars_5_or_7", "form_in_form")
+            "exact_match", "yes_no_accuracy", "answer_lang_match", "form_line_count", "form_chars_5_or_7", "form_in_form")
 # eval.llamafactory_metrics: the scores of LLaMA-Factory's predict step, beside (never instead of) the defaults
 LLAMAFACTORY = ("lf_bleu4", "lf_rouge1", "lf_rouge2", "lf_rougeL")
 LOWER_IS_BETTER = {"answer_loss", "perplexity"}
@@ -247,9 +247,11 @@ def score(records: list[dict], predictions: list[str], llamafactory: bool = Fals
 
     M.check_pairs(predictions, [r["output"] for r in records])
     names = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "exact_match", "yes_no_accuracy",
-             "form_line_count", "form_chars_5_or_7", "form_in_form") + (LLAMAFACTORY if llamafactory else ())
+             "answer_lang_match", "form_line_count", "form_chars_5_or_7", "form_in_form") + (LLAMAFACTORY if llamafactory else ())
     out: dict[str, list] = {name: [None] * len(records) for name in names}
     for i, (record, pred) in enumerate(zip(records, predictions)):
+        # answered in the reference's language (the question's, before any perturbation)? an empty answer is not
+        out["answer_lang_match"][i] = float(bool(pred.strip()) and question_lang({"instruction": pred}) == record["lang"])
         request = Z.continuation_request(record["output"]) if str(record["id"]).endswith("-continue") else None
         if request:
             form = Z.form_check(pred, *request)

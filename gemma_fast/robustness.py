@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .errors import UserError
 from .evaluation import HEADLINE, LOWER_IS_BETTER, _records, candidates, compare, prefer_unsloth_first, run_candidate, score, summarise
 from .generate import generate_batched
-from .io import atomic_open, write_json
+from .io import atomic_open, write_json, write_jsonl
 from .perturb import apply_spec, parse_spec
 from .prompts import build_prompt
 from .recipe import Recipe
@@ -51,6 +51,8 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
             copy = perturbed[spec]
             if any(p.needs_model for p, _ in parse_spec(spec)):
                 copy = self_translate(cand, copy, cfg.translate_to, recipe)
+            write_jsonl(out_dir / "questions" / f"{_slug(spec)}.jsonl",  # what each model was asked: to check by hand
+                        ({"id": r["id"], "original": o["instruction"], "asked": r["instruction"]} for r, o in zip(copy, records)))
             results[spec] = run_candidate(cand.renamed(_slug(spec)), copy, recipe, out_dir / "partial", progress, console)
     rows = {name: [done[r["id"]] for r in records] for name, done in results.items()}
     scores = {name: score(records, [r["prediction"] for r in rs]) for name, rs in rows.items()}

@@ -118,3 +118,20 @@ def test_dequantize_q4_0_known_block():
 def test_normalizer_rules_keep_only_what_nfkc_does_not():
     norm = {"\x01": "", "\t": " ", "\u2581": " ", "，": ",", "ﬁ": "fi"}  # the last two are plain NFKC
     assert normalizer_rules(norm) == {"": ["\x01"], " ": ["\t", "\u2581"]}
+
+
+# ---------------------------------------------------------------- wired into evaluation.score
+
+
+def test_score_adds_chinese_metrics_where_they_mean_something(monkeypatch):
+    from gemma_fast.evaluation import LLAMAFACTORY, score
+
+    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)  # the e5 path: tests/integration/test_chinese.py
+    records = [{"id": "p-000001-continue", "lang": "zh", "output": "欲穷千里目，更上一层楼。"},
+               {"id": "q-000002", "lang": "zh", "output": "我爱上海"}]
+    out = score(records, ["欲穷千里目，更上一层楼。", "I love Shanghai"], llamafactory=True)
+    assert out["form_in_form"] == [1.0, None] and out["form_line_count"] == [1.0, None]  # only poem continuations
+    assert out["meteor"] == [None, None]  # WordNet is English: no METEOR on Chinese
+    assert out["answer_lang_match"] == [1.0, 0.0]  # the second answer is English
+    assert out["lf_bleu4"][0] == 100.0 and set(LLAMAFACTORY) <= set(out)
+    assert not set(LLAMAFACTORY) & set(score(records, ["", ""]))  # off by default
