@@ -119,7 +119,9 @@ class Reference:
 
 def transformers_outputs(gguf: Path, ref: Reference) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the GGUF dequantisation bar; the export prints its own lines
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     extra = {}

@@ -72,6 +72,13 @@ def save_tiny_gemma3_spm(folder: str | Path, seed: int = 0, layers: int = 6, hid
                 param.normal_(0.0, 0.2)
             elif name.endswith("embed_tokens.weight") or name == "lm_head.weight":
                 param.normal_(0.0, 0.5)  # logits of order 1-10, so argmax and greedy are not decided by noise
+        # Byte-fallback and control pieces (bar <end_of_turn>) get a zero output row, so logit 0 and never the top:
+        # answers are readable words that every decoder spells alike, and can still end at <end_of_turn>.
+        _, _, types = gguf_vocabulary(model_file)
+        end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        for index, kind in enumerate(types):
+            if kind in (3, 6) and index != end:
+                model.lm_head.weight[index] = 0.0
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     model.save_pretrained(folder)
     return folder

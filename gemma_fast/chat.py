@@ -1,0 +1,280 @@
+"""Talk to a model: a base, an adapter run, a merged folder or a GGUF, through the one prompt builder.
+
+Prompts are `prompts.build_prompt(question, context, retrieved passages)`, exactly as in training and evaluation;
+earlier turns of an interactive chat are kept in front as finished turns (`…<end_of_turn>\\n`). Answers stream as
+they are generated and stop at <end_of_turn>. A GGUF runs on llama.cpp (ik-llama-cpp-python) where it is installed,
+else through transformers' GGUF loader (slower to load; query_pre_attn_scalar restored as llama.cpp does).
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+from .prompts import END_OF_TURN, build_prompt
+
+OnText = Callable[[str], None]
+
+
+def _stripped_stream(on_text: OnText | None) -> OnText | None:
+    """Stream exactly the text answer() returns (answers are strip()ped): leading whitespace dropped, whitespace
+    held back until something follows it."""
+    if on_text is None:
+        return None
+    state = {"started": False, "pending": ""}
+
+    def emit(piece: str) -> None:
+        if not state["started"]:
+            piece = piece.lstrip()
+            if not piece:
+                return
+            state["started"] = True
+        body = piece.rstrip()
+        if body:
+            on_text(state["pending"] + body)
+            state["pending"] = piece[len(body):]
+        else:
+            state["pending"] += piece
+
+    return emit
+
+
+@dataclass
+class Settings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+class TransformersChat:
+    """A transformers model (optionally with a PEFT adapter) streaming through TextStreamer."""
+
+    def __init__(self, model, tokenizer, name: str):
+        from .models import stop_token_ids
+
+        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.stop_ids = [i for i in stop_token_ids(tokenizer) if i is not None]
+        self.max_length = getattr(model.config, "max_position_embeddings", 8192)
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def answer(self, text: str, settings: Settings, on_text: OnText | None = None) -> str:
+        import torch
+        from transformers import TextStreamer
+
+        on_text = _stripped_stream(on_text)
+
+        class Stream(TextStreamer):
+            def on_finalized_text(self, piece: str, stream_end: bool = False) -> None:
+                if on_text and piece:
+                    on_text(piece)
+
+        enc = self.tokenizer(text, return_tensors="pt").to(next(self.model.parameters()).device)
+        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} \
+            if settings.temperature > 0 else {"do_sample": False}
+        if settings.temperature > 0:
+            torch.manual_seed(settings.seed)
+        with torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=settings.max_new_tokens, eos_token_id=self.stop_ids,
+                                      pad_token_id=self.tokenizer.pad_token_id, streamer=Stream(self.tokenizer, skip_prompt=True,
+                                                                                                skip_special_tokens=True), **sampling)
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+class LlamaCppChat:
+    """A GGUF on llama.cpp's CPU runtime (ik-llama-cpp-python)."""
+
+    def __init__(self, gguf: Path, runtime_folder: Path, n_ctx: int = 4096):
+        from .llama_runtime import LlamaRuntime
+
+        self.runtime = LlamaRuntime(gguf, runtime_folder, n_ctx=n_ctx)
+        self.name, self.max_length = f"{gguf.name} (llama.cpp)", n_ctx
+        self.stop_ids = {i for i in (self.runtime.tokenize(END_OF_TURN)[1:2] + [_eos_id(gguf)]) if i is not None}
+
+    def count(self, text: str) -> int:
+        return len(self.runtime.tokenize(text))
+
+    def answer(self, text: str, settings: Settings, on_text: OnText | None = None) -> str:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        on_text = _stripped_stream(on_text)
+
+        def emit(token: int) -> None:
+            piece = decoder.decode(self.runtime.piece(token))
+            if piece:
+                pieces.append(piece)
+                if on_text:
+                    on_text(piece)
+
+        ids = self.runtime.tokenize(text)
+        self.runtime.generate(ids, min(settings.max_new_tokens, self.max_length - len(ids)), self.stop_ids, emit,
+                              temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+        tail = decoder.decode(b"", final=True)
+        if tail and on_text:
+            on_text(tail)
+        return ("".join(pieces) + tail).strip()
+
+
+def _eos_id(gguf: Path) -> int | None:
+    from .gguf_tokenizer import _read_metadata
+
+    return _read_metadata(gguf).get("tokenizer.ggml.eos_token_id")
+
+
+def gguf_query_scalar(gguf: Path) -> float | None:
+    """Gemma 3's query_pre_attn_scalar, which GGUF does not store: llama.cpp's rule (hidden/heads for the 62-layer
+    27B, else head_dim). None for other architectures."""
+    from .gguf_tokenizer import _read_metadata
+
+    meta = _read_metadata(gguf)
+    arch = meta.get("general.architecture")
+    if arch != "gemma3":
+        return None
+    if meta.get(f"{arch}.block_count") == 62:
+        return meta[f"{arch}.embedding_length"] / meta[f"{arch}.attention.head_count"]
+    return meta.get(f"{arch}.attention.key_length", 256)
+
+
+# ---------------------------------------------------------------- opening a model
+
+
+@dataclass
+class Source:
+    model: str = ""  # a base or merged folder, an embedded model, a hub id
+    adapter: str = ""  # a run folder or its adapter/
+    gguf: str = ""
+    runtime: str = "auto"  # for a GGUF: auto | llama.cpp | transformers
+    notes: list[str] = field(default_factory=list)
+
+
+def adapter_folder(path: Path) -> Path:
+    adapter = path / "adapter" if (path / "adapter").is_dir() else path
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {path}: no adapter_config.json in it or in its adapter/ folder")
+    return adapter
+
+
+def adapter_base(adapter: Path) -> str | None:
+    """The base model spec an adapter was trained on (its gemma_fast_base.json, else the run's recipe)."""
+    from .identity import recorded_base
+
+    recorded = recorded_base(adapter) or {}
+    if recorded.get("name"):
+        return recorded["name"]
+    from .evaluation import run_recipe
+
+    return run_recipe(adapter).get("model")
+
+
+def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppChat:
+    start = time.perf_counter()
+    if source.gguf:
+        chat = _open_gguf(Path(source.gguf), source.runtime, console)
+    else:
+        from .models import load_model
+
+        spec = source.model or (adapter_base(adapter_folder(Path(source.adapter))) if source.adapter else None) or recipe.model
+        if source.adapter:
+            from .identity import check_same_base, recorded_base
+
+            adapter = adapter_folder(Path(source.adapter))
+            if source.model and recorded_base(adapter) is not None:
+                check_same_base(adapter, source.model, "--adapter")
+        with console.status(f"loading {spec}{' + ' + source.adapter if source.adapter else ''}"):
+            loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length)
+            model = loaded.model
+            if source.adapter:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(adapter))
+        chat = TransformersChat(model, loaded.tokenizer, f"{spec}{' + adapter ' + str(adapter) if source.adapter else ''}")
+    console.print(f"[dim]{chat.name} loaded in {time.perf_counter() - start:.1f} s[/]", highlight=False)
+    return chat
+
+
+def _open_gguf(path: Path, runtime: str, console) -> TransformersChat | LlamaCppChat:
+    if not path.is_file():
+        raise UserError(f"--gguf {path}: file not found")
+    if runtime in ("auto", "llama.cpp"):
+        from .export import runtime_dir
+
+        folder, why = runtime_dir(install=True)
+        if folder is not None:
+            with console.status(f"loading {path.name} on llama.cpp"):
+                return LlamaCppChat(path, folder)
+        if runtime == "llama.cpp":
+            raise UserError(f"--runtime llama.cpp: {why}")
+        console.print(f"[yellow]note:[/] llama.cpp runtime unavailable ({why}); loading the GGUF with transformers (slower)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from .models import prepare_tokenizer, stop_token_ids
+
+    hf_logging.disable_progress_bar()
+
+    extra = {}
+    scalar = gguf_query_scalar(path)
+    if scalar is not None:
+        extra["query_pre_attn_scalar"] = scalar
+    with console.status(f"loading {path.name} with transformers (dequantising)"):
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, **extra)
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    return TransformersChat(model, tokenizer, f"{path.name} (transformers)")
+
+
+# ---------------------------------------------------------------- a conversation
+
+
+class Conversation:
+    """Turns built by build_prompt; earlier turns kept in front (dropped oldest first when they no longer fit)."""
+
+    def __init__(self, chat, settings: Settings, retriever=None, context: str = "", history: bool = True):
+        self.chat, self.settings, self.retriever, self.context, self.keep = chat, settings, retriever, context, history
+        self.turns: list[str] = []
+
+    def prompt(self, question: str, context: str | None = None) -> tuple[str, str]:
+        """(the full text to generate from, this turn's own prompt)."""
+        passages = self.retriever.passages(question) if self.retriever is not None else []
+        current = build_prompt(question, self.context if context is None else context, passages)
+        while self.turns and self.chat.count("".join(self.turns) + current) + self.settings.max_new_tokens > self.chat.max_length:
+            self.turns.pop(0)
+        return "".join(self.turns) + current, current
+
+    def ask(self, question: str, on_text: OnText | None = None, context: str | None = None) -> str:
+        text, current = self.prompt(question, context)
+        answer = self.chat.answer(text, self.settings, on_text)
+        if self.keep:
+            self.turns.append(current + answer + END_OF_TURN + "\n")
+        return answer
+
+    def reset(self) -> None:
+        self.turns = []
+
+
+def retriever_for(recipe, index: str | None):
+    """A rag.Retriever for --rag: the recipe's rag.index, or the index folder given (its own embedding model)."""
+    if index is None:
+        return None
+    import dataclasses
+
+    cfg = recipe.rag
+    if index:
+        from .io import read_json
+
+        manifest_path = Path(index) / "manifest.json"
+        manifest = read_json(manifest_path) if manifest_path.is_file() else {}
+        cfg = dataclasses.replace(cfg, index=index, embedding_model=manifest.get("embedding_model", cfg.embedding_model)
+                                  if isinstance(manifest, dict) else cfg.embedding_model)
+    if not cfg.index:
+        raise UserError("--rag without a folder needs rag.index in the recipe (or give the index: --rag rag/NAME)")
+    from .rag import Retriever
+
+    return Retriever(cfg)
