@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .backend import check_gpu_setup, resolve_backend
+from .backend import check_gpu_setup, cpu_precision, resolve_backend
 from .data import load_split
 from .errors import UserError
 from .io import write_json
@@ -324,6 +324,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import ProgressAndMetrics, SaveAndStopOnCtrlC, SaveRecipeOnTrainBegin, peak_memory_mb
+    from .loss import LOSS_PATH, answer_only_trainer
 
     token = check_exports(exports, plan)
     resume_notes: list[str] = []
@@ -353,6 +354,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     if t.tensorboard:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))  # transformers 5 reads it here
     save_steps = t.save_steps or (t.eval_steps if t.early_stopping_patience else 0)
+    # on a CPU the weights stay float32; where the CPU computes bf16 natively, autocast runs the matmuls in bf16
+    cpu_amp = cpu_precision() if not cuda and loaded.backend == "hf" and loaded.dtype == torch.float32 else None
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
@@ -361,7 +364,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         per_device_eval_batch_size=t.batch_size, save_strategy="steps" if save_steps else "no", save_steps=save_steps or None,
         save_total_limit=2, load_best_model_at_end=bool(t.early_stopping_patience), metric_for_best_model="eval_loss",
         greater_is_better=False, seed=recipe.seed, data_seed=recipe.seed,
-        bf16=loaded.dtype == torch.bfloat16, fp16=loaded.dtype == torch.float16, use_cpu=not cuda,
+        bf16=loaded.dtype == torch.bfloat16 or cpu_amp == "bf16-autocast", fp16=loaded.dtype == torch.float16, use_cpu=not cuda,
         completion_only_loss=True, max_length=t.max_seq_length, packing=t.packing, include_num_input_tokens_seen="non_padding",
         report_to=["tensorboard"] if t.tensorboard else "none",
         disable_tqdm=True, dataloader_num_workers=0,
@@ -386,8 +389,10 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         stopper = SaveAndStopOnCtrlC(console)
         saver = SaveRecipeOnTrainBegin(ran, out_dir / "recipe.yaml", plan.notes)
         callbacks = [saver, progress, stopper] + ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                             processing_class=loaded.tokenizer, callbacks=callbacks)
+        # transformers + peft: the head and the loss only at answer positions (gemma_fast.loss); Unsloth: its own fused loss
+        trainer_class = answer_only_trainer() if loaded.backend == "hf" else SFTTrainer
+        trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                                processing_class=loaded.tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
         start = time.perf_counter()
         with stopper:
@@ -417,7 +422,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         eval_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
         summary = {
             "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
-            "dtype": str(loaded.dtype).removeprefix("torch."), "optimizer": plan.optimizer, "notes": plan.notes,
+            "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
+            "loss_path": LOSS_PATH if loaded.backend == "hf" else "unsloth", "optimizer": plan.optimizer, "notes": plan.notes,
             "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
             "steps": result.global_step, "train_seconds": round(wall, 1),
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,

@@ -209,3 +209,19 @@ def test_evaluation_peak_memory_grows_with_answer_tokens_not_vocabulary_times_se
     answer_logits = m["answer_tokens"] * m["row"]  # 51 MB: every answer row of logits at once
     assert m["extra"] < 3 * answer_logits + 48 * 2**20, m  # a few copies of the answer rows, plus activations
     assert m["extra"] < m["full"] / 8, m
+
+
+def test_cpu_precision_follows_native_bf16_flags_and_the_override(monkeypatch):
+    from gemma_fast.backend import cpu_bf16_native, cpu_precision
+    from gemma_fast.errors import UserError
+
+    assert cpu_bf16_native("flags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    assert cpu_bf16_native("flags\t\t: fpu avx512_bf16\n")
+    assert not cpu_bf16_native("flags\t\t: fpu sse avx2 avx512f\n")
+    monkeypatch.delenv("GEMMA_FAST_CPU_PRECISION", raising=False)
+    assert cpu_precision(bf16_native=True) == "bf16-autocast" and cpu_precision(bf16_native=False) == "float32"
+    monkeypatch.setenv("GEMMA_FAST_CPU_PRECISION", "float32")
+    assert cpu_precision(bf16_native=True) == "float32"
+    monkeypatch.setenv("GEMMA_FAST_CPU_PRECISION", "fp8")
+    with pytest.raises(UserError):
+        cpu_precision()
