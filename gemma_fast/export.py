@@ -323,18 +323,61 @@ def convert(folder: Path, outtype: str, outfile: Path, threads: int | None = Non
     return time.perf_counter() - start
 
 
-def quantize(source: Path, outfile: Path, kind: str = "Q4_K_M") -> float:
+def quantize(source: Path, outfile: Path, kind: str = "Q4_K_M") -> tuple[float, int]:
+    """llama-quantize; returns (seconds, tensors re-typed). ik_llama falls back to its own types (e.g. Q6_0) for
+    tensors whose rows a k-quant cannot split (Gemma 3 270M's 640 columns), which mainline llama.cpp and Ollama
+    cannot read: such tensors are quantised again as q8_0, so the file holds standard ggml types only."""
+    import re
+
+    from gguf import GGMLQuantizationType
+
     binary = quantize_binary()
     partial = outfile.with_name(outfile.name + ".partial")
-    partial.unlink(missing_ok=True)
     start = time.perf_counter()
-    done = subprocess.run([str(binary), str(source), str(partial), kind, str(os.cpu_count() or 1)], capture_output=True, text=True)
-    if done.returncode != 0 or not partial.is_file():
+    overrides: list[str] = []
+    for _ in range(2):
         partial.unlink(missing_ok=True)
-        tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
-        raise UserError(f"llama-quantize {kind} failed (exit {done.returncode}): {' | '.join(tail)}")
-    partial.replace(outfile)
-    return time.perf_counter() - start
+        custom = ["--custom-q", ",".join(f"^{re.escape(name)}$=q8_0" for name in overrides)] if overrides else []
+        done = subprocess.run([str(binary), *custom, str(source), str(partial), kind, str(os.cpu_count() or 1)],
+                              capture_output=True, text=True)
+        if done.returncode != 0 or not partial.is_file():
+            partial.unlink(missing_ok=True)
+            tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
+            raise UserError(f"llama-quantize {kind} failed (exit {done.returncode}): {' | '.join(tail)}")
+        standard = {t.value for t in GGMLQuantizationType}
+        foreign = [name for name, kind_id in tensor_types(partial).items() if kind_id not in standard]
+        if not foreign:
+            partial.replace(outfile)
+            return time.perf_counter() - start, len(overrides)
+        overrides = sorted(set(overrides) | set(foreign))
+    partial.unlink(missing_ok=True)
+    raise UserError(f"llama-quantize {kind} wrote tensor types mainline llama.cpp cannot read ({', '.join(foreign[:3])}…)")
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """Each tensor's ggml type id, read from the GGUF header (no data)."""
+    import struct
+
+    import numpy as np
+    from gguf import GGUFValueType
+
+    from .gguf_tokenizer import _read_string, _read_value
+
+    blob = np.memmap(path, mode="r", dtype=np.uint8)
+    _, _, n_tensors, n_kv = struct.unpack_from("<IIQQ", blob, 0)
+    pos = 24
+    for _ in range(n_kv):
+        _, pos = _read_string(blob, pos)
+        (kind,) = struct.unpack_from("<I", blob, pos)
+        _, pos = _read_value(blob, pos + 4, GGUFValueType(kind))
+    types = {}
+    for _ in range(n_tensors):
+        name, pos = _read_string(blob, pos)
+        (n_dims,) = struct.unpack_from("<I", blob, pos)
+        pos += 4 + 8 * n_dims
+        types[name] = struct.unpack_from("<I", blob, pos)[0]
+        pos += 4 + 8
+    return types
 
 
 def gguf_vocabulary(path: Path) -> tuple[list[str], list[float], list[int]]:
@@ -449,12 +492,21 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
             if kind == "q4_k_m":
                 source = files.get("bf16") or work / "model-bf16.tmp.gguf"
                 seconds = 0.0 if source.is_file() else convert(folder, "bf16", source)
-                seconds += quantize(source, target, "Q4_K_M")
+                quantize_s, retyped = quantize(source, target, "Q4_K_M")
+                seconds += quantize_s
+                if retyped:
+                    summary.setdefault("notes", []).append(f"q4_k_m: {retyped} tensors that ik_llama stores in its own types "
+                                                           "(unreadable by mainline llama.cpp/Ollama) stored as q8_0")
             else:
                 seconds = convert(folder, kind, target)
             files[kind] = target
             summary["timings_s"][f"convert_{kind}"] = round(seconds, 1)
+            from collections import Counter
+
+            from gguf import GGMLQuantizationType
+
             summary["files"][kind] = {"path": str(target), "mb": round(target.stat().st_size / 2**20, 1),
+                                      "tensor_types": dict(Counter(GGMLQuantizationType(t).name for t in tensor_types(target).values())),
                                       "vocabulary": {**compare_vocabulary(target, reference), "reference": reference_name}}
             (out / f"model-{kind}.Modelfile").write_text(
                 modelfile(target.name, num_ctx=max(2048, recipe.train.max_seq_length),

@@ -86,6 +86,9 @@ def test_vocabulary_scores_and_types_equal_the_original(tiny_run):
         assert types[tokens.index("<end_of_turn>")] == 3 and types[tokens.index("<start_of_turn>")] == 3
         assert types[tokens.index("  ")] == 4 and SPACE * 2 not in tokens  # the space run is user-defined, with real spaces
         assert "<start_of_turn>" in meta["tokenizer.chat_template"]
+        from gguf import GGMLQuantizationType  # mainline's types only (ik_llama's own ones are re-typed as q8_0)
+
+        assert {t for t in export.tensor_types(path).values()} <= {t.value for t in GGMLQuantizationType}
 
 
 def test_roundtrip_passes_and_is_saved(tiny_run):
