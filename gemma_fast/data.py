@@ -51,7 +51,7 @@ def question_lang(fields: dict) -> str:
         cjk, words = len(_CJK_CHAR.findall(text)), len(_LATIN_WORD.findall(text))
         if cjk or words:
             return "zh" if cjk >= words else "en"
-    return detect_lang(fields["instruction"] + fields.get("input", "") + fields["output"])
+    return detect_lang(fields["instruction"] + fields.get("input", "") + fields.get("output", ""))
 
 
 @dataclass
