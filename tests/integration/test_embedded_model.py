@@ -32,7 +32,7 @@ def test_tokenizer_conversion_keeps_gemma_chat_tokens(embedded):
 
 
 def test_guard_rejects_a_mangled_tokenizer(embedded):
-    class Mangled:  # what 5.17 produces: no <bos>, 'user' split in two
+    class Mangled:  # what 5.17's GGUF converter produces: no <bos>, 'user' split in two
         def __call__(self, text):
             return {"input_ids": [0, 1, 2, 3]}
 
@@ -41,7 +41,7 @@ def test_guard_rejects_a_mangled_tokenizer(embedded):
 
     from gemma_fast.errors import UserError
 
-    with pytest.raises(UserError, match="converted the Gemma tokenizer wrongly"):
+    with pytest.raises(UserError, match="the Gemma tokenizer loaded wrongly"):
         check_chat_tokenizer(Mangled())
 
 
