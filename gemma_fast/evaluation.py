@@ -33,7 +33,8 @@ HEADLINE = ("answer_loss", "perplexity", "perplexity_char", "token_accuracy", "r
             "exact_match", "yes_no_accuracy", "answer_lang_match", "form_line_count", "form_chars_5_or_7", "form_in_form")
 # eval.llamafactory_metrics: the scores of LLaMA-Factory's predict step, beside (never instead of) the defaults
 LLAMAFACTORY = ("lf_bleu4", "lf_rouge1", "lf_rouge2", "lf_rougeL")
-LOWER_IS_BETTER = {"answer_loss", "perplexity"}
+LOWER_IS_BETTER = {"answer_loss", "perplexity", "perplexity_char"}
+NO_STATS = {"loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}  # eval.answer_stats=false
 
 
 def find_adapter(path: Path, recipe: Recipe) -> Path:
@@ -164,7 +165,8 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     test split, never reuses a stale answer."""
     settings = {"identity": cand.identity, "max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample,
                 "temperature": recipe.eval.temperature, "top_p": recipe.eval.top_p, "seed": recipe.seed,
-                "max_seq_length": recipe.train.max_seq_length, "rag": dataclasses.asdict(recipe.rag)}
+                "max_seq_length": recipe.train.max_seq_length, "rag": dataclasses.asdict(recipe.rag),
+                **({} if recipe.eval.answer_stats else {"answer_stats": False})}
     path, meta = partial / f"{cand.name}.jsonl", partial / f"{cand.name}.settings.json"
     keys = {r["id"]: row_key(r) for r in records}
     done: dict[str, dict] = {}
@@ -186,7 +188,8 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     with cand.context(), path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            stats = M.answer_token_stats(cand.model, cand.tokenizer, batch, recipe.train.max_seq_length, batch_size)
+            stats = (M.answer_token_stats(cand.model, cand.tokenizer, batch, recipe.train.max_seq_length, batch_size)
+                     if recipe.eval.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
             predictions = generate_batched(
                 cand.model, cand.tokenizer, [record_prompt(r) for r in batch], batch_size, recipe.eval.max_new_tokens,
                 do_sample=recipe.eval.do_sample, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p, seed=recipe.seed,
@@ -367,6 +370,7 @@ def _records(recipe: Recipe) -> list[dict]:
 def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True) -> dict:
     lf = recipe.eval.llamafactory_metrics
     scores = {name: score(records, [r["prediction"] for r in rows], lf) for name, rows in results.items()}
+    with_loss = with_loss and recipe.eval.answer_stats
     models = {name: summarise(records, rows, scores[name], recipe.seed) for name, rows in results.items()}
     if not with_loss:
         for m in models.values():

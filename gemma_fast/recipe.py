@@ -121,6 +121,7 @@ class EvalConfig:
     do_sample: bool = False  # greedy by default: reproducible scores
     temperature: float = _range(1.0, 0)
     top_p: float = _range(1.0, 0, 1, lo_open=True)
+    answer_stats: bool = True  # answer-token loss / perplexity / token accuracy (a forward over every reference answer)
     llamafactory_metrics: bool = False  # also report LLaMA-Factory-compatible BLEU-4 / ROUGE (char BLEU, jieba ROUGE, x100)
 
 

@@ -137,3 +137,14 @@ def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual)
     entry = summary["perturbations"]["self_translate"]
     assert entry["self_translation"] is True and entry["delta"]["rougeL"]["n"] == 8
     assert any("self-translation by the model" in row[0] for row in table_rows(summary))
+
+
+def test_generation_only_evaluation_skips_answer_stats(tmp_path, bilingual, monkeypatch):
+    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    import gemma_fast.metrics as metrics
+
+    monkeypatch.setattr(metrics, "answer_token_stats", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not with answer_stats=false")))
+    bilingual.eval.answer_stats = False
+    summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
+    base = summary["models"]["base"]["overall"]
+    assert base["answer_loss"] is None and base["perplexity"] is None and base["rougeL"]["n"] == 8
