@@ -169,7 +169,7 @@ def test_evaluation_stats_equal_the_full_logits_computation(tiny_tokenizer):
 
 
 MEMORY_PROBE = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import torch
     from transformers import AutoModelForCausalLM
     from gemma_fast.models import tiny_config
@@ -184,17 +184,22 @@ MEMORY_PROBE = textwrap.dedent("""
     labels = torch.full_like(ids, -100)
     labels[:, -answer:] = ids[:, -answer:]
     L.answer_stats(model, labels[:1, :16], input_ids=ids[:1, :16], attention_mask=attention[:1, :16])  # warm-up
-    def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    before = rss()
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+    try:  # reset the peak to now (Linux >= 4.0), so an earlier peak (imports, under memory pressure) is not counted
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    before = status("VmRSS")
     if sys.argv[1] == "gathered":
         stats = L.answer_stats(model, labels, input_ids=ids, attention_mask=attention)
         n = int(stats["n_tokens"].sum())
     else:
         with torch.no_grad():
             n = sum(s["n_tokens"] for s in full_logits_stats(model, ids, attention, labels))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     print(json.dumps({"extra": peak - before, "answer_tokens": n, "row": vocab * 4, "full": batch * seq * vocab * 4}))
 """)
 
