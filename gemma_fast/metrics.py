@@ -119,11 +119,16 @@ def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: st
         return metrics_zh.bertscore_zh(predictions, references) if e5_available() else None
     if lang != "en":
         return None
-    # An empty answer (or reference) scores 0: bert_score cannot encode "" (it crashes after all generation is done).
+    return bertscore_nonempty(_bert_scorer(), predictions, references, batch_size=64)
+
+
+def bertscore_nonempty(scorer, predictions, references, batch_size: int) -> list[float]:
+    """F1 per pair; an empty answer (or reference) scores 0: bert_score cannot encode "" (it would crash after all
+    generation is done, and every rerun with the cached answers would crash again)."""
     scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
     out = [0.0] * len(predictions)
     if scored:
-        _, _, f1 = _bert_scorer().score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=64)
+        _, _, f1 = scorer.score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=batch_size)
         for i, value in zip(scored, f1.tolist()):
             out[i] = value
     return out

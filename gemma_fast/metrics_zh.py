@@ -44,14 +44,10 @@ def _e5_scorer():
 
 
 def bertscore_zh(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """BERTScore F1 with multilingual-e5-small; an empty prediction or reference scores 0 (bert_score cannot encode "")."""
-    scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
-    out = [0.0] * len(predictions)
-    if scored:
-        _, _, f1 = _e5_scorer().score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=32)
-        for i, value in zip(scored, f1.tolist()):
-            out[i] = value
-    return out
+    """BERTScore F1 with multilingual-e5-small; an empty prediction or reference scores 0."""
+    from .metrics import bertscore_nonempty
+
+    return bertscore_nonempty(_e5_scorer(), predictions, references, batch_size=32)
 
 
 # ---------------------------------------------------------------- LLaMA-Factory-compatible
