@@ -45,7 +45,7 @@ def build_model_dir(arch: str, tiny: bool, cache: Path) -> Path:
     """A saved random-weight model folder for `arch` (bf16 on disk), built once per cache."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from gemma_fast.models import save_tiny_model
+    from gemma_fast.testing import save_tiny_model
 
     tiny_dir = cache / "tiny-gemma3"
     if not (tiny_dir / "config.json").is_file():

@@ -22,6 +22,7 @@ from .errors import UserError
 from .io import read_jsonl_numbered, write_json, write_jsonl
 from .recipe import DataConfig, Recipe
 from .outputs import check_not_inputs, mark
+from .paths import cache_root
 from .sources import local_paths, read_rows
 
 SPLITS = ("train", "val", "test")
@@ -172,7 +173,7 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
 
     `tokenizer` is loaded from recipe.model when the length filter is on and none is given.
     """
-    from .models import cache_root, load_tokenizer
+    from .models import load_tokenizer
 
     cfg = recipe.data
     if out_dir.exists() and not out_dir.is_dir():

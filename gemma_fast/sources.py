@@ -15,6 +15,7 @@ from typing import Iterator
 
 from .errors import UserError
 from .io import atomic_open
+from .paths import looks_like_hub_id
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -58,8 +59,6 @@ def download(url: str, cache: Path) -> Path:
 
 def resolve_files(source: str, cache: Path) -> list[Path] | None:
     """Local files for `source` (downloading a URL first), or None when `source` is a hub dataset id."""
-    from .models import looks_like_hub_id
-
     if not source:
         raise UserError("data.source is empty: set it in the recipe or with --set data.source=PATH")
     if is_url(source):

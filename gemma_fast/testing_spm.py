@@ -1,6 +1,6 @@
 """A tiny Gemma 3 that llama.cpp's converter and runtimes accept, for the GGUF export tests (about 10 s to build).
 
-Unlike models.save_tiny_model (a byte-level BPE, which convert_hf_to_gguf rejects), this one has what a hub Gemma
+Unlike testing.save_tiny_model (a byte-level BPE, which convert_hf_to_gguf rejects), this one has what a hub Gemma
 checkpoint has: a SentencePiece `tokenizer.model` (BPE, byte fallback) with <pad>/<eos>/<bos>/<unk> at ids 0-3,
 <start_of_turn>/<end_of_turn> as control symbols, user-defined newline and space-run pieces, and tokenizer files
 as gguf_tokenizer writes them for the embedded model (space runs not in added_tokens_decoder). head_dim = query_pre_attn_scalar = 256 (as in Gemma 3

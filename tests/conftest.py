@@ -20,7 +20,7 @@ collect_ignore = [] if os.environ.get("GEMMA_FAST_LANE") == "unsloth" else ["uns
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from gemma_fast.models import tiny_tokenizer
+    from gemma_fast.testing import tiny_tokenizer
 
     return tiny_tokenizer()
 
@@ -28,7 +28,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny random Gemma 3 model folder, usable as `model: <folder>` in a recipe."""
-    from gemma_fast.models import save_tiny_model
+    from gemma_fast.testing import save_tiny_model
 
     return save_tiny_model("gemma3", tmp_path_factory.mktemp("tiny") / "gemma3")
 

@@ -62,7 +62,7 @@ def gguf_path() -> Path | None:
     without its package, unless a copy is already assembled there."""
     import importlib.util
 
-    from gemma_fast.models import cache_root
+    from gemma_fast.paths import cache_root
 
     path = cache_root() / "gguf" / f"{PACKAGE}.gguf"
     if importlib.util.find_spec(PACKAGE) is not None:

@@ -28,7 +28,7 @@ def test_recipe_opens_with_the_command_that_runs_it(name):
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_data_sources_are_shipped_urls_or_hub_ids(name):
-    from gemma_fast.models import looks_like_hub_id
+    from gemma_fast.paths import looks_like_hub_id
 
     data = load_recipe(name).data
     for source in filter(None, (data.source, data.test_source)):

@@ -11,7 +11,8 @@ import torch
 from gemma_fast import backend
 from gemma_fast.backend import check_gpu_setup, model_dtype, native_bf16, resolve_backend, select_dtype
 from gemma_fast.errors import UserError
-from gemma_fast.models import load_model, save_tiny_model
+from gemma_fast.models import load_model
+from gemma_fast.testing import save_tiny_model
 from gemma_fast.recipe import load_recipe
 from gemma_fast.train import plan_run
 

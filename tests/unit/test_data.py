@@ -169,7 +169,7 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_prepare_is_byte_identical_and_reports_counts(tmp_path):
     recipe = load_recipe("quickstart")
-    from gemma_fast.models import tiny_tokenizer
+    from gemma_fast.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
     report = prepare(recipe, tmp_path / "a", tok)

@@ -107,7 +107,7 @@ def world(tmp_path_factory, tiny_model_dir):
                  cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/r1", cwd=work)):
         assert step.code == 0, step.stderr[-3000:]
     other = work / "other_model"  # another architecture (Gemma 1), for the wrong-base rows
-    from gemma_fast.models import save_tiny_model
+    from gemma_fast.testing import save_tiny_model
 
     save_tiny_model("gemma", other)
     return work

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gemma_fast import loss as L
-from gemma_fast.models import TINY_FAMILIES, tiny_config
+from gemma_fast.testing import TINY_FAMILIES, tiny_config
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 SOFTCAP = 0.25  # the tiny models' logits stay within ±0.5: a cap this low bends them (Gemma 2 ships 30.0)
@@ -172,7 +172,7 @@ MEMORY_PROBE = textwrap.dedent("""
     import json, sys
     import torch
     from transformers import AutoModelForCausalLM
-    from gemma_fast.models import tiny_config
+    from gemma_fast.testing import tiny_config
     from gemma_fast import loss as L
     from gemma_fast.metrics import full_logits_stats
 

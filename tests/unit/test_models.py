@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from gemma_fast.errors import UserError
-from gemma_fast.models import TINY_FAMILIES, load_model, resolve_model, save_tiny_model, stop_token_ids
+from gemma_fast.models import load_model, resolve_model, stop_token_ids
+from gemma_fast.testing import TINY_FAMILIES, save_tiny_model
 
 
 def test_model_specs(tmp_path):

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from gemma_fast.data import load_split, prepare
 from gemma_fast.errors import UserError
-from gemma_fast.models import tiny_tokenizer
+from gemma_fast.testing import tiny_tokenizer
 from gemma_fast.outputs import check_replaceable, mark, replace_guard
 from gemma_fast.recipe import load_recipe
 from gemma_fast.train import train

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gemma_fast.errors import UserError
-from gemma_fast.models import TINY_FAMILIES, tiny_config
+from gemma_fast.testing import TINY_FAMILIES, tiny_config
 from gemma_fast.preflight import (ALL_LINEAR, GPUS, KNOWN_ARCHS, Setup, arch_from_config, estimate, preflight, render,
                                   resolve_arch)
 from gemma_fast.recipe import load_recipe

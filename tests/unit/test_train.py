@@ -13,7 +13,7 @@ from rich.console import Console
 
 from gemma_fast.data import prepare
 from gemma_fast.errors import UserError
-from gemma_fast.models import TINY_FAMILIES, save_tiny_model, tiny_tokenizer
+from gemma_fast.testing import TINY_FAMILIES, save_tiny_model, tiny_tokenizer
 from gemma_fast.recipe import load_recipe
 from gemma_fast.train import Exports, plan_run, train
 from tests.conftest import ROOT

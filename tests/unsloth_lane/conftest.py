@@ -79,7 +79,7 @@ def workdir(tmp_path_factory) -> Path:
 def converted_model(lane_env, workdir) -> Path:
     """The embedded Gemma 3 270M converted in this lane (reconverted when the cache was made by another version)."""
     code = ("import json, shutil, transformers\n"
-            "from gemma_fast.models import cache_root\n"
+            "from gemma_fast.paths import cache_root\n"
             "target = cache_root() / 'gemma-3-270m'\n"
             "config = target / 'config.json'\n"
             "if config.is_file() and json.loads(config.read_text()).get('transformers_version') != transformers.__version__:\n"

@@ -6,7 +6,6 @@ import importlib.metadata
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 from tests.unsloth_lane.conftest import BANNER, EVAL_SETS, ROOT, Step, losses, sets, tail
 
