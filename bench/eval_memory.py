@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=512)
     args = parser.parse_args()
-    from gemma_fast.metrics import answer_token_stats
+    from gemma_fast.loss import answer_token_stats
     from gemma_fast.models import load_model
     from gemma_fast.prompts import encode_example, record_prompt
 

@@ -51,7 +51,7 @@ def trl_worker(recipe_name: str, sets: list[str], out: Path) -> None:
     from gemma_fast.data import load_split
     from gemma_fast.models import load_tokenizer, resolve_model
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.train import ALL_LINEAR, tokenize_split
+    from gemma_fast.train import tokenize_split
 
     recipe = load_recipe(recipe_name, sets)
     t, lora = recipe.train, recipe.lora
@@ -60,7 +60,7 @@ def trl_worker(recipe_name: str, sets: list[str], out: Path) -> None:
     train_ds = tokenize_split(tokenizer, load_split(recipe.data_dir, "train"), t.max_seq_length)
     set_seed(recipe.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=ALL_LINEAR,
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.targets(),
                                              task_type="CAUSAL_LM"))
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,

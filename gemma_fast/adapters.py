@@ -6,9 +6,10 @@ either stop or skip it (data.on_bad_record).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from .recipe import DataConfig
+if TYPE_CHECKING:  # annotations only: recipe.py reads this module's registries
+    from .recipe import DataConfig
 
 
 class BadRecord(ValueError):

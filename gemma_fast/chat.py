@@ -202,7 +202,7 @@ def _open_gguf(path: Path, runtime: str, console) -> TransformersChat | LlamaCpp
     if not path.is_file():
         raise UserError(f"--gguf {path}: file not found")
     if runtime in ("auto", "llama.cpp"):
-        from .export import runtime_dir
+        from .tools import runtime_dir
 
         folder, why = runtime_dir(install=True)
         if folder is not None:

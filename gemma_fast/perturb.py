@@ -2,6 +2,8 @@
 
 A spec is `name` or `name:rate`, composed with `+` (e.g. `typos:0.05+casing:0.2`). Each record gets its own random
 stream from (seed, spec, record id), so a perturbed copy is the same on every run and independent of record order.
+Most perturbations edit one record at a time (`fn`); those that need something outside the record (a parallel file,
+the model under test) edit the whole copy (`batch`) from a Context the runner gives.
 """
 
 from __future__ import annotations
@@ -19,22 +21,43 @@ from .errors import UserError
 Fn = Callable[[dict, random.Random, float], dict]
 
 
+@dataclass
+class Context:
+    """What whole-copy perturbations read: the parallel file, and the model under test as a translator (questions ->
+    translations into `translate_to`); without a translator, model steps are skipped (a dry run that checks files)."""
+
+    parallel_file: str = ""
+    translate_to: str = "English"
+    translator: Callable[[list[str], str], list[str]] | None = None
+
+
+Batch = Callable[[list[dict], Context], list[dict]]
+
+
 @dataclass(frozen=True)
 class Perturbation:
     name: str
     description: str
-    fn: Fn
+    fn: Fn | None = None  # per record
     default_rate: float | None = None  # None: takes no rate
-    needs_model: bool = False  # self-translation: done by the model under test, in the runner
+    needs_model: bool = False  # done by the model under test: labelled as such in every report
+    batch: Batch | None = None  # the whole copy at once, from the Context
 
 
 REGISTRY: dict[str, Perturbation] = {}
 
 
-def perturbation(name: str, description: str, default_rate: float | None = None, needs_model: bool = False):
+def perturbation(name: str, description: str, default_rate: float | None = None):
     def register(fn: Fn) -> Fn:
-        REGISTRY[name] = Perturbation(name, description, fn, default_rate, needs_model)
+        REGISTRY[name] = Perturbation(name, description, fn, default_rate)
         return fn
+    return register
+
+
+def whole_copy(name: str, description: str, needs_model: bool = False):
+    def register(batch: Batch) -> Batch:
+        REGISTRY[name] = Perturbation(name, description, needs_model=needs_model, batch=batch)
+        return batch
     return register
 
 
@@ -66,14 +89,19 @@ def s2t(record, rng, rate):
     return _both(record, _opencc("s2t").convert)
 
 
-@perturbation("translate", "the question replaced by its translation from a parallel file (robustness.parallel_file)")
-def translate(record, rng, rate):
-    raise AssertionError("applied by apply_spec with the parallel file")  # needs the file: see apply_spec
+@whole_copy("translate", "the question replaced by its translation from a parallel file (robustness.parallel_file)")
+def translate(records, ctx):
+    parallel = read_parallel(ctx.parallel_file, records)
+    return [{**r, "instruction": parallel[r["id"]]} for r in records]
 
 
-@perturbation("self_translate", "the question translated by the model under test itself (robustness.translate_to)", needs_model=True)
-def self_translate(record, rng, rate):
-    raise AssertionError("applied by the runner with the model")  # see robustness.self_translate
+@whole_copy("self_translate", "the question translated by the model under test itself (robustness.translate_to)",
+            needs_model=True)
+def self_translate(records, ctx):
+    if ctx.translator is None:
+        return records  # dry run
+    translated = ctx.translator([r["instruction"] for r in records], ctx.translate_to)
+    return [{**r, "instruction": t or r["instruction"]} for r, t in zip(records, translated)]
 
 
 # ---------------------------------------------------------------- noise
@@ -232,18 +260,17 @@ def read_parallel(path: str, records: list[dict]) -> dict[str, str]:
     return table
 
 
-def apply_spec(spec: str, records: list[dict], seed: int, parallel_file: str = "") -> list[dict]:
-    """The perturbed copy of `records` under `spec`; references ('output') are never changed."""
-    steps = parse_spec(spec)
-    parallel = read_parallel(parallel_file, records) if any(p.name == "translate" for p, _ in steps) else {}
-    out = []
-    for record in records:
-        rng = random.Random(f"{seed}:{spec}:{record['id']}")
-        new = dict(record)
-        for p, rate in steps:
-            if p.needs_model:
-                continue  # the runner fills these in with the model
-            new = {**new, "instruction": parallel[record["id"]]} if p.name == "translate" else p.fn(new, rng, rate)
-        assert new["output"] == record["output"]
-        out.append(new)
+def apply_spec(spec: str, records: list[dict], seed: int, ctx: Context | None = None) -> list[dict]:
+    """The perturbed copy of `records` under `spec`, steps in the order written; references ('output') never change."""
+    ctx = ctx or Context()
+    rngs = {record["id"]: random.Random(f"{seed}:{spec}:{record['id']}") for record in records}  # one stream per record
+    out = [dict(record) for record in records]
+    for p, rate in parse_spec(spec):
+        out = p.batch(out, ctx) if p.batch else [p.fn(r, rngs[r["id"]], rate) for r in out]
+    if any(new["output"] != old["output"] for new, old in zip(out, records)):
+        raise AssertionError(f"perturbation '{spec}' changed a reference")
     return out
+
+
+def needs_model(spec: str) -> bool:
+    return any(p.needs_model for p, _ in parse_spec(spec))

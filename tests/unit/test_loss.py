@@ -152,7 +152,7 @@ def test_trainer_loss_equals_trl_sft_trainer(tmp_path, tiny_tokenizer):
 
 
 def test_evaluation_stats_equal_the_full_logits_computation(tiny_tokenizer):
-    from gemma_fast.metrics import _padded_batch, answer_token_stats, full_logits_stats
+    from gemma_fast.loss import _padded_batch, answer_token_stats, full_logits_stats
     from gemma_fast.prompts import encode_example
 
     model = with_lora(tiny_model("gemma2", vocab_size=len(tiny_tokenizer), softcap=SOFTCAP))
@@ -174,7 +174,7 @@ MEMORY_PROBE = textwrap.dedent("""
     from transformers import AutoModelForCausalLM
     from gemma_fast.testing import tiny_config
     from gemma_fast import loss as L
-    from gemma_fast.metrics import full_logits_stats
+    from gemma_fast.loss import full_logits_stats
 
     vocab, batch, seq, answer = 200_000, 8, 256, 8
     torch.manual_seed(0)

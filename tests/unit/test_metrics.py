@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from gemma_fast.metrics import answer_token_stats, bootstrap_ratio
+from gemma_fast.loss import answer_token_stats
+from gemma_fast.metrics import bootstrap_ratio
 from gemma_fast.prompts import encode_example
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from gemma_fast import metrics as M
 from gemma_fast import metrics_zh as Z
-from gemma_fast.data import question_lang
+from gemma_fast.lang import question_lang
 from gemma_fast.encoders import dequantize_q4_0, normalizer_rules
 
 
@@ -124,7 +124,10 @@ def test_normalizer_rules_keep_only_what_nfkc_does_not():
 
 
 def test_score_adds_chinese_metrics_where_they_mean_something(monkeypatch):
-    from gemma_fast.evaluation import LLAMAFACTORY, score
+    from gemma_fast.evaluation import score
+    from gemma_fast.metrics import headline_names
+
+    LLAMAFACTORY = headline_names("llamafactory")
 
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)  # the e5 path: tests/integration/test_chinese.py
     records = [{"id": "p-000001-continue", "lang": "zh", "output": "欲穷千里目，更上一层楼。"},

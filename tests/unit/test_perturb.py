@@ -7,13 +7,13 @@ import pytest
 
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_jsonl
-from gemma_fast.perturb import REGISTRY, apply_spec, parse_spec
+from gemma_fast.perturb import REGISTRY, Context, apply_spec, parse_spec
 from tests.conftest import SHARED_DATA
 
 EN = {"id": "e1", "lang": "en", "instruction": "How do I submit a notebook to the competition leaderboard?",
       "input": "Open the notebook. Click Submit. Your score appears on the leaderboard!", "output": "Click Submit."}
 ZH = {"id": "z1", "lang": "zh", "instruction": "这首诗的作者是谁？", "input": "床前明月光，疑是地上霜。举头望明月，低头思故乡。", "output": "李白"}
-MODEL_FREE = [name for name, p in REGISTRY.items() if not p.needs_model and name != "translate"]
+MODEL_FREE = [name for name, p in REGISTRY.items() if p.batch is None]
 
 
 @pytest.mark.parametrize("name", MODEL_FREE)
@@ -77,11 +77,11 @@ def test_composition_and_bad_specs():
 
 def test_translation_from_a_parallel_file(tmp_path):
     write_jsonl(tmp_path / "zh.jsonl", [{"id": "e1", "instruction": "我如何提交笔记本？"}])
-    assert apply_spec("translate", [EN], 1, str(tmp_path / "zh.jsonl"))[0]["instruction"] == "我如何提交笔记本？"
+    assert apply_spec("translate", [EN], 1, Context(str(tmp_path / "zh.jsonl")))[0]["instruction"] == "我如何提交笔记本？"
     with pytest.raises(UserError, match="does not cover 1 of the 2 test ids \\(e.g. z1\\)"):
-        apply_spec("translate", [EN, ZH], 1, str(tmp_path / "zh.jsonl"))
+        apply_spec("translate", [EN, ZH], 1, Context(str(tmp_path / "zh.jsonl")))
     with pytest.raises(UserError, match="needs robustness.parallel_file"):
-        apply_spec("translate", [EN], 1, "")
+        apply_spec("translate", [EN], 1, Context(""))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "chinese_poetry").is_dir(), reason="../shared/data not present")

@@ -9,7 +9,8 @@ import torch
 
 from gemma_fast.errors import UserError
 from gemma_fast.testing import TINY_FAMILIES, tiny_config
-from gemma_fast.preflight import (ALL_LINEAR, GPUS, KNOWN_ARCHS, Setup, arch_from_config, estimate, preflight, render,
+from gemma_fast.recipe import GEMMA_LINEAR
+from gemma_fast.preflight import (GPUS, KNOWN_ARCHS, Setup, arch_from_config, estimate, preflight, render,
                                   resolve_arch)
 from gemma_fast.recipe import load_recipe
 from tests.conftest import ROOT
@@ -53,7 +54,7 @@ def test_too_big_does_not_fit_and_the_suggestion_does(recipe):
 
 def _setup(**changes):
     base = Setup(KNOWN_ARCHS["gemma-2b"], "cuda", "hf", "lora", "float16", "adamw_torch", batch_size=4, seq_len=512,
-                 gradient_checkpointing="off", lora_r=16, lora_targets=ALL_LINEAR, lora_dropout=0.05)
+                 gradient_checkpointing="off", lora_r=16, lora_targets=GEMMA_LINEAR, lora_dropout=0.05)
     return dataclasses.replace(base, **changes)
 
 
@@ -89,7 +90,7 @@ def test_trainable_count_matches_peft(tiny_model_dir):
     from gemma_fast.preflight import trainable_params
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=list(ALL_LINEAR), task_type="CAUSAL_LM"))
+                           LoraConfig(r=4, lora_alpha=8, target_modules=list(GEMMA_LINEAR), task_type="CAUSAL_LM"))
     real = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable_params(_setup(arch=resolve_arch(str(tiny_model_dir)), lora_r=4)) == real
 
