@@ -1,4 +1,5 @@
-"""Preparation: rows -> adapters -> cleaning -> validation -> de-duplication -> length filter -> subset -> split.
+"""Preparation: rows -> adapters -> cleaning -> validation -> de-duplication -> length filter -> subset -> split
+-> test-duplicate removal.
 
 Everything ends in one record schema {id, instruction, input, output, lang, source}. Nothing is dropped
 silently: every record that does not reach a split is counted under a reason, and
@@ -118,16 +119,14 @@ def collect(source: str, cfg: DataConfig, tally: Tally, cache: Path) -> list[dic
     return records
 
 
-def deduplicate(records: list[dict], mode: str, tally: Tally, seen_normalized: set | None = None) -> list[dict]:
-    """Keep the first of each duplicate; `seen_normalized` (e.g. the test set's keys) drops overlaps too."""
+def deduplicate(records: list[dict], mode: str, tally: Tally) -> list[dict]:
+    """Keep the first of each duplicate."""
     if mode == "none":
         return records
     exact, normalized, kept = set(), set(), []
     for record in records:
         ek, nk = exact_key(record), normalized_key(record)
-        if seen_normalized is not None and nk in seen_normalized:
-            tally.drop("overlaps_test")
-        elif ek in exact:
+        if ek in exact:
             tally.drop("duplicate_exact")
         elif mode == "normalized" and nk in normalized:
             tally.drop("duplicate_normalized")
@@ -136,6 +135,22 @@ def deduplicate(records: list[dict], mode: str, tally: Tally, seen_normalized: s
         exact.add(ek)
         normalized.add(nk)
     return kept
+
+
+def remove_test_duplicates(records: list[dict], test: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """Records whose normalized key is a test record's removed (normalized under data.dedup=exact too: a near copy
+    leaks the answer as well); also returns {removed id: the test id it duplicates}."""
+    test_ids: dict[tuple, str] = {}
+    for record in test:
+        test_ids.setdefault(normalized_key(record), record["id"])
+    kept, removed = [], {}
+    for record in records:
+        test_id = test_ids.get(normalized_key(record))
+        if test_id is None:
+            kept.append(record)
+        else:
+            removed[record["id"]] = test_id
+    return kept, removed
 
 
 def split_records(records: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[dict]]:
@@ -147,6 +162,7 @@ def split_records(records: list[dict], val_fraction: float, test_fraction: float
     return {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
 
 
+OVERLAPS_LISTED = 50  # prep_report.json names this many test duplicates at most (their count is always exact)
 CHARS_PER_TOKEN_LIMIT = 8  # no tokenizer makes fewer tokens than characters / 8 of real text
 
 
@@ -188,7 +204,7 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
     test = collect(cfg.test_source, cfg, tally, cache_root()) if cfg.test_source else None
     if test is not None:
         test = deduplicate(test, cfg.dedup, tally)
-    pool = deduplicate(pool, cfg.dedup, tally, {normalized_key(r) for r in test} if test and cfg.dedup != "none" else None)
+    pool = deduplicate(pool, cfg.dedup, tally)
 
     lengths: dict[str, int] = {}
     if cfg.length_filter:
@@ -197,11 +213,19 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         if test is not None:
             test, test_lengths = _length_filter(test, tokenizer, recipe.train.max_seq_length, tally)
             lengths.update(test_lengths)
+    # Every seeded draw (subset, split) is made before test duplicates are removed, so the test file cannot
+    # change which records are drawn: it can only take its own duplicates out of them.
     if cfg.max_records and len(pool) > cfg.max_records:
         tally.drop("subset", len(pool) - cfg.max_records)
         pool = random.Random(recipe.seed).sample(pool, cfg.max_records)
     splits = split_records(pool, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction, recipe.seed)
+    overlaps: dict[str, str] = {}
     if test is not None:
+        if cfg.dedup != "none":
+            for name in ("train", "val"):
+                splits[name], removed = remove_test_duplicates(splits[name], test)
+                overlaps.update(removed)
+            tally.drop("overlaps_test", len(overlaps))
         splits["test"] = test
     if not splits["train"]:
         raise UserError(f"{cfg.source}: no training records left (drops: {dict(tally.dropped) or 'none'})")
@@ -213,6 +237,7 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         "dropped": dict(sorted(tally.dropped.items())),
         "tokens": {name: _length_stats([lengths[r["id"]] for r in splits[name]]) if lengths else None for name in SPLITS},
         "languages": {name: dict(sorted(Counter(r["lang"] for r in splits[name]).items())) for name in SPLITS},
+        "overlaps_test": {"count": len(overlaps), "ids": dict(sorted(overlaps.items())[:OVERLAPS_LISTED])},
     }
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
     write_dataset(out_dir, splits, recipe, report)

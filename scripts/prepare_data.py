@@ -38,7 +38,20 @@ def main() -> None:
                         ["split", "records", "mean tokens", "p95 tokens", "languages"], rows))
     if report["dropped"]:
         console.print(table("dropped", ["reason", "records"], sorted(report["dropped"].items())))
+    for line in notes(report):
+        console.print(line)
     console.print(f"report: {out_dir / 'prep_report.json'}")
+
+
+def notes(report: dict) -> list[str]:
+    """One line per thing worth a look in prep_report.json."""
+    lines = []
+    overlaps = report["overlaps_test"]
+    if overlaps["count"]:
+        shown = list(overlaps["ids"])[:5]
+        more = ", …" if overlaps["count"] > len(shown) else ""
+        lines.append(f"dropped as test duplicates: {overlaps['count']} ({', '.join(shown)}{more}; ids in the report)")
+    return lines
 
 
 if __name__ == "__main__":

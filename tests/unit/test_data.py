@@ -197,3 +197,28 @@ def test_a_failed_write_leaves_the_earlier_file_intact(tmp_path):
 def test_detect_lang():
     assert detect_lang("床前明月光，疑是地上霜。") == "zh"
     assert detect_lang("Hello world") == "en"
+
+
+def test_train_split_does_not_depend_on_the_test_file(tmp_path, recipe_for):
+    source = write_lines(tmp_path / "d.jsonl", [qa(i) for i in range(40)])
+
+    def run(name, rows):  # the same recipe, seed and subset size each time; only the test file differs
+        test = write_lines(tmp_path / f"{name}.jsonl", [json.dumps(r) for r in rows])
+        report = prepare(recipe_for(source, "data.max_records=20", "data.val_fraction=0.2", f"data.test_source={test}"), tmp_path / name)
+        assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values())
+        return report, read_split(tmp_path / name, "train"), read_split(tmp_path / name, "val")
+
+    report, train, val = run("unrelated", [{"instruction": f"other {i}?", "output": "x"} for i in range(3)])
+    assert report["overlaps_test"] == {"count": 0, "ids": {}} and len(train) + len(val) == 20
+    drawn = {r["id"] for r in train + val}
+    undrawn = [{"instruction": f"question {i}?", "output": f"answer {i}."} for i in range(40) if f"d-{i + 1:06d}" not in drawn]
+    report, train2, _ = run("undrawn", undrawn[:5])  # before the fix these shrank the pool and changed the draw
+    assert train2 == train and report["dropped"] == {"subset": 20}
+
+    dups = [train[0], train[3], val[0]]
+    rows = [{"instruction": r["instruction"].upper(), "output": r["output"]} for r in dups]  # normalized copies
+    report, train3, val3 = run("dups", rows)
+    assert train3 == [r for r in train if r["id"] not in {train[0]["id"], train[3]["id"]}] and val3 == val[1:]
+    assert report["overlaps_test"] == {"count": 3, "ids": {dups[0]["id"]: "dups-000001", dups[1]["id"]: "dups-000002",
+                                                           dups[2]["id"]: "dups-000003"}}
+    assert report["dropped"] == {"subset": 20, "overlaps_test": 3}
