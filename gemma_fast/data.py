@@ -162,6 +162,29 @@ def split_records(records: list[dict], val_fraction: float, test_fraction: float
     return {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
 
 
+def _passage_key(text: str) -> str:
+    return " ".join(text.split()).casefold().replace("\0", "")  # \0 is the separator passages_in_train joins on
+
+
+def passages_in_train(train: list[dict], test: list[dict], examples: int = 5) -> dict:
+    """Test records whose context passage equals, or sits inside, a training record's (white space and case folded).
+    Only reported, not dropped: the question differs, but the model may have learned the passage's answers."""
+    train_keys = {_passage_key(r["input"]) for r in train} - {""}
+    joined = "\0".join(train_keys)  # one substring search per distinct passage; none can match across a \0
+    verdicts: dict[str, str | None] = {}
+    counts, ids = Counter(), []
+    for record in test:
+        key = _passage_key(record["input"])
+        if key and key not in verdicts:
+            verdicts[key] = "equal" if key in train_keys else "contained" if key in joined else None
+        verdict = verdicts.get(key)
+        if verdict:
+            counts[verdict] += 1
+            if len(ids) < examples:
+                ids.append(record["id"])
+    return {"count": counts.total(), "equal": counts["equal"], "contained": counts["contained"], "ids": ids}
+
+
 OVERLAPS_LISTED = 50  # prep_report.json names this many test duplicates at most (their count is always exact)
 CHARS_PER_TOKEN_LIMIT = 8  # no tokenizer makes fewer tokens than characters / 8 of real text
 
@@ -238,6 +261,7 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         "tokens": {name: _length_stats([lengths[r["id"]] for r in splits[name]]) if lengths else None for name in SPLITS},
         "languages": {name: dict(sorted(Counter(r["lang"] for r in splits[name]).items())) for name in SPLITS},
         "overlaps_test": {"count": len(overlaps), "ids": dict(sorted(overlaps.items())[:OVERLAPS_LISTED])},
+        "test_passages_in_train": passages_in_train(splits["train"], splits["test"]),
     }
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
     write_dataset(out_dir, splits, recipe, report)

@@ -48,9 +48,13 @@ def notes(report: dict) -> list[str]:
     lines = []
     overlaps = report["overlaps_test"]
     if overlaps["count"]:
-        shown = list(overlaps["ids"])[:5]
+        shown = list(overlaps["ids"])[:3]
         more = ", …" if overlaps["count"] > len(shown) else ""
         lines.append(f"dropped as test duplicates: {overlaps['count']} ({', '.join(shown)}{more}; ids in the report)")
+    inside = report["test_passages_in_train"]
+    if inside["count"]:
+        lines.append(f"test records whose passage is also in training: {inside['count']} of {report['kept']['test']} "
+                     f"({inside['equal']} equal, {inside['contained']} inside a longer one; kept, examples in the report)")
     return lines
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gemma_fast.data import detect_lang, prepare, split_records
+from gemma_fast.data import detect_lang, passages_in_train, prepare, split_records
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_json
 from gemma_fast.prompts import encode_example, example_lengths
@@ -222,3 +222,24 @@ def test_train_split_does_not_depend_on_the_test_file(tmp_path, recipe_for):
     assert report["overlaps_test"] == {"count": 3, "ids": {dups[0]["id"]: "dups-000001", dups[1]["id"]: "dups-000002",
                                                            dups[2]["id"]: "dups-000003"}}
     assert report["dropped"] == {"subset": 20, "overlaps_test": 3}
+
+
+def test_test_passages_inside_training_passages_are_counted_not_dropped(tmp_path, recipe_for):
+    def rows(passages, prefix):
+        return [json.dumps({"instruction": f"{prefix} {i}?", "input": p, "output": "a"}) for i, p in enumerate(passages)]
+
+    train = write_lines(tmp_path / "t.jsonl", rows(["Kaggle Notebooks run Python.\n They have GPUs.", "Datasets are versioned."], "q"))
+    test = write_lines(tmp_path / "test.jsonl", rows([
+        "kaggle notebooks   run python. they have GPUS.",  # equal once case and white space are folded
+        "They have GPUs.",  # inside the first passage
+        "Competitions have leaderboards.",  # in no training passage
+        "",  # no passage: nothing to compare
+        "run Python. They",  # inside, cut mid-sentence
+        "They have GPUs. Datasets",  # spans two training passages: not inside either
+    ], "other"))
+    report = prepare(recipe_for(train, f"data.test_source={test}", "data.val_fraction=0"), tmp_path / "o")
+    assert report["test_passages_in_train"] == {"count": 3, "equal": 1, "contained": 2, "ids": ["test-000001", "test-000002", "test-000005"]}
+    assert report["kept"]["test"] == 6 and report["dropped"] == {}
+    many = [{"id": f"x{i}", "input": "they have gpus."} for i in range(9)]
+    assert passages_in_train(read_split(tmp_path / "o", "train"), many) == {
+        "count": 9, "equal": 0, "contained": 9, "ids": ["x0", "x1", "x2", "x3", "x4"]}  # a few example ids, all counted
