@@ -27,6 +27,7 @@ from .sources import local_paths, read_rows
 
 SPLITS = ("train", "val", "test")
 SCHEMA = ("id", "instruction", "input", "output", "lang", "source")
+OPTIONAL = ("dropped_context",)  # the passage data.context_dropout took out of `input` (train split only)
 INCOMPLETE = ".incomplete"  # present while a dataset is being written; readers refuse a folder that has it
 OUTPUT_FILES = tuple(f"{name}.jsonl" for name in SPLITS) + ("recipe.yaml", "prep_report.json")
 
@@ -185,6 +186,18 @@ def passages_in_train(train: list[dict], test: list[dict], examples: int = 5) ->
     return {"count": counts.total(), "equal": counts["equal"], "contained": counts["contained"], "ids": ids}
 
 
+def choose_context_dropout(train: list[dict], share: float, seed: int) -> set[str]:
+    """Ids of the `share` of training records with a passage that will be shown without it."""
+    with_passage = [r["id"] for r in train if r["input"]]
+    return set(random.Random(f"{seed}:context_dropout").sample(with_passage, round(share * len(with_passage))))
+
+
+def drop_contexts(train: list[dict], ids: set[str]) -> list[dict]:
+    """Blank the chosen records' input, keeping the passage in `dropped_context`: the saved split then shows
+    exactly what training sees (the prompt builder reads `input` only) and what was hidden."""
+    return [{**r, "input": "", "dropped_context": r["input"]} if r["id"] in ids else r for r in train]
+
+
 OVERLAPS_LISTED = 50  # prep_report.json names this many test duplicates at most (their count is always exact)
 CHARS_PER_TOKEN_LIMIT = 8  # no tokenizer makes fewer tokens than characters / 8 of real text
 
@@ -242,6 +255,7 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         tally.drop("subset", len(pool) - cfg.max_records)
         pool = random.Random(recipe.seed).sample(pool, cfg.max_records)
     splits = split_records(pool, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction, recipe.seed)
+    hidden = choose_context_dropout(splits["train"], cfg.context_dropout, recipe.seed)
     overlaps: dict[str, str] = {}
     if test is not None:
         if cfg.dedup != "none":
@@ -252,6 +266,13 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         splits["test"] = test
     if not splits["train"]:
         raise UserError(f"{cfg.source}: no training records left (drops: {dict(tally.dropped) or 'none'})")
+    passages = passages_in_train(splits["train"], splits["test"])  # the passages as read, hidden ones too
+    splits["train"] = drop_contexts(splits["train"], hidden)
+    dropped_context = [r for r in splits["train"] if "dropped_context" in r]
+    if lengths and dropped_context:  # their prompts got shorter
+        from .prompts import example_lengths
+
+        lengths.update(zip((r["id"] for r in dropped_context), example_lengths(tokenizer, dropped_context)))
 
     report = {
         "recipe": recipe.name, "source": cfg.source, "test_source": cfg.test_source or None, "format": cfg.format,
@@ -261,7 +282,8 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         "tokens": {name: _length_stats([lengths[r["id"]] for r in splits[name]]) if lengths else None for name in SPLITS},
         "languages": {name: dict(sorted(Counter(r["lang"] for r in splits[name]).items())) for name in SPLITS},
         "overlaps_test": {"count": len(overlaps), "ids": dict(sorted(overlaps.items())[:OVERLAPS_LISTED])},
-        "test_passages_in_train": passages_in_train(splits["train"], splits["test"]),
+        "test_passages_in_train": passages,
+        "context_dropout": {"share": cfg.context_dropout, "train": len(dropped_context)},
     }
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
     write_dataset(out_dir, splits, recipe, report)
@@ -276,7 +298,7 @@ def write_dataset(out_dir: Path, splits: dict[str, list[dict]], recipe: Recipe, 
     try:
         mark(out_dir, "data")
         for name in SPLITS:
-            write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA} for r in splits[name]))
+            write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA + OPTIONAL if k in r} for r in splits[name]))
         recipe.save(out_dir / "recipe.yaml")
         write_json(out_dir / "prep_report.json", report)
     except OSError as exc:  # disk full mid-dataset: say so, and that the folder is refused until prepared again

@@ -47,6 +47,7 @@ class DataConfig:
     val_fraction: float = _range(0.1, 0, 1, hi_open=True)
     test_fraction: float = _range(0.2, 0, 1, hi_open=True)
     max_records: int = _range(0, 0)  # seeded subset size after cleaning; 0 keeps every record
+    context_dropout: float = _range(0.0, 0, 1)  # share of train records with a passage shown without it (seeded)
     dir: str = ""  # prepared splits; empty means data/<recipe name>
 
 

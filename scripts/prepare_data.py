@@ -55,6 +55,9 @@ def notes(report: dict) -> list[str]:
     if inside["count"]:
         lines.append(f"test records whose passage is also in training: {inside['count']} of {report['kept']['test']} "
                      f"({inside['equal']} equal, {inside['contained']} inside a longer one; kept, examples in the report)")
+    if report["context_dropout"]["train"]:
+        lines.append(f"context dropout: {report['context_dropout']['train']} train records shown without their passage "
+                     "(kept in dropped_context)")
     return lines
 
 

@@ -243,3 +243,30 @@ def test_test_passages_inside_training_passages_are_counted_not_dropped(tmp_path
     many = [{"id": f"x{i}", "input": "they have gpus."} for i in range(9)]
     assert passages_in_train(read_split(tmp_path / "o", "train"), many) == {
         "count": 9, "equal": 0, "contained": 9, "ids": ["x0", "x1", "x2", "x3", "x4"]}  # a few example ids, all counted
+
+
+def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_only(tmp_path, recipe_for):
+    from gemma_fast.data import load_split
+    from gemma_fast.prompts import record_prompt
+
+    rows = [qa(i, input=f"Passage {i}." if i % 5 else "") for i in range(60)]  # every fifth record has no passage
+    source = write_lines(tmp_path / "d.jsonl", rows)
+    settings = ["data.val_fraction=0.2", "data.test_fraction=0.2"]
+    plain = prepare(recipe_for(source, *settings), tmp_path / "plain")
+    report = prepare(recipe_for(source, *settings, "data.context_dropout=0.5"), tmp_path / "half")
+    train = load_split(tmp_path / "half", "train")  # what training reads
+    hidden = [r for r in train if "dropped_context" in r]
+    with_passage = [r for r in read_split(tmp_path / "plain", "train") if r["input"]]
+    assert len(hidden) == round(0.5 * len(with_passage)) == report["context_dropout"]["train"] > 0
+    assert report["context_dropout"]["share"] == 0.5
+    assert all(r["input"] == "" and r["dropped_context"] and "Context:" not in record_prompt(r) for r in hidden)
+    restored = [{**{k: v for k, v in r.items() if k != "dropped_context"}, "input": r.get("dropped_context", r["input"])} for r in train]
+    assert restored == read_split(tmp_path / "plain", "train")  # the same records in the same order, passages kept aside
+    for name in ("val", "test"):
+        assert read_split(tmp_path / "half", name) == read_split(tmp_path / "plain", name)
+    assert report["tokens"]["train"]["mean"] < plain["tokens"]["train"]["mean"]  # lengths of what training sees
+    again = prepare(recipe_for(source, *settings, "data.context_dropout=0.5"), tmp_path / "again")
+    assert (tmp_path / "again" / "train.jsonl").read_bytes() == (tmp_path / "half" / "train.jsonl").read_bytes()
+    other_seed = prepare(recipe_for(source, *settings, "data.context_dropout=0.5", "seed=7"), tmp_path / "seed7")
+    assert other_seed["context_dropout"]["train"] > 0
+    assert {r["id"] for r in read_split(tmp_path / "seed7", "train") if "dropped_context" in r} != {r["id"] for r in hidden}

@@ -33,6 +33,8 @@ def test_overrides_are_typed_and_nested():
     ("train=1", "'train' is a section; set one of train.method"),
     ("model.sub=1", "'model' has no sub-keys"),
     ("train.lr", "--set expects key=value"),
+    ("data.context_dropout=1.5", "'data.context_dropout' must be >= 0 and <= 1, got 1.5"),
+    ("data.context_dropout=-0.1", "'data.context_dropout' must be >= 0 and <= 1"),
 ])
 def test_bad_overrides_name_the_key_and_the_valid_choices(item, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
