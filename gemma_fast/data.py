@@ -9,6 +9,7 @@ written, so bad input never touches earlier outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -66,6 +67,12 @@ class Tally:
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
             self.dropped[reason] += n
+
+    def absorb(self, other: Tally, prefix: str) -> None:
+        """Count another source's records here, its drop reasons prefixed."""
+        self.records_in += other.records_in
+        for reason, n in other.dropped.items():
+            self.drop(prefix + reason, n)
 
 
 def _source_name(source: str) -> str:
@@ -186,6 +193,20 @@ def passages_in_train(train: list[dict], test: list[dict], examples: int = 5) ->
     return {"count": counts.total(), "equal": counts["equal"], "contained": counts["contained"], "ids": ids}
 
 
+def collect_mix(cfg: DataConfig, tally: Tally, cache: Path) -> list[dict]:
+    """The mix source's records, read with data.mix_format and that format's own field names (data.columns maps
+    data.source only). Ids get a `mix:` prefix: the two sources' row ids would otherwise meet (train-000001)."""
+    mix_cfg = dataclasses.replace(cfg, format=cfg.mix_format, columns={})
+    return [{**r, "id": f"mix:{r['id']}"} for r in collect(cfg.mix_source, mix_cfg, tally, cache)]
+
+
+def draw_mix(mix: list[dict], wanted: int, seed: int, tally: Tally) -> list[dict]:
+    """A seeded draw of `wanted` mix records (all of them when there are fewer: the report says so)."""
+    drawn = random.Random(f"{seed}:mix").sample(mix, min(wanted, len(mix)))
+    tally.drop("subset", len(mix) - len(drawn))
+    return drawn
+
+
 def choose_context_dropout(train: list[dict], share: float, seed: int) -> set[str]:
     """Ids of the `share` of training records with a passage that will be shown without it."""
     with_passage = [r["id"] for r in train if r["input"]]
@@ -211,7 +232,7 @@ def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally
     short = [r for r in records if sum(len(r[k]) for k in ("instruction", "input", "output")) <= limit]
     tally.drop("too_long", len(records) - len(short))
     records = short
-    if not records:  # nothing to tokenize (every record skipped, overlapping the test set, or too long)
+    if not records:  # nothing to tokenize (every record skipped or too long)
         return [], {}
     lengths = example_lengths(tokenizer, records)
     kept = [r for r, n in zip(records, lengths) if n <= max_length]
@@ -227,45 +248,45 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
     from .models import cache_root, load_tokenizer
 
     cfg = recipe.data
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file, not a folder")
-    check_rules(cfg.clean)
-    unknown = [t for t in cfg.poetry_tasks if t not in POETRY_TASKS]
-    if unknown:
-        raise UserError(f"data.poetry_tasks: unknown task '{unknown[0]}'; valid: {', '.join(POETRY_TASKS)}")
-    inputs = [p for source in (cfg.source, cfg.test_source) if source for p in local_paths(source)]
-    check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
-    tally = Tally()
+    _check_settings(cfg, out_dir)
+    tally, mix_tally = Tally(), Tally()  # the mix source's drops are reported apart, as mix:<reason>
     pool = collect(cfg.source, cfg, tally, cache_root())
     test = collect(cfg.test_source, cfg, tally, cache_root()) if cfg.test_source else None
+    mix = collect_mix(cfg, mix_tally, cache_root()) if cfg.mix_source else []
     if test is not None:
         test = deduplicate(test, cfg.dedup, tally)
     pool = deduplicate(pool, cfg.dedup, tally)
+    mix = deduplicate(pool + mix, cfg.dedup, mix_tally)[len(pool):]  # pool is unique already: every drop is a mix record
 
     lengths: dict[str, int] = {}
     if cfg.length_filter:
         tokenizer = tokenizer or load_tokenizer(recipe.model)
         pool, lengths = _length_filter(pool, tokenizer, recipe.train.max_seq_length, tally)
+        mix, mix_lengths = _length_filter(mix, tokenizer, recipe.train.max_seq_length, mix_tally)
+        lengths.update(mix_lengths)
         if test is not None:
             test, test_lengths = _length_filter(test, tokenizer, recipe.train.max_seq_length, tally)
             lengths.update(test_lengths)
-    # Every seeded draw (subset, split) is made before test duplicates are removed, so the test file cannot
-    # change which records are drawn: it can only take its own duplicates out of them.
+    # Every seeded draw (subset, split, mix, context dropout) is made before test duplicates are removed, so the
+    # test file cannot change which records are drawn: it can only take its own duplicates out of them.
     if cfg.max_records and len(pool) > cfg.max_records:
         tally.drop("subset", len(pool) - cfg.max_records)
         pool = random.Random(recipe.seed).sample(pool, cfg.max_records)
     splits = split_records(pool, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction, recipe.seed)
+    mix_wanted = round(cfg.mix_share * len(splits["train"]) / (1 - cfg.mix_share))
+    mixed = draw_mix(mix, mix_wanted, recipe.seed, mix_tally)
+    splits["train"] += mixed
     hidden = choose_context_dropout(splits["train"], cfg.context_dropout, recipe.seed)
+    mixed_ids = {r["id"] for r in mixed}
     overlaps: dict[str, str] = {}
     if test is not None:
         if cfg.dedup != "none":
-            for name in ("train", "val"):
-                splits[name], removed = remove_test_duplicates(splits[name], test)
-                overlaps.update(removed)
-            tally.drop("overlaps_test", len(overlaps))
+            overlaps = _remove_test_overlaps(splits, test, mixed_ids, tally, mix_tally)
         splits["test"] = test
+    tally.absorb(mix_tally, "mix:")
     if not splits["train"]:
         raise UserError(f"{cfg.source}: no training records left (drops: {dict(tally.dropped) or 'none'})")
+    _check_unique_ids(splits["train"], cfg)
     passages = passages_in_train(splits["train"], splits["test"])  # the passages as read, hidden ones too
     splits["train"] = drop_contexts(splits["train"], hidden)
     dropped_context = [r for r in splits["train"] if "dropped_context" in r]
@@ -284,10 +305,51 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         "overlaps_test": {"count": len(overlaps), "ids": dict(sorted(overlaps.items())[:OVERLAPS_LISTED])},
         "test_passages_in_train": passages,
         "context_dropout": {"share": cfg.context_dropout, "train": len(dropped_context)},
+        "mix": _mix_report(cfg, mix_tally, mix_wanted, splits["train"], mixed_ids) if cfg.mix_source else None,
     }
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
     write_dataset(out_dir, splits, recipe, report)
     return report
+
+
+def _remove_test_overlaps(splits: dict[str, list[dict]], test: list[dict], mixed_ids: set[str], tally: Tally,
+                          mix_tally: Tally) -> dict[str, str]:
+    """Take test duplicates out of train and val, counting each under its source; {removed id: test id}."""
+    overlaps: dict[str, str] = {}
+    for name in ("train", "val"):
+        splits[name], removed = remove_test_duplicates(splits[name], test)
+        overlaps.update(removed)
+    mixed = len(mixed_ids & set(overlaps))
+    tally.drop("overlaps_test", len(overlaps) - mixed)
+    mix_tally.drop("overlaps_test", mixed)
+    return overlaps
+
+
+def _mix_report(cfg: DataConfig, mix_tally: Tally, wanted: int, train: list[dict], mixed_ids: set[str]) -> dict:
+    """`wanted` is what data.mix_share asks for; `train` can fall short when the source runs out or test
+    duplicates are removed."""
+    n = sum(r["id"] in mixed_ids for r in train)
+    return {"source": cfg.mix_source, "format": cfg.mix_format, "share": cfg.mix_share, "records_in": mix_tally.records_in,
+            "wanted": wanted, "train": n, "train_share": round(n / len(train), 4)}
+
+
+def _check_settings(cfg: DataConfig, out_dir: Path) -> None:
+    """What can be checked before reading anything."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder")
+    check_rules(cfg.clean)
+    unknown = [t for t in cfg.poetry_tasks if t not in POETRY_TASKS]
+    if unknown:
+        raise UserError(f"data.poetry_tasks: unknown task '{unknown[0]}'; valid: {', '.join(POETRY_TASKS)}")
+    inputs = [p for source in (cfg.source, cfg.test_source, cfg.mix_source) if source for p in local_paths(source)]
+    check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
+
+
+def _check_unique_ids(train: list[dict], cfg: DataConfig) -> None:
+    """Mixed ids carry a `mix:` prefix, so only an explicit `mix:...` id in data.source can meet one."""
+    twice = next((i for i, n in Counter(r["id"] for r in train).items() if n > 1), None)
+    if twice:
+        raise UserError(f"{cfg.mix_source}: record id '{twice}' is also an id in {cfg.source}; rename one")
 
 
 def write_dataset(out_dir: Path, splits: dict[str, list[dict]], recipe: Recipe, report: dict) -> None:

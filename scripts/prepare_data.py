@@ -58,6 +58,10 @@ def notes(report: dict) -> list[str]:
     if report["context_dropout"]["train"]:
         lines.append(f"context dropout: {report['context_dropout']['train']} train records shown without their passage "
                      "(kept in dropped_context)")
+    mix = report["mix"]
+    if mix:
+        short = f", fewer than the {mix['wanted']} asked for" if mix["train"] < mix["wanted"] else ""
+        lines.append(f"mixed in from {mix['source']}: {mix['train']} train records ({mix['train_share']:.0%}{short})")
     return lines
 
 

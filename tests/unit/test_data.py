@@ -270,3 +270,42 @@ def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_on
     other_seed = prepare(recipe_for(source, *settings, "data.context_dropout=0.5", "seed=7"), tmp_path / "seed7")
     assert other_seed["context_dropout"]["train"] > 0
     assert {r["id"] for r in read_split(tmp_path / "seed7", "train") if "dropped_context" in r} != {r["id"] for r in hidden}
+
+
+def test_mix_source_adds_a_seeded_share_of_cleaned_train_records(tmp_path, recipe_for):
+    source = write_lines(tmp_path / "d.jsonl", [qa(i) for i in range(40)])
+    general = [{"instruction": f"Tell me fact {i}.", "context": "", "response": f"Fact {i}."} for i in range(20)]
+    general += [{"instruction": "question 3?", "context": "", "response": "answer 3."},  # a copy of a data.source record
+                {"instruction": "Long?", "context": "", "response": "word " * 300},  # over train.max_seq_length
+                {"instruction": "Empty?", "context": "", "response": " "},
+                {"instruction": "<b>Bold</b> fact?", "context": "", "response": "Yes."}]  # cleaned like data.source
+    mix = write_lines(tmp_path / "general.jsonl", [json.dumps(r) for r in general])
+
+    def run(name, share, test_rows):
+        test = write_lines(tmp_path / f"{name}-test.jsonl", [json.dumps(r) for r in test_rows])
+        recipe = recipe_for(source, f"data.test_source={test}", "data.val_fraction=0.2", f"data.mix_source={mix}",
+                            "data.mix_format=dolly", f"data.mix_share={share}", "data.on_bad_record=skip", "data.clean=[html,spaces]")
+        report = prepare(recipe, tmp_path / name)
+        assert report["records_in"] == 40 + 24 + len(test_rows) == sum(report["kept"].values()) + sum(report["dropped"].values())
+        for split in ("val", "test"):
+            assert not any(r["id"].startswith("mix:") for r in read_split(tmp_path / name, split))
+        return report, read_split(tmp_path / name, "train")
+
+    report, train = run("a", 0.2, [{"instruction": "unrelated?", "output": "x"}])
+    mixed = [r for r in train if r["id"].startswith("mix:")]
+    assert len(train) == 40 and len(mixed) == 8 == report["mix"]["train"] == report["mix"]["wanted"]  # 8 of 40 is 0.2
+    assert report["mix"]["train_share"] == 0.2 and report["mix"]["records_in"] == 24
+    assert {r["source"] for r in mixed} == {"general"} and {r["source"] for r in train} - {"general"} == {"d"}
+    assert report["dropped"] == {"mix:bad_record:empty_output": 1, "mix:duplicate_exact": 1, "mix:too_long": 1, "mix:subset": 13}
+
+    leak = {"instruction": mixed[2]["instruction"].upper(), "output": mixed[2]["output"]}
+    report, train2 = run("b", 0.2, [leak])  # a test file that duplicates a drawn mix record takes out just that one
+    assert train2 == [r for r in train if r["id"] != mixed[2]["id"]]
+    assert report["overlaps_test"]["ids"] == {mixed[2]["id"]: "b-test-000001"} and report["dropped"]["mix:overlaps_test"] == 1
+    assert report["mix"]["train"] == 7 and report["mix"]["wanted"] == 8
+
+    report, train = run("c", 0.9, [{"instruction": "unrelated?", "output": "x"}])  # asks for more than there are: all 21
+    assert report["mix"]["wanted"] == 288 and report["mix"]["train"] == 21 and "mix:subset" not in report["dropped"]
+    assert "Bold fact?" in {r["instruction"] for r in train}
+    with pytest.raises(UserError, match=r"general\.jsonl:23: field 'output' is empty"):  # bad mix rows stop the run by default
+        prepare(recipe_for(source, f"data.mix_source={mix}", "data.mix_format=dolly", "data.mix_share=0.2"), tmp_path / "d")
