@@ -2,7 +2,8 @@
 """Prepare a recipe's dataset: load, clean, de-duplicate, filter and split into data/<recipe>/.
 
 Writes {train,val,test}.jsonl in one schema {id, instruction, input, output, lang, source}, prep_report.json
-(records in, kept per split, drops by reason, token lengths) and the resolved recipe.yaml.
+(records in, kept per split, drops by reason, token lengths, test duplicates dropped, test passages also in
+training, context dropout, mixed-in records) and the resolved recipe.yaml.
 Examples:
   python scripts/prepare_data.py --recipe quickstart
   python scripts/prepare_data.py --recipe kaggle_docs \
