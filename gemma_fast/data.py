@@ -1,7 +1,8 @@
 """Preparation: rows -> adapters -> cleaning -> validation -> de-duplication -> length filter -> subset -> split
--> test-duplicate removal.
+-> mix draw -> test-duplicate removal -> context dropout.
 
-Everything ends in one record schema {id, instruction, input, output, lang, source}. Nothing is dropped
+Everything ends in one record schema {id, instruction, input, output, lang, source}; a train record whose passage
+data.context_dropout hid keeps it in `dropped_context`. Nothing is dropped
 silently: every record that does not reach a split is counted under a reason, and
 `records_in == sum(splits) + sum(dropped)` always holds. All work happens in memory before anything is
 written, so bad input never touches earlier outputs.
