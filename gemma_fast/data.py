@@ -1,6 +1,8 @@
-"""Preparation: rows -> adapters -> cleaning -> validation -> de-duplication -> length filter -> subset -> split.
+"""Preparation: rows -> adapters -> cleaning -> validation -> de-duplication -> length filter -> subset -> split
+-> mix draw -> test-duplicate removal -> context dropout.
 
-Everything ends in one record schema {id, instruction, input, output, lang, source}. Nothing is dropped
+Everything ends in one record schema {id, instruction, input, output, lang, source}; a train record whose passage
+data.context_dropout hid keeps it in `dropped_context`. Nothing is dropped
 silently: every record that does not reach a split is counted under a reason, and
 `records_in == sum(splits) + sum(dropped)` always holds. All work happens in memory before anything is
 written, so bad input never touches earlier outputs.
@@ -8,6 +10,7 @@ written, so bad input never touches earlier outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import statistics
@@ -27,6 +30,7 @@ from .sources import local_paths, read_rows
 
 SPLITS = ("train", "val", "test")
 SCHEMA = ("id", "instruction", "input", "output", "lang", "source")
+OPTIONAL = ("dropped_context",)  # the passage data.context_dropout took out of `input` (train split only)
 INCOMPLETE = ".incomplete"  # present while a dataset is being written; readers refuse a folder that has it
 OUTPUT_FILES = tuple(f"{name}.jsonl" for name in SPLITS) + ("recipe.yaml", "prep_report.json")
 
@@ -41,6 +45,12 @@ class Tally:
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
             self.dropped[reason] += n
+
+    def absorb(self, other: Tally, prefix: str) -> None:
+        """Count another source's records here, its drop reasons prefixed."""
+        self.records_in += other.records_in
+        for reason, n in other.dropped.items():
+            self.drop(prefix + reason, n)
 
 
 def _source_name(source: str) -> str:
@@ -95,16 +105,14 @@ def collect(source: str, cfg: DataConfig, tally: Tally, cache: Path) -> list[dic
     return records
 
 
-def deduplicate(records: list[dict], mode: str, tally: Tally, seen_normalized: set | None = None) -> list[dict]:
-    """Keep the first of each duplicate; `seen_normalized` (e.g. the test set's keys) drops overlaps too."""
+def deduplicate(records: list[dict], mode: str, tally: Tally) -> list[dict]:
+    """Keep the first of each duplicate."""
     if mode == "none":
         return records
     exact, normalized, kept = set(), set(), []
     for record in records:
         ek, nk = exact_key(record), normalized_key(record)
-        if seen_normalized is not None and nk in seen_normalized:
-            tally.drop("overlaps_test")
-        elif ek in exact:
+        if ek in exact:
             tally.drop("duplicate_exact")
         elif mode == "normalized" and nk in normalized:
             tally.drop("duplicate_normalized")
@@ -113,6 +121,22 @@ def deduplicate(records: list[dict], mode: str, tally: Tally, seen_normalized: s
         exact.add(ek)
         normalized.add(nk)
     return kept
+
+
+def remove_test_duplicates(records: list[dict], test: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """Records whose normalized key is a test record's removed (normalized under data.dedup=exact too: a near copy
+    leaks the answer as well); also returns {removed id: the test id it duplicates}."""
+    test_ids: dict[tuple, str] = {}
+    for record in test:
+        test_ids.setdefault(normalized_key(record), record["id"])
+    kept, removed = [], {}
+    for record in records:
+        test_id = test_ids.get(normalized_key(record))
+        if test_id is None:
+            kept.append(record)
+        else:
+            removed[record["id"]] = test_id
+    return kept, removed
 
 
 def split_records(records: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[dict]]:
@@ -124,6 +148,56 @@ def split_records(records: list[dict], val_fraction: float, test_fraction: float
     return {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
 
 
+def _passage_key(text: str) -> str:
+    return " ".join(text.split()).casefold().replace("\0", "")  # \0 is the separator passages_in_train joins on
+
+
+def passages_in_train(train: list[dict], test: list[dict], examples: int = 5) -> dict:
+    """Test records whose context passage equals, or sits inside, a training record's (white space and case folded).
+    Only reported, not dropped: the question differs, but the model may have learned the passage's answers."""
+    train_keys = {_passage_key(r["input"]) for r in train} - {""}
+    joined = "\0".join(train_keys)  # one substring search per distinct passage; none can match across a \0
+    verdicts: dict[str, str | None] = {}
+    counts, ids = Counter(), []
+    for record in test:
+        key = _passage_key(record["input"])
+        if key and key not in verdicts:
+            verdicts[key] = "equal" if key in train_keys else "contained" if key in joined else None
+        verdict = verdicts.get(key)
+        if verdict:
+            counts[verdict] += 1
+            if len(ids) < examples:
+                ids.append(record["id"])
+    return {"count": counts.total(), "equal": counts["equal"], "contained": counts["contained"], "ids": ids}
+
+
+def collect_mix(cfg: DataConfig, tally: Tally, cache: Path) -> list[dict]:
+    """The mix source's records, read with data.mix_format and that format's own field names (data.columns maps
+    data.source only). Ids get a `mix:` prefix: the two sources' row ids would otherwise meet (train-000001)."""
+    mix_cfg = dataclasses.replace(cfg, format=cfg.mix_format, columns={})
+    return [{**r, "id": f"mix:{r['id']}"} for r in collect(cfg.mix_source, mix_cfg, tally, cache)]
+
+
+def draw_mix(mix: list[dict], wanted: int, seed: int, tally: Tally) -> list[dict]:
+    """A seeded draw of `wanted` mix records (all of them when there are fewer: the report says so)."""
+    drawn = random.Random(f"{seed}:mix").sample(mix, min(wanted, len(mix)))
+    tally.drop("subset", len(mix) - len(drawn))
+    return drawn
+
+
+def choose_context_dropout(train: list[dict], share: float, seed: int) -> set[str]:
+    """Ids of the `share` of training records with a passage that will be shown without it."""
+    with_passage = [r["id"] for r in train if r["input"]]
+    return set(random.Random(f"{seed}:context_dropout").sample(with_passage, round(share * len(with_passage))))
+
+
+def drop_contexts(train: list[dict], ids: set[str]) -> list[dict]:
+    """Blank the chosen records' input, keeping the passage in `dropped_context`: the saved split then shows
+    exactly what training sees (the prompt builder reads `input` only) and what was hidden."""
+    return [{**r, "input": "", "dropped_context": r["input"]} if r["id"] in ids else r for r in train]
+
+
+OVERLAPS_LISTED = 50  # prep_report.json names this many test duplicates at most (their count is always exact)
 CHARS_PER_TOKEN_LIMIT = 8  # no tokenizer makes fewer tokens than characters / 8 of real text
 
 
@@ -136,7 +210,7 @@ def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally
     short = [r for r in records if sum(len(r[k]) for k in ("instruction", "input", "output")) <= limit]
     tally.drop("too_long", len(records) - len(short))
     records = short
-    if not records:  # nothing to tokenize (every record skipped, overlapping the test set, or too long)
+    if not records:  # nothing to tokenize (every record skipped or too long)
         return [], {}
     lengths = example_lengths(tokenizer, records)
     kept = [r for r, n in zip(records, lengths) if n <= max_length]
@@ -152,32 +226,52 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
     from .models import load_tokenizer
 
     cfg = recipe.data
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file, not a folder")
-    inputs = [p for source in (cfg.source, cfg.test_source) if source for p in local_paths(source)]
-    check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
-    tally = Tally()
+    _check_settings(cfg, out_dir)
+    tally, mix_tally = Tally(), Tally()  # the mix source's drops are reported apart, as mix:<reason>
     pool = collect(cfg.source, cfg, tally, cache_root())
     test = collect(cfg.test_source, cfg, tally, cache_root()) if cfg.test_source else None
+    mix = collect_mix(cfg, mix_tally, cache_root()) if cfg.mix_source else []
     if test is not None:
         test = deduplicate(test, cfg.dedup, tally)
-    pool = deduplicate(pool, cfg.dedup, tally, {normalized_key(r) for r in test} if test and cfg.dedup != "none" else None)
+    pool = deduplicate(pool, cfg.dedup, tally)
+    mix = deduplicate(pool + mix, cfg.dedup, mix_tally)[len(pool):]  # pool is unique already: every drop is a mix record
 
     lengths: dict[str, int] = {}
     if cfg.length_filter:
         tokenizer = tokenizer or load_tokenizer(recipe.model)
         pool, lengths = _length_filter(pool, tokenizer, recipe.train.max_seq_length, tally)
+        mix, mix_lengths = _length_filter(mix, tokenizer, recipe.train.max_seq_length, mix_tally)
+        lengths.update(mix_lengths)
         if test is not None:
             test, test_lengths = _length_filter(test, tokenizer, recipe.train.max_seq_length, tally)
             lengths.update(test_lengths)
+    # Every seeded draw (subset, split, mix, context dropout) is made before test duplicates are removed, so the
+    # test file cannot change which records are drawn: it can only take its own duplicates out of them.
     if cfg.max_records and len(pool) > cfg.max_records:
         tally.drop("subset", len(pool) - cfg.max_records)
         pool = random.Random(recipe.seed).sample(pool, cfg.max_records)
     splits = split_records(pool, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction, recipe.seed)
+    mix_wanted = round(cfg.mix_share * len(splits["train"]) / (1 - cfg.mix_share))
+    mixed = draw_mix(mix, mix_wanted, recipe.seed, mix_tally)
+    splits["train"] += mixed
+    hidden = choose_context_dropout(splits["train"], cfg.context_dropout, recipe.seed)
+    mixed_ids = {r["id"] for r in mixed}
+    overlaps: dict[str, str] = {}
     if test is not None:
+        if cfg.dedup != "none":
+            overlaps = _remove_test_overlaps(splits, test, mixed_ids, tally, mix_tally)
         splits["test"] = test
+    tally.absorb(mix_tally, "mix:")
     if not splits["train"]:
         raise UserError(f"{cfg.source}: no training records left (drops: {dict(tally.dropped) or 'none'})")
+    _check_unique_ids(splits["train"], cfg)
+    passages = passages_in_train(splits["train"], splits["test"])  # the passages as read, hidden ones too
+    splits["train"] = drop_contexts(splits["train"], hidden)
+    dropped_context = [r for r in splits["train"] if "dropped_context" in r]
+    if lengths and dropped_context:  # their prompts got shorter
+        from .prompts import example_lengths
+
+        lengths.update(zip((r["id"] for r in dropped_context), example_lengths(tokenizer, dropped_context)))
 
     report = {
         "recipe": recipe.name, "source": cfg.source, "test_source": cfg.test_source or None, "format": cfg.format,
@@ -186,10 +280,50 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
         "dropped": dict(sorted(tally.dropped.items())),
         "tokens": {name: _length_stats([lengths[r["id"]] for r in splits[name]]) if lengths else None for name in SPLITS},
         "languages": {name: dict(sorted(Counter(r["lang"] for r in splits[name]).items())) for name in SPLITS},
+        "overlaps_test": {"count": len(overlaps), "ids": dict(sorted(overlaps.items())[:OVERLAPS_LISTED])},
+        "test_passages_in_train": passages,
+        "context_dropout": {"share": cfg.context_dropout, "train": len(dropped_context)},
+        "mix": _mix_report(cfg, mix_tally, mix_wanted, splits["train"], mixed_ids) if cfg.mix_source else None,
     }
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values()), report
     write_dataset(out_dir, splits, recipe, report)
     return report
+
+
+def _remove_test_overlaps(splits: dict[str, list[dict]], test: list[dict], mixed_ids: set[str], tally: Tally,
+                          mix_tally: Tally) -> dict[str, str]:
+    """Take test duplicates out of train and val, counting each under its source; {removed id: test id}."""
+    overlaps: dict[str, str] = {}
+    for name in ("train", "val"):
+        splits[name], removed = remove_test_duplicates(splits[name], test)
+        overlaps.update(removed)
+    mixed = len(mixed_ids & set(overlaps))
+    tally.drop("overlaps_test", len(overlaps) - mixed)
+    mix_tally.drop("overlaps_test", mixed)
+    return overlaps
+
+
+def _mix_report(cfg: DataConfig, mix_tally: Tally, wanted: int, train: list[dict], mixed_ids: set[str]) -> dict:
+    """`wanted` is what data.mix_share asks for; `train` can fall short when the source runs out or test
+    duplicates are removed."""
+    n = sum(r["id"] in mixed_ids for r in train)
+    return {"source": cfg.mix_source, "format": cfg.mix_format, "share": cfg.mix_share, "records_in": mix_tally.records_in,
+            "wanted": wanted, "train": n, "train_share": round(n / len(train), 4)}
+
+
+def _check_settings(cfg: DataConfig, out_dir: Path) -> None:
+    """What can be checked before reading anything."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder")
+    inputs = [p for source in (cfg.source, cfg.test_source, cfg.mix_source) if source for p in local_paths(source)]
+    check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
+
+
+def _check_unique_ids(train: list[dict], cfg: DataConfig) -> None:
+    """Mixed ids carry a `mix:` prefix, so only an explicit `mix:...` id in data.source can meet one."""
+    twice = next((i for i, n in Counter(r["id"] for r in train).items() if n > 1), None)
+    if twice:
+        raise UserError(f"{cfg.mix_source}: record id '{twice}' is also an id in {cfg.source}; rename one")
 
 
 def write_dataset(out_dir: Path, splits: dict[str, list[dict]], recipe: Recipe, report: dict) -> None:
@@ -200,7 +334,7 @@ def write_dataset(out_dir: Path, splits: dict[str, list[dict]], recipe: Recipe, 
     try:
         mark(out_dir, "data")
         for name in SPLITS:
-            write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA} for r in splits[name]))
+            write_jsonl(out_dir / f"{name}.jsonl", ({k: r[k] for k in SCHEMA + OPTIONAL if k in r} for r in splits[name]))
         recipe.save(out_dir / "recipe.yaml")
         write_json(out_dir / "prep_report.json", report)
     except OSError as exc:  # disk full mid-dataset: say so, and that the folder is refused until prepared again

@@ -56,6 +56,10 @@ class DataConfig:
     val_fraction: float = _range(0.1, 0, 1, hi_open=True)
     test_fraction: float = _range(0.2, 0, 1, hi_open=True)
     max_records: int = _range(0, 0)  # seeded subset size after cleaning; 0 keeps every record
+    context_dropout: float = _range(0.0, 0, 1)  # share of train records with a passage shown without it (seeded)
+    mix_source: str = ""  # a second training source (e.g. general instructions), like `source`; train split only
+    mix_format: str = _choice("alpaca", registry=adapters.ADAPTERS)  # mix_source's adapter
+    mix_share: float = _range(0.0, 0, 1, hi_open=True)  # share of the train split drawn from mix_source; needs it
     dir: str = ""  # prepared splits; empty means data/<recipe name>
 
 
@@ -182,6 +186,9 @@ class Recipe:
         if d.val_fraction + d.test_fraction >= 1:
             raise UserError(f"{source}: data.val_fraction={d.val_fraction:g} + data.test_fraction={d.test_fraction:g} "
                             "must sum below 1 (something must be left to train on)")
+        if bool(d.mix_source) != (d.mix_share > 0):
+            raise UserError(f"{source}: data.mix_share={d.mix_share:g} and data.mix_source={d.mix_source!r}: set both "
+                            "(a share in (0, 1) of the train split drawn from the source) or neither")
         if self.rag.chunk_overlap >= self.rag.chunk_size:
             raise UserError(f"{source}: rag.chunk_overlap={self.rag.chunk_overlap} must be smaller than "
                             f"rag.chunk_size={self.rag.chunk_size}")

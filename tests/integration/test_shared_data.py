@@ -48,3 +48,25 @@ def test_poetry_files_prepare_into_simplified_tasks(tmp_path, embedded_tokenizer
     if files.startswith("poet.tang"):  # traditional source: conversion must leave no common traditional forms
         text = "".join(r["output"] for r in rows[:2000])
         assert not set("們與為國學詩書說時來東門長") & set(text)
+
+
+def test_kaggle_draw_ignores_the_test_file_and_v2_passages_inside_v3_are_reported(tmp_path):
+    def run(test_source, out):  # no length filter: no tokenizer needed, and the subset is drawn from every record
+        recipe = load_recipe("kaggle_docs", [f"data.source={KAGGLE / 'kaggle_docs_QA_v3.json'}", f"data.test_source={test_source}",
+                                             "model=embedded:gemma-3-270m", "data.length_filter=false", "data.max_records=400"])
+        report = prepare(recipe, out)
+        assert counts_add_up(report)
+        return report, [json.loads(line) for line in (out / "train.jsonl").open()], [json.loads(line) for line in (out / "test.jsonl").open()]
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"instruction": "What is a kernel?", "input": "", "output": "A notebook."}]))
+    _, train_alone, _ = run(other, tmp_path / "a")
+    report, train, test = run(KAGGLE / "kaggle_docs_QA_v2.json", tmp_path / "b")
+    assert 0 < report["overlaps_test"]["count"] == len(report["overlaps_test"]["ids"])
+    assert train == [r for r in train_alone if r["id"] not in report["overlaps_test"]["ids"]]
+
+    fold = lambda text: " ".join(text.split()).casefold()  # noqa: E731
+    passages = [fold(r["input"]) for r in train]
+    inside = [r["id"] for r in test if fold(r["input"]) and any(fold(r["input"]) in p for p in passages)]  # the slow, obvious way
+    found = report["test_passages_in_train"]
+    assert found["count"] == found["equal"] + found["contained"] == len(inside) > 300 and found["ids"] == inside[:5]

@@ -31,7 +31,7 @@ def test_recipe_data_sources_are_shipped_urls_or_hub_ids(name):
     from gemma_fast.paths import looks_like_hub_id
 
     data = load_recipe(name).data
-    for source in filter(None, (data.source, data.test_source)):
+    for source in filter(None, (data.source, data.test_source, data.mix_source)):
         assert is_url(source) or looks_like_hub_id(source) or all(p.is_file() for p in local_paths(source)), source
 
 

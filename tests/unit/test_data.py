@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gemma_fast.data import prepare, split_records
+from gemma_fast.data import passages_in_train, prepare, split_records
 from gemma_fast.lang import detect_lang
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_json
@@ -198,3 +198,115 @@ def test_a_failed_write_leaves_the_earlier_file_intact(tmp_path):
 def test_detect_lang():
     assert detect_lang("床前明月光，疑是地上霜。") == "zh"
     assert detect_lang("Hello world") == "en"
+
+
+def test_train_split_does_not_depend_on_the_test_file(tmp_path, recipe_for):
+    source = write_lines(tmp_path / "d.jsonl", [qa(i) for i in range(40)])
+
+    def run(name, rows):  # the same recipe, seed and subset size each time; only the test file differs
+        test = write_lines(tmp_path / f"{name}.jsonl", [json.dumps(r) for r in rows])
+        report = prepare(recipe_for(source, "data.max_records=20", "data.val_fraction=0.2", f"data.test_source={test}"), tmp_path / name)
+        assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values())
+        return report, read_split(tmp_path / name, "train"), read_split(tmp_path / name, "val")
+
+    report, train, val = run("unrelated", [{"instruction": f"other {i}?", "output": "x"} for i in range(3)])
+    assert report["overlaps_test"] == {"count": 0, "ids": {}} and len(train) + len(val) == 20
+    drawn = {r["id"] for r in train + val}
+    undrawn = [{"instruction": f"question {i}?", "output": f"answer {i}."} for i in range(40) if f"d-{i + 1:06d}" not in drawn]
+    report, train2, _ = run("undrawn", undrawn[:5])  # before the fix these shrank the pool and changed the draw
+    assert train2 == train and report["dropped"] == {"subset": 20}
+
+    dups = [train[0], train[3], val[0]]
+    rows = [{"instruction": r["instruction"].upper(), "output": r["output"]} for r in dups]  # normalized copies
+    report, train3, val3 = run("dups", rows)
+    assert train3 == [r for r in train if r["id"] not in {train[0]["id"], train[3]["id"]}] and val3 == val[1:]
+    assert report["overlaps_test"] == {"count": 3, "ids": {dups[0]["id"]: "dups-000001", dups[1]["id"]: "dups-000002",
+                                                           dups[2]["id"]: "dups-000003"}}
+    assert report["dropped"] == {"subset": 20, "overlaps_test": 3}
+
+
+def test_test_passages_inside_training_passages_are_counted_not_dropped(tmp_path, recipe_for):
+    def rows(passages, prefix):
+        return [json.dumps({"instruction": f"{prefix} {i}?", "input": p, "output": "a"}) for i, p in enumerate(passages)]
+
+    train = write_lines(tmp_path / "t.jsonl", rows(["Kaggle Notebooks run Python.\n They have GPUs.", "Datasets are versioned."], "q"))
+    test = write_lines(tmp_path / "test.jsonl", rows([
+        "kaggle notebooks   run python. they have GPUS.",  # equal once case and white space are folded
+        "They have GPUs.",  # inside the first passage
+        "Competitions have leaderboards.",  # in no training passage
+        "",  # no passage: nothing to compare
+        "run Python. They",  # inside, cut mid-sentence
+        "They have GPUs. Datasets",  # spans two training passages: not inside either
+    ], "other"))
+    report = prepare(recipe_for(train, f"data.test_source={test}", "data.val_fraction=0"), tmp_path / "o")
+    assert report["test_passages_in_train"] == {"count": 3, "equal": 1, "contained": 2, "ids": ["test-000001", "test-000002", "test-000005"]}
+    assert report["kept"]["test"] == 6 and report["dropped"] == {}
+    many = [{"id": f"x{i}", "input": "they have gpus."} for i in range(9)]
+    assert passages_in_train(read_split(tmp_path / "o", "train"), many) == {
+        "count": 9, "equal": 0, "contained": 9, "ids": ["x0", "x1", "x2", "x3", "x4"]}  # a few example ids, all counted
+
+
+def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_only(tmp_path, recipe_for):
+    from gemma_fast.data import load_split
+    from gemma_fast.prompts import record_prompt
+
+    rows = [qa(i, input=f"Passage {i}." if i % 5 else "") for i in range(60)]  # every fifth record has no passage
+    source = write_lines(tmp_path / "d.jsonl", rows)
+    settings = ["data.val_fraction=0.2", "data.test_fraction=0.2"]
+    plain = prepare(recipe_for(source, *settings), tmp_path / "plain")
+    report = prepare(recipe_for(source, *settings, "data.context_dropout=0.5"), tmp_path / "half")
+    train = load_split(tmp_path / "half", "train")  # what training reads
+    hidden = [r for r in train if "dropped_context" in r]
+    with_passage = [r for r in read_split(tmp_path / "plain", "train") if r["input"]]
+    assert len(hidden) == round(0.5 * len(with_passage)) == report["context_dropout"]["train"] > 0
+    assert report["context_dropout"]["share"] == 0.5
+    assert all(r["input"] == "" and r["dropped_context"] and "Context:" not in record_prompt(r) for r in hidden)
+    restored = [{**{k: v for k, v in r.items() if k != "dropped_context"}, "input": r.get("dropped_context", r["input"])} for r in train]
+    assert restored == read_split(tmp_path / "plain", "train")  # the same records in the same order, passages kept aside
+    for name in ("val", "test"):
+        assert read_split(tmp_path / "half", name) == read_split(tmp_path / "plain", name)
+    assert report["tokens"]["train"]["mean"] < plain["tokens"]["train"]["mean"]  # lengths of what training sees
+    prepare(recipe_for(source, *settings, "data.context_dropout=0.5"), tmp_path / "again")
+    assert (tmp_path / "again" / "train.jsonl").read_bytes() == (tmp_path / "half" / "train.jsonl").read_bytes()
+    other_seed = prepare(recipe_for(source, *settings, "data.context_dropout=0.5", "seed=7"), tmp_path / "seed7")
+    assert other_seed["context_dropout"]["train"] > 0
+    assert {r["id"] for r in read_split(tmp_path / "seed7", "train") if "dropped_context" in r} != {r["id"] for r in hidden}
+
+
+def test_mix_source_adds_a_seeded_share_of_cleaned_train_records(tmp_path, recipe_for):
+    source = write_lines(tmp_path / "d.jsonl", [qa(i) for i in range(40)])
+    general = [{"instruction": f"Tell me fact {i}.", "context": "", "response": f"Fact {i}."} for i in range(20)]
+    general += [{"instruction": "question 3?", "context": "", "response": "answer 3."},  # a copy of a data.source record
+                {"instruction": "Long?", "context": "", "response": "word " * 300},  # over train.max_seq_length
+                {"instruction": "Empty?", "context": "", "response": " "},
+                {"instruction": "<b>Bold</b> fact?", "context": "", "response": "Yes."}]  # cleaned like data.source
+    mix = write_lines(tmp_path / "general.jsonl", [json.dumps(r) for r in general])
+
+    def run(name, share, test_rows):
+        test = write_lines(tmp_path / f"{name}-test.jsonl", [json.dumps(r) for r in test_rows])
+        recipe = recipe_for(source, f"data.test_source={test}", "data.val_fraction=0.2", f"data.mix_source={mix}",
+                            "data.mix_format=dolly", f"data.mix_share={share}", "data.on_bad_record=skip", "data.clean=[html,spaces]")
+        report = prepare(recipe, tmp_path / name)
+        assert report["records_in"] == 40 + 24 + len(test_rows) == sum(report["kept"].values()) + sum(report["dropped"].values())
+        for split in ("val", "test"):
+            assert not any(r["id"].startswith("mix:") for r in read_split(tmp_path / name, split))
+        return report, read_split(tmp_path / name, "train")
+
+    report, train = run("a", 0.2, [{"instruction": "unrelated?", "output": "x"}])
+    mixed = [r for r in train if r["id"].startswith("mix:")]
+    assert len(train) == 40 and len(mixed) == 8 == report["mix"]["train"] == report["mix"]["wanted"]  # 8 of 40 is 0.2
+    assert report["mix"]["train_share"] == 0.2 and report["mix"]["records_in"] == 24
+    assert {r["source"] for r in mixed} == {"general"} and {r["source"] for r in train} - {"general"} == {"d"}
+    assert report["dropped"] == {"mix:bad_record:empty_output": 1, "mix:duplicate_exact": 1, "mix:too_long": 1, "mix:subset": 13}
+
+    leak = {"instruction": mixed[2]["instruction"].upper(), "output": mixed[2]["output"]}
+    report, train2 = run("b", 0.2, [leak])  # a test file that duplicates a drawn mix record takes out just that one
+    assert train2 == [r for r in train if r["id"] != mixed[2]["id"]]
+    assert report["overlaps_test"]["ids"] == {mixed[2]["id"]: "b-test-000001"} and report["dropped"]["mix:overlaps_test"] == 1
+    assert report["mix"]["train"] == 7 and report["mix"]["wanted"] == 8
+
+    report, train = run("c", 0.9, [{"instruction": "unrelated?", "output": "x"}])  # asks for more than there are: all 21
+    assert report["mix"]["wanted"] == 288 and report["mix"]["train"] == 21 and "mix:subset" not in report["dropped"]
+    assert "Bold fact?" in {r["instruction"] for r in train}
+    with pytest.raises(UserError, match=r"general\.jsonl:23: field 'output' is empty"):  # bad mix rows stop the run by default
+        prepare(recipe_for(source, f"data.mix_source={mix}", "data.mix_format=dolly", "data.mix_share=0.2"), tmp_path / "d")

@@ -33,10 +33,22 @@ def test_overrides_are_typed_and_nested():
     ("train=1", "'train' is a section; set one of train.method"),
     ("model.sub=1", "'model' has no sub-keys"),
     ("train.lr", "--set expects key=value"),
+    ("data.context_dropout=1.5", "'data.context_dropout' must be >= 0 and <= 1, got 1.5"),
+    ("data.context_dropout=-0.1", "'data.context_dropout' must be >= 0 and <= 1"),
+    ("data.mix_share=1", "'data.mix_share' must be >= 0 and < 1"),
+    ("data.mix_format=csv", "'data.mix_format' must be one of alpaca, dolly, sharegpt, poetry"),
 ])
 def test_bad_overrides_name_the_key_and_the_valid_choices(item, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
         apply_override(Recipe(), item)
+
+
+def test_mix_share_and_mix_source_come_together():
+    for overrides in (["data.mix_share=0.2"], ["data.mix_source=general.jsonl"]):
+        with pytest.raises(UserError, match=r"data\.mix_share=.* and data\.mix_source=.*: set both"):
+            load_recipe("quickstart", overrides)
+    recipe = load_recipe("quickstart", ["data.mix_source=general.jsonl", "data.mix_share=0.2", "data.mix_format=dolly"])
+    assert (recipe.data.mix_source, recipe.data.mix_share, recipe.data.mix_format) == ("general.jsonl", 0.2, "dolly")
 
 
 def test_unknown_recipe_lists_valid_ones():
