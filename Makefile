@@ -23,22 +23,24 @@ LANE_ENV := $(OFFLINE) GEMMA_FAST_LANE=unsloth UNSLOTH_CPU_BF16=0 GEMMA_FAST_CAC
 
 .PHONY: setup setup-unsloth demo test test-main test-unsloth check-gpu-deps clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 setup: $(STAMP)
 
 # requirements.txt with the GPU file's transformers/trl pins in one resolution, then unsloth + unsloth_zoo with
 # --no-deps (they declare certifi>=2026.10.19, newer than the registry has, and CUDA-only packages). Never `pip check`.
-$(LANE_STAMP): requirements.txt requirements-gpu.txt tools/gpu_pins.py
+$(LANE_STAMP): requirements.txt requirements-gpu.txt tools/gpu_pins.py pyproject.toml
 	test -x $(LANE_PY) || $(PYTHON) -m venv $(LANE)
 	$(LANE_PY) -m pip install -q --upgrade pip
 	$(PYTHON) tools/gpu_pins.py lane-requirements > $(LANE)/requirements-lane.txt
 	$(LANE_PY) -m pip install -q -r $(LANE)/requirements-lane.txt
 	$(LANE_PY) -m pip install -q --no-deps $$($(PYTHON) tools/gpu_pins.py lane-no-deps)
+	$(LANE_PY) -m pip install -q --no-deps -e .
 	touch $@
 
 setup-unsloth: $(LANE_STAMP)

@@ -17,6 +17,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from .adapters import ADAPTERS, BadRecord
 from .clean import clean_text, exact_key, normalized_key, to_simplified
@@ -30,6 +31,20 @@ from .sources import local_paths, read_rows
 
 SPLITS = ("train", "val", "test")
 SCHEMA = ("id", "instruction", "input", "output", "lang", "source")
+
+
+class Record(TypedDict):
+    """One prepared example: the keys every split file holds (SCHEMA), and the extras some stages add."""
+
+    id: str
+    instruction: str  # the question, as the user asked it
+    input: str  # the context passage ("" when there is none)
+    output: str  # the reference answer
+    lang: str  # "zh" or "en", by the question (lang.question_lang)
+    source: str  # the source file or dataset it came from (mix records: the mix source)
+    task: NotRequired[str]  # what kind of request (poetry records carry it in their id suffix: -title, -continue, -author)
+    dropped_context: NotRequired[str]  # data.context_dropout: the passage this training record is shown without
+    passages: NotRequired[list[str]]  # retrieved at prompt time (rag.attach_passages), never written to a split
 OPTIONAL = ("dropped_context",)  # the passage data.context_dropout took out of `input` (train split only)
 INCOMPLETE = ".incomplete"  # present while a dataset is being written; readers refuse a folder that has it
 OUTPUT_FILES = tuple(f"{name}.jsonl" for name in SPLITS) + ("recipe.yaml", "prep_report.json")
@@ -219,12 +234,14 @@ def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally
 
 
 def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
-    """Prepare the recipe's data into out_dir; returns the report (also written as prep_report.json).
+    """Prepare the recipe's data into out_dir; returns the report (also written as prep_report.json). The recipe's
+    data.dir becomes out_dir (in the saved recipe.yaml too), so training the same recipe object reads this dataset.
 
     `tokenizer` is loaded from recipe.model when the length filter is on and none is given.
     """
     from .models import load_tokenizer
 
+    recipe.data.dir = str(out_dir)
     cfg = recipe.data
     _check_settings(cfg, out_dir)
     tally, mix_tally = Tally(), Tally()  # the mix source's drops are reported apart, as mix:<reason>
@@ -350,7 +367,7 @@ def _length_stats(values: list[int]) -> dict | None:
     return {"mean": round(statistics.fmean(ordered), 1), "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
 
 
-def load_split(data_dir: Path, split: str) -> list[dict]:
+def load_split(data_dir: Path, split: str) -> list[Record]:
     path = data_dir / f"{split}.jsonl"
     if (data_dir / INCOMPLETE).exists():
         raise UserError(f"{data_dir} holds an incomplete dataset (a prepare_data.py run did not finish): run it again")

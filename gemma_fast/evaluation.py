@@ -299,6 +299,8 @@ def compare(records: list[dict], rows_a: list[dict], rows_b: list[dict], scores_
 
 def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
              compare_base: bool = False) -> dict:
+    if compare_base and not (adapter or merged):
+        raise UserError("--compare base needs --adapter or --model: the base model is what they are compared with")
     prefer_unsloth_first(recipe, console)
     records = load_eval_records(recipe)
     cands = candidates(recipe, adapter, merged, compare_base)
@@ -346,7 +348,7 @@ def load_eval_records(recipe: Recipe) -> list[dict]:
         r.setdefault("lang", "en")
     from .rag import attach_passages
 
-    return attach_passages(records, recipe)
+    return attach_passages(recipe, records)[0]
 
 
 def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True) -> dict:

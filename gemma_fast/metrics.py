@@ -257,7 +257,6 @@ METRICS: tuple[Metric, ...] = (
     Metric(key, "language", (lambda k: lambda p, r, lang: _lf(p, r, lang)[k])(key), group="llamafactory")
     for key in Z.LF_KEYS
 )
-BY_NAME = {m.name: m for m in METRICS}
 
 
 def metrics(*, level: str | None = None, group: str | None = "default", headline: bool | None = None,
@@ -265,6 +264,10 @@ def metrics(*, level: str | None = None, group: str | None = "default", headline
     """The rows of METRICS that match every given filter (None: any), in table order."""
     return [m for m in METRICS if (level is None or m.level == level) and (group is None or m.group == group)
             and (headline is None or m.headline == headline) and (plot is None or m.plot == plot)]
+
+
+def by_name(name: str) -> Metric:
+    return next(m for m in METRICS if m.name == name)
 
 
 def headline_names(group: str = "default") -> list[str]:

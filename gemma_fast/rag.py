@@ -123,6 +123,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def build(recipe: Recipe, out_dir: Path, overwrite: bool = False) -> dict:
+    """build_index, then point the recipe at the new index (rag.index) and save it beside the index, so training and
+    evaluation with that recipe retrieve from it."""
+    manifest = build_index(recipe.rag, out_dir, overwrite=overwrite)
+    recipe.rag.index = str(out_dir)
+    recipe.save(out_dir / "recipe.yaml")
+    return manifest
+
+
 def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
     """Chunk, embed and index the corpus into out_dir (written to a temp folder, then swapped in); returns the manifest.
 
@@ -254,9 +263,10 @@ class Retriever:
         return [text for text, _, _ in self.search(question)] if self.triggered(question) else []
 
 
-def attach_passages(records: list[dict], recipe: Recipe) -> list[dict]:
-    """Give each record the passages its question retrieves (record['passages']), which record_prompt then uses."""
+def attach_passages(recipe: Recipe, *splits: list[dict]) -> list[list[dict]]:
+    """Give each record of each split the passages its question retrieves (record['passages']), which record_prompt
+    then uses. One Retriever for all: the index is read and checksummed once per run."""
     if not recipe.rag.index:
-        return records
+        return list(splits)
     retriever = Retriever(recipe.rag)
-    return [{**r, "passages": retriever.passages(r["instruction"])} for r in records]
+    return [[{**r, "passages": retriever.passages(r["instruction"])} for r in records] for records in splits]

@@ -163,6 +163,22 @@ class Recipe:
     def data_dir(self) -> Path:
         return Path(self.data.dir or f"data/{self.name}")
 
+    def default_out(self, stage: str, evaluated: Path | None = None) -> Path:
+        """Where a stage writes when no --out is given: prepare -> data/<name>; rag -> rag.index or rag/<name>;
+        train -> runs/<name>/<date-time>; evaluate / robustness -> inside the evaluated run or model folder
+        (runs/<name>/... for the base model alone)."""
+        import time
+
+        if stage == "prepare":
+            return self.data_dir
+        if stage == "rag":
+            return Path(self.rag.index or f"rag/{self.name}")
+        if stage == "train":
+            return Path("runs") / self.name / time.strftime("%Y%m%d-%H%M%S")
+        if stage in ("eval", "robustness"):
+            return (evaluated or Path("runs") / self.name) / stage
+        raise ValueError(f"unknown stage {stage!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -85,4 +85,4 @@ def relative_drop(clean: float | None, perturbed: float | None, metric: str) -> 
     if not clean or clean != clean or perturbed is None or perturbed != perturbed:
         return None
     drop = (clean - perturbed) / abs(clean)
-    return drop if M.BY_NAME[metric].higher_is_better else -drop
+    return drop if M.by_name(metric).higher_is_better else -drop

@@ -63,7 +63,7 @@ def roundtrip_records(recipe, n: int) -> tuple[list[dict], str]:
             if recipe.rag.index:
                 from .rag import attach_passages
 
-                records = attach_passages(records, recipe)
+                records = attach_passages(recipe, records)[0]
             return records, f"{recipe.data_dir}/{split}.jsonl"
     records = [{"id": f"q{i}", "instruction": q, "input": "", "output": ""} for i, q in enumerate(FALLBACK_QUESTIONS[:n])]
     return records, "built-in questions (no prepared split found)"

@@ -370,7 +370,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     if recipe.rag.index:  # the same retrieved passages the evaluation will put in its prompts
         from .rag import attach_passages
 
-        train_records, val_records = attach_passages(train_records, recipe), attach_passages(val_records, recipe)
+        train_records, val_records = attach_passages(recipe, train_records, val_records)
     for note in plan.notes + resume_notes:
         console.print(f"[yellow]note:[/] {note}")
 

@@ -1,74 +1,8 @@
 #!/usr/bin/env python3
 """Fine-tune a Gemma model (QLoRA, LoRA or prefix tuning) on a prepared recipe; writes runs/<recipe>/<run>/.
+Same as `gemma-fast train`; the code is gemma_fast/commands/train_qlora.py."""
 
-Uses Unsloth's kernels when a CUDA GPU and Unsloth are there (backend=auto), else transformers + peft + TRL;
-on a CPU, qlora trains LoRA in float32 and says so. Writes adapter/, metrics.jsonl, loss.png,
-train_summary.json and the recipe as it ran. Ctrl-C saves a checkpoint; --resume continues from the newest.
-Examples:
-  python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo
-  python scripts/train_qlora.py --recipe kaggle_docs --set model=embedded:gemma-3-270m --set train.max_steps=20
-  python scripts/train_qlora.py --recipe quickstart --set train.save_steps=5 --out runs/q/r1   # then --resume
-  python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo --export-only --gguf q4_k_m   # GGUF of a run
-  python scripts/train_qlora.py --recipe kaggle_docs --plan --gpu t4   # what would run, and will it fit? (no weights loaded)
-  accelerate launch --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs          # DDP, 2 GPUs
-"""
-
-import sys
-import time
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo root, not scripts/
-
-from gemma_fast import cli  # noqa: E402
-
-
-def main() -> None:
-    p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--merge", action="store_true", help="also save the base model with the LoRA merged in (<run>/merged)")
-    p.add_argument("--gguf", default="", metavar="TYPE", help="also export GGUF (any backend, offline once the tools are cached): "
-                                                              "f16, bf16, q8_0 or q4_k_m, comma-separated for several; "
-                                                              "writes <run>/gguf/ with Ollama Modelfiles and roundtrip.json")
-    p.add_argument("--roundtrip", type=int, default=8, metavar="N", help="test prompts the GGUF round trip checks (0: skip)")
-    p.add_argument("--export-only", action="store_true", help="do not train: export the finished run in --out (--gguf, --merge)")
-    p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
-    p.add_argument("--plan", action="store_true", help="print what would run and its peak memory estimate, then stop")
-    p.add_argument("--gpu", default=None, metavar="NAME", help="with --plan: plan for this GPU (t4, v100, l4, a100-40gb, "
-                                                              "a100-80gb, h100) instead of this machine")
-    args = p.parse_args()
-    recipe = cli.recipe_from_args(args)
-    if args.gpu and not args.plan:
-        raise cli.UserError("--gpu goes with --plan (a real run uses the GPU it finds)")
-    if args.plan:
-        from gemma_fast.preflight import preflight, render
-        from gemma_fast.report import console
-
-        console.print(render(preflight(recipe, args.gpu)))
-        return
-    from gemma_fast.report import console, table
-    from gemma_fast.train import Exports, train
-
-    if args.resume and not args.out:
-        raise cli.UserError("--resume needs --out: the run folder to continue")
-    if args.export_only:
-        if not args.out:
-            raise cli.UserError("--export-only needs --out: the finished run folder to export")
-        from gemma_fast.export import export_run
-
-        done = export_run(recipe, Path(args.out), console, gguf=args.gguf, merge=args.merge, roundtrip=args.roundtrip)
-        console.print(table(f"exported {args.out}", ["", "value"], list(done.items())))
-        return
-    out_dir = Path(args.out) if args.out else Path("runs") / recipe.name / time.strftime("%Y%m%d-%H%M%S")
-    summary = train(recipe, out_dir, cli.console, resume=args.resume, overwrite=args.overwrite,
-                    exports=Exports(merge=args.merge, gguf=args.gguf, push_to_hub=args.push_to_hub, roundtrip=args.roundtrip))
-    if not summary:  # not the main process of a multi-process run
-        return
-    keys = ["backend", "method", "dtype", "optimizer", "train_records", "steps", "first_loss", "final_loss",
-            "best_eval_loss", "tokens_per_s", "peak_memory_mb", "trainable_parameters", "train_seconds"]
-    rows = [(k, summary[k]) for k in keys if summary[k] is not None] + [(k, v) for k, v in summary["exports"].items()]
-    console.print(table(f"trained {recipe.name} -> {out_dir}", ["", "value"], rows))
-
+from gemma_fast.commands.train_qlora import run
 
 if __name__ == "__main__":
-    cli.run(main)
+    run()

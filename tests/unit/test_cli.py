@@ -1,6 +1,8 @@
 """The five scripts as a user runs them: a tiny-model pipeline end to end, and one-line errors for bad input."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -107,3 +109,17 @@ def test_every_script_explains_itself():
         result = run_script(script, "--help", cwd=ROOT)
         assert result.returncode == 0 and "--recipe" in result.stdout and "--set" in result.stdout
 
+
+
+def test_one_command_for_every_stage_and_scripts_are_shims():
+    """`gemma-fast <stage>` runs the same code as scripts/<stage>.py; the scripts edit no sys.path."""
+    listing = subprocess.run([sys.executable, "-m", "gemma_fast.main", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert listing.returncode == 0
+    for stage in ("prepare", "rag", "train", "evaluate", "robustness"):
+        assert f"  {stage} " in listing.stdout
+    train = subprocess.run([sys.executable, "-m", "gemma_fast.main", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert train.returncode == 0 and "--resume" in train.stdout and "gemma-fast train" in train.stdout
+    unknown = subprocess.run([sys.executable, "-m", "gemma_fast.main", "trian"], capture_output=True, text=True, cwd=ROOT)
+    assert unknown.returncode == 2 and "unknown stage 'trian'" in unknown.stderr
+    for script in (ROOT / "scripts").glob("*.py"):
+        assert "sys.path" not in script.read_text() and len(script.read_text().splitlines()) < 10, script

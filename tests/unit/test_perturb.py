@@ -103,3 +103,12 @@ def test_traditional_simplified_round_trip_on_tang_poems():
     simplified = apply_spec("t2s", records, 1)
     assert sum(a["input"] != s["input"] for a, s in zip(records, simplified)) > 250  # the conversion really ran
     assert same / total > 0.98, same / total
+
+
+def test_model_steps_run_in_the_order_written_and_skip_in_a_dry_run():
+    """self_translate+casing:1.0 flips the case of the translation, not of the original question."""
+    translator = lambda questions, target: [f"({target}) {q}" for q in questions]  # noqa: E731
+    done = apply_spec("self_translate+casing:1.0", [EN], 1, Context(translate_to="fr", translator=translator))[0]
+    assert done["instruction"] == f"(fr) {EN['instruction']}".swapcase() and done["output"] == EN["output"]
+    dry = apply_spec("self_translate", [EN], 1, Context())[0]  # no model yet: nothing translated, files still checked
+    assert dry == EN

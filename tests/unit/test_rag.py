@@ -100,7 +100,7 @@ def test_bad_corpora_are_clear_errors(tmp_path):
 def test_passages_reach_the_prompt(corpus):
     build_index(config(corpus), corpus / "index")
     recipe = load_recipe("quickstart", [f"rag.index={corpus / 'index'}", f"rag.glossary={corpus / 'glossary.json'}", "rag.k=1"])
-    (record,) = attach_passages([{"id": "1", "instruction": "How are medals awarded?", "input": "", "output": "By rank."}], recipe)
+    ((record,),) = attach_passages(recipe, [{"id": "1", "instruction": "How are medals awarded?", "input": "", "output": "By rank."}])
     prompt = record_prompt(record)
     assert prompt.startswith("<start_of_turn>user\nContext:\nMedals are awarded") and prompt.endswith("How are medals awarded?<end_of_turn>\n<start_of_turn>model\n")
 

@@ -83,3 +83,32 @@ def test_saved_recipe_reloads_identically(tmp_path):
 
 def test_available_recipes_match_files():
     assert "quickstart" in available_recipes()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("robustness.metric=corpus_bleu", r"'robustness\.metric' must be one of answer_loss"),  # corpus level: no per-question drop
+    ("robustness.perturbations=[typo:0.1]", r"robustness\.perturbations: unknown perturbation 'typo'"),
+    ("data.clean=[html, emoji]", r"data\.clean: unknown rule 'emoji'; valid: html"),
+    ("data.poetry_tasks=[rhyme]", r"data\.poetry_tasks: unknown task 'rhyme'"),
+    ("data.format=jsonl", r"'data\.format' must be one of alpaca, dolly, sharegpt, poetry"),
+    ("train.early_stopping_patience=2", r"early_stopping_patience needs train\.eval_steps"),
+])
+def test_a_bad_recipe_fails_at_load_not_at_its_stage(override, message):
+    """Recipe.check() runs once, at load: a bad robustness.metric no longer passes prepare and train first."""
+    with pytest.raises(UserError, match=message):
+        load_recipe("quickstart", [override])
+
+
+def test_prefix_rules_are_checked_at_load():
+    with pytest.raises(UserError, match="gradient_checkpointing"):
+        load_recipe("quickstart", ["train.method=prefix", "train.gradient_checkpointing=true"])
+    with pytest.raises(UserError, match="hf backend"):
+        load_recipe("quickstart", ["train.method=prefix", "backend=unsloth"])
+    assert load_recipe("quickstart", ["train.method=prefix"]).train.method == "prefix"
+
+
+def test_choice_lists_come_from_the_registries(monkeypatch):
+    from gemma_fast import adapters
+
+    monkeypatch.setitem(adapters.ADAPTERS, "jsonl_chat", adapters.ADAPTERS["alpaca"])
+    assert load_recipe("quickstart", ["data.format=jsonl_chat"]).data.format == "jsonl_chat"

@@ -53,14 +53,33 @@ def test_plan_falls_back_on_cpu_and_says_so():
     (["train.method=prefix", "backend=unsloth"], "runs on the hf backend"),
     (["train.early_stopping_patience=2"], "needs train.eval_steps > 0"),
 ])
-def test_plan_refuses_unsupported_combinations(overrides, message):
-    with pytest.raises(UserError, match=message):
+def test_unsupported_combinations_are_refused_before_any_work(overrides, message):
+    with pytest.raises(UserError, match=message):  # at load (Recipe.check), before plan_run ever sees them
         plan_run(load_recipe("quickstart", overrides), cuda=True, has_unsloth=True)
 
 
 def test_dora_is_refused_on_unsloth():
     with pytest.raises(UserError, match="use_dora=true runs on the hf backend"):
         plan_run(load_recipe("quickstart", ["lora.use_dora=true"]), cuda=True, has_unsloth=True)
+
+
+def test_sft_args_map_the_recipe_onto_trl(tmp_path):
+    from gemma_fast.train import Plan, sft_args
+
+    recipe = load_recipe("quickstart", ["train.warmup_ratio=0.1", "train.eval_steps=5", "train.early_stopping_patience=2",
+                                        "train.gradient_checkpointing=true", "train.max_seq_length=384"])
+    plan = Plan("lora", "hf", "adamw_torch")
+    args = sft_args(recipe, plan, torch.float32, tmp_path, has_eval=True, cuda=False, cpu_amp="bf16-autocast",
+                    padding_free=True, backend="hf")
+    assert args["warmup_steps"] == 0.1  # transformers 5: a float below 1 is a share of the steps
+    assert args["bf16"] and not args["fp16"] and args["use_cpu"]  # bf16 autocast on a CPU with native bf16
+    assert args["save_steps"] == 5 and args["load_best_model_at_end"]  # early stopping needs the best model on disk
+    assert args["padding_free"] and args["max_length"] is None  # rows are cut at encode time; TRL refuses both
+    assert args["gradient_checkpointing"] and args["completion_only_loss"]
+    padded = sft_args(recipe, Plan("lora", "unsloth", "adamw_8bit"), torch.float16, tmp_path, has_eval=False, cuda=True,
+                      cpu_amp=None, padding_free=False, backend="unsloth")
+    assert padded["max_length"] == 384 and padded["fp16"] and not padded["gradient_checkpointing"]  # Unsloth's own
+    assert padded["eval_strategy"] == "no" and padded["optim"] == "adamw_8bit"
 
 
 # ---------------------------------------------------------------- methods on the tiny families
