@@ -49,6 +49,62 @@ def test_exact_match_and_yes_no():
     assert M.yes_no_label("是的，可以。") == "yes" and M.yes_no_label("Kaggle") is None
 
 
+PASSAGE = {"id": "q1", "lang": "en", "instruction": "How many GPU hours do I get?", "output": "30 hours a week.",
+           "input": "Kaggle gives each user 30 hours of GPU time per week in notebooks."}
+
+
+def test_unsupported_words_counts_answer_words_absent_from_passage_and_question():
+    # stopwords go, Porter stems meet (hours/hour), the question's words count as support ("get")
+    assert M.unsupported_words(PASSAGE, "You get 30 GPU hours each week.") == 0.0
+    # content: get 40 tpu hour every month -> 40, tpu, every, month unsupported: the invented number counts
+    assert M.unsupported_words(PASSAGE, "You get 40 TPU hours every month.") == pytest.approx(4 / 6)
+    assert M.unsupported_words({**PASSAGE, "input": ""}, "Anything at all.") is None  # no passage: nothing to check
+    assert M.unsupported_words(PASSAGE, "It is.") is None  # no content words
+    rag = {**PASSAGE, "input": "", "passages": ["Each week brings 30 GPU hours."]}  # retrieved passages are context too
+    assert M.unsupported_words(rag, "30 GPU hours weekly") == pytest.approx(1 / 4)  # weekly != week: a proxy
+
+
+def test_unsupported_words_uses_characters_for_chinese():
+    record = {"id": "z", "lang": "zh", "instruction": "每周有多少小时？", "input": "每位用户每周有三十小时的GPU时间。", "output": "三十小时"}
+    assert M.unsupported_words(record, "三十小时的GPU时间") == 0.0  # 的 is a particle; GPU is a word glued to 时间
+    assert M.unsupported_words(record, "四十小时") == pytest.approx(1 / 4)  # characters: only 四 is not in the passage
+    assert M.content_tokens("GPU时间的") == ["gpu", "时", "间"]
+
+
+@pytest.mark.parametrize("answer, loops", [
+    ("Submit a CSV file. Submit a CSV file. Submit a CSV file.", 1.0),  # a 4-word span three times
+    ("yes yes yes yes yes yes", 1.0),
+    ("Notebooks run on a GPU when you turn the accelerator on in the settings, and the quota resets weekly. "
+     "Notebooks run on a GPU when you turn the accelerator on", 1.0),  # an 8-word span said twice
+    ("Open the notebook, choose GPU as the accelerator and run all cells; the quota is shown in the panel.", 0.0),
+    ("the answer is the answer is the answer is", 0.0),  # a 3-word cycle three times: below the 4-word span
+    ("数据集数据集数据集数据集", 1.0),  # 6 characters (数据集数据集) three times, overlapping
+    ("你可以在笔记本的设置里打开加速器，选择GPU。", 0.0),
+])
+def test_repetition_flags_loops_not_ordinary_answers(answer, loops):
+    assert M.repetition(PASSAGE, answer) == loops
+
+
+def test_repetition_is_none_for_an_empty_answer():
+    assert M.repetition(PASSAGE, "") is None and M.repetition(PASSAGE, " ... ") is None
+
+
+def test_true_false_reflex_only_on_open_questions():
+    assert M.true_false_reflex(PASSAGE, "True.") == 1.0
+    assert M.true_false_reflex(PASSAGE, "Yes, 30 hours a week.") == 1.0  # opens with the reflex word
+    assert M.true_false_reflex(PASSAGE, "30 hours a week.") == 0.0
+    assert M.true_false_reflex(PASSAGE, "") == 0.0
+    assert M.true_false_reflex({**PASSAGE, "output": "Yes"}, "True") is None  # a yes/no question: yes_no_accuracy's
+    assert M.true_false_reflex({**PASSAGE, "lang": "zh", "output": "三十小时"}, "对。") == 1.0
+
+
+def test_answer_checks_are_headline_rows_where_lower_is_better():
+    for name in ("unsupported_words", "repetition", "true_false_reflex"):
+        m = M.BY_NAME[name]
+        assert (m.level, m.higher_is_better, m.headline) == ("record", False, True)
+    assert {"unsupported_words", "repetition", "true_false_reflex"} <= set(M.headline_names())
+
+
 def test_pairing_errors_are_clear():
     with pytest.raises(UserError, match="2 predictions but 1 references"):
         M.rouge(["a", "b"], ["a"])
