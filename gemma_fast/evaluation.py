@@ -362,7 +362,7 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
                "generation": {"max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample},
                "bertscore_encoders": {lang: encoder_label(lang) for lang in sorted({r["lang"] for r in records})},
                "llamafactory_metrics": lf,
-               "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed},
+               "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed}, "min_n": recipe.eval.min_n,
                "models": models, "comparison": comparison}
     rows = []
     for i, record in enumerate(records):

@@ -143,6 +143,7 @@ class EvalConfig:
     top_p: float = _range(1.0, 0, 1, lo_open=True)
     answer_stats: bool = True  # answer-token loss / perplexity / token accuracy (a forward over every reference answer)
     llamafactory_metrics: bool = False  # also report LLaMA-Factory-compatible BLEU-4 / ROUGE (char BLEU, jieba ROUGE, x100)
+    min_n: int = _range(20, 1)  # report cells over fewer questions: dimmed in the terminal, withheld from report.md
 
 
 @dataclass

@@ -123,6 +123,41 @@ def test_bootstrap_intervals():
     assert ppl["mean"] == pytest.approx(__import__("math").e ** 2)
 
 
+def _stat(mean, n):
+    return {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1, "n": n}
+
+
+def _two_model_summary():
+    block = {"rougeL": _stat(0.5, 75), "true_false_reflex": _stat(0.2, 3), "bleu": None}
+    return {"min_n": 20, "models": {"base": {"overall": block, "by_lang": {"en": block}},
+                                    "fine-tuned": {"overall": block, "by_lang": {"en": block}}},
+            "comparison": {"rougeL": {"diff": 0.1, "ci_low": 0.0, "ci_high": 0.2, "p_b_better": 0.9, "n": 75},
+                           "true_false_reflex": {"diff": -0.1, "ci_low": -0.2, "ci_high": 0.0, "p_b_better": 0.1, "n": 3}}}
+
+
+def test_metric_rows_show_n_and_mark_cells_under_min_n():
+    from gemma_fast.report import metric_rows
+
+    summary = _two_model_summary()
+    rows = metric_rows(summary, ["rougeL", "true_false_reflex", "bleu"])  # bleu has no value: no row
+    assert rows[0] == ["rougeL", "0.500 [0.400, 0.600] (n=75)", "0.500 [0.400, 0.600] (n=75)", "+0.100 [+0.000, +0.200] (n=75)"]
+    assert rows[1] == ["true_false_reflex", "[dim]0.200 [0.100, 0.300] (n=3)[/dim]", "[dim]0.200 [0.100, 0.300] (n=3)[/dim]",
+                       "[dim]-0.100 [-0.200, +0.000] (n=3)[/dim]"]
+    assert len(rows) == 2
+    assert metric_rows(summary, ["true_false_reflex"], markdown=True)[0][1:] == ["(n=3<20, not shown)"] * 3
+    assert metric_rows(summary, ["true_false_reflex"], min_n=3)[0][1] == "0.200 [0.100, 0.300] (n=3)"  # the threshold is a parameter
+    assert metric_rows(summary, ["true_false_reflex"], lang="en", markdown=True) == [["true_false_reflex"] + ["(n=3<20, not shown)"] * 2]
+
+
+def test_dimmed_cells_render_in_the_terminal_without_markup_or_lost_brackets():
+    from gemma_fast.report import metric_rows, table
+
+    console = Console(record=True, width=200)
+    console.print(table("t", ["metric", "base", "fine-tuned", "diff"], metric_rows(_two_model_summary(), ["true_false_reflex"])))
+    text = console.export_text()
+    assert "0.200 [0.100, 0.300] (n=3)" in text and "[dim]" not in text
+
+
 @pytest.fixture
 def bilingual(tmp_path, tiny_model_dir):
     rows = [{"id": f"en{i}", "instruction": f"Is item {i} ready?", "input": "", "output": "Yes." if i % 2 else "It is item.", "lang": "en"}
@@ -140,6 +175,9 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     base = first["models"]["base"]
     assert base["by_lang"]["zh"]["bertscore_f1"] is None and base["by_lang"]["en"]["bertscore_f1"]["n"] == 5
     assert base["overall"]["yes_no_accuracy"]["n"] == 2  # only the references that are yes/no answers
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| rougeL | (n=8<20, not shown) |" in report and "fewer than 20 questions is not shown" in report
+    assert "| rougeL | (n=3<20, not shown) |" in report  # the zh table: its 3 questions
     predictions = [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
 
     partial = tmp_path / "eval" / "partial" / "base.jsonl"  # as if the run had died after three answers
