@@ -370,8 +370,9 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
         for name, res in results.items():
             r = res[i]
             row[name] = {"prediction": r["prediction"], **{k: _round(v[i]) for k, v in scores[name].items()}}
-            if with_loss:
-                row[name]["answer_loss"] = round(r["loss_sum"] / max(r["n_tokens"], 1), 4)
+            if with_loss:  # the counts behind the token-weighted means: sum loss_sum / sum n_tokens over any subset
+                row[name].update(answer_loss=round(r["loss_sum"] / max(r["n_tokens"], 1), 4), loss_sum=round(r["loss_sum"], 4),
+                                 n_tokens=r["n_tokens"], n_correct=r["n_correct"])
         rows.append(row)
     write_jsonl(out_dir / "predictions.jsonl", rows)
     write_json(out_dir / "metrics.json", summary)

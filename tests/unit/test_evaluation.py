@@ -178,7 +178,12 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| rougeL | (n=8<20, not shown) |" in report and "fewer than 20 questions is not shown" in report
     assert "| rougeL | (n=3<20, not shown) |" in report  # the zh table: its 3 questions
-    predictions = [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
+    rows = [json.loads(line)["base"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
+    assert all(r["n_tokens"] > 0 and 0 <= r["n_correct"] <= r["n_tokens"] for r in rows)
+    # the saved counts rebuild the token-weighted answer loss: sum of loss_sum over sum of n_tokens
+    assert sum(r["loss_sum"] for r in rows) / sum(r["n_tokens"] for r in rows) == pytest.approx(base["overall"]["answer_loss"]["mean"], rel=1e-4)
+    assert rows[0]["answer_loss"] == pytest.approx(rows[0]["loss_sum"] / rows[0]["n_tokens"], abs=1e-3)
+    predictions = [r["prediction"] for r in rows]
 
     partial = tmp_path / "eval" / "partial" / "base.jsonl"  # as if the run had died after three answers
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:3]))
@@ -241,3 +246,5 @@ def test_generation_only_evaluation_skips_answer_stats(tmp_path, bilingual, monk
     summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
     base = summary["models"]["base"]["overall"]
     assert base["answer_loss"] is None and base["perplexity"] is None and base["rougeL"]["n"] == 8
+    row = json.loads((tmp_path / "eval" / "predictions.jsonl").open().readline())["base"]
+    assert not {"answer_loss", "loss_sum", "n_tokens", "n_correct"} & set(row)  # no made-up zeros when nothing was counted
