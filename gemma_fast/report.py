@@ -11,6 +11,7 @@ from rich.table import Table
 from . import metrics as M
 from .io import atomic_open
 from .metrics_zh import LF_LABEL
+from .selection import describe
 
 console = Console()
 
@@ -133,6 +134,8 @@ def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int 
              f"model `{summary['model']}`; means with 95% bootstrap intervals ({summary['bootstrap']['resamples']} resamples) "
              f"and the number of questions each covers; a cell over fewer than {min_n} questions is not shown "
              "(eval.min_n; metrics.json has every number).", ""]
+    chosen = describe(summary.get("selection") or {})
+    lines += [f"Selected: {chosen}.", ""] if chosen else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names(), markdown=True)]
     if summary.get("bertscore_encoders"):
@@ -175,11 +178,12 @@ def robustness_rows(summary: dict) -> list[list[str]]:
 
 def write_robustness_report(summary: dict, path: Path) -> None:
     metric = summary["metric"]
+    chosen = describe(summary.get("selection") or {})
     lines = [f"# Robustness: {summary['recipe']}", "",
              f"{summary['examples']} {summary['split']} examples; model `{summary['model']}`"
              + (f", adapter `{summary['adapter']}`" if summary["adapter"] else "") + ". "
              "Each perturbation changes only the question or context; deltas are paired against the clean run "
-             "(95% bootstrap intervals).", "",
+             "(95% bootstrap intervals)." + (f" Selected: {chosen}." if chosen else ""), "",
              f"Robustness score (mean relative drop in {metric}): "
              f"**{100 * (summary['robustness_score']['mean_relative_drop'] or 0):.1f}%**", "",
              f"| perturbation | {metric} | Δ vs clean | relative drop |", "|---|---|---|---|"]

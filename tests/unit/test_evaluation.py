@@ -198,6 +198,31 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     assert second["models"]["base"]["overall"]["rougeL"] == base["overall"]["rougeL"]
 
 
+def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model_dir, monkeypatch):
+    import gemma_fast.evaluation as E
+
+    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    rows = [{"id": f"k{i}", "instruction": f"How many hours in week {i}?", "input": "Kaggle gives 30 GPU hours a week.",
+             "output": "30 hours.", "lang": "en"} for i in range(3)] + [{"id": "k9", "instruction": "Hi?", "input": "", "output": "Hello.", "lang": "en"}]
+    write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+    base = [f"model={tiny_model_dir}", f"data.dir={tmp_path / 'data'}", "eval.max_new_tokens=4", "train.max_seq_length=128",
+            "eval.where=context=with"]
+    asked = []
+    real = E.generate_batched
+    monkeypatch.setattr(E, "generate_batched", lambda model, tok, prompts, *a, **k: asked.extend(prompts) or real(model, tok, prompts, *a, **k))
+    with_passage = evaluate(load_recipe("quickstart", base), tmp_path / "eval", Console(stderr=True))
+    assert with_passage["examples"] == 3 and all("Context:" in p for p in asked)
+    asked.clear()
+    without = evaluate(load_recipe("quickstart", base + ["eval.without_context=true"]), tmp_path / "eval", Console(stderr=True))
+    assert len(asked) == 3 and not any("Context:" in p for p in asked)  # same ids, same out dir: no cached answer reused
+    assert without["selection"] == {"ids_file": None, "where": "context=with", "without_context": True, "max_examples": None, "examples": 3}
+    assert [json.loads(line)["id"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == ["k0", "k1", "k2"]
+    assert without["models"]["base"]["overall"]["unsupported_words"] is None  # no passage shown: nothing to be faithful to
+    assert "Selected: where context=with; asked without their passage" in (tmp_path / "eval" / "report.md").read_text()
+    with pytest.raises(UserError, match=r"test\.jsonl has no records to evaluate \(where lang=zh\)"):
+        evaluate(load_recipe("quickstart", base[:-1] + ["eval.where=lang=zh"]), tmp_path / "eval2", Console(stderr=True))
+
+
 def test_scoring_a_predictions_file(tmp_path, bilingual):
     refs = [json.loads(line) for line in (tmp_path / "data" / "test.jsonl").open()]
     write_jsonl(tmp_path / "preds.jsonl", [{"id": r["id"], "prediction": r["output"]} for r in refs])
