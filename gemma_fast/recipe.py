@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import adapters, clean, metrics, perturb
+from . import adapters, clean, metrics, perturb, selection
 from .errors import UserError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -135,7 +135,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     split: str = _choice("test", "val", "train")
-    max_examples: int = _range(0, 0)  # 0 evaluates every record of the split
+    ids: str = ""  # a file of ids to evaluate: one per line, or JSONL with "id"; an id not in the split is an error
+    where: str = ""  # conditions on context (with|without), lang, task, source, comma-separated and ANDed
+    without_context: bool = False  # the selected questions asked with their passage removed (same ids, new prompts)
+    max_examples: int = _range(0, 0)  # the first N after ids, where and without_context; 0: all of them
     batch_size: int = _range(16, 1)
     max_new_tokens: int = _range(64, 1)
     do_sample: bool = False  # greedy by default: reproducible scores
@@ -143,6 +146,7 @@ class EvalConfig:
     top_p: float = _range(1.0, 0, 1, lo_open=True)
     answer_stats: bool = True  # answer-token loss / perplexity / token accuracy (a forward over every reference answer)
     llamafactory_metrics: bool = False  # also report LLaMA-Factory-compatible BLEU-4 / ROUGE (char BLEU, jieba ROUGE, x100)
+    min_n: int = _range(20, 1)  # report cells over fewer questions: dimmed in the terminal, withheld from report.md
 
 
 @dataclass
@@ -194,6 +198,10 @@ class Recipe:
                 perturb.parse_spec(spec)
             except UserError as exc:
                 raise UserError(f"{source}: robustness.perturbations: {exc}") from None
+        try:
+            selection.parse_where(e.where)
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
         if t.epochs <= 0 and t.max_steps <= 0:
             raise UserError(f"{source}: train.epochs={t.epochs:g} and train.max_steps={t.max_steps}: set train.epochs > 0 "
                             "or train.max_steps > 0 (a run of 0 steps would save an untrained adapter)")

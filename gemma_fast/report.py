@@ -11,6 +11,7 @@ from rich.table import Table
 from . import metrics as M
 from .io import atomic_open
 from .metrics_zh import LF_LABEL
+from .selection import describe
 
 console = Console()
 
@@ -82,25 +83,43 @@ def plot_metrics(models: dict[str, dict], path: Path) -> None:
 
 
 def interval(stat: dict | None) -> str:
+    """'mean [95% CI] (n=N)': how many questions a number stands on is part of the number."""
     if not stat:
         return "n/a"
-    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
+    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}] (n={stat['n']})"
 
 
 def diff_interval(stat: dict | None) -> str:
     if not stat:
         return "n/a"
-    return f"{stat['diff']:+.3f} [{stat['ci_low']:+.3f}, {stat['ci_high']:+.3f}]"
+    return f"{stat['diff']:+.3f} [{stat['ci_low']:+.3f}, {stat['ci_high']:+.3f}] (n={stat['n']})"
 
 
-def metric_rows(summary: dict, names: Sequence[str]) -> list[list[str]]:
+def few(stat: dict | None, text: str, min_n: int, markdown: bool) -> str:
+    """A cell over fewer than min_n questions: dimmed in the terminal, withheld from Markdown (metrics.json keeps it).
+    Its interval is too wide to rank models by, and a report that prints it invites doing so."""
+    if not stat or stat["n"] >= min_n:
+        return text
+    return f"(n={stat['n']}<{min_n}, not shown)" if markdown else f"[dim]{text}[/dim]"
+
+
+def metric_rows(summary: dict, names: Sequence[str], min_n: int | None = None, markdown: bool = False,
+                lang: str | None = None) -> list[list[str]]:
+    """One row per metric that has a value: each model's mean [CI] (n=N), then the paired difference (overall only).
+    `min_n` (default: the summary's eval.min_n) marks the cells over fewer questions (see `few`); `lang` picks a
+    language's block instead of the overall one."""
+    min_n = summary.get("min_n", 1) if min_n is None else min_n
+    blocks = [m["by_lang"][lang] if lang else m["overall"] for m in summary["models"].values()]
+    comparison = None if lang else summary.get("comparison")
     rows = []
     for name in names:
-        cells = [interval(m["overall"].get(name)) for m in summary["models"].values()]
-        if all(c == "n/a" for c in cells):
+        stats = [block.get(name) for block in blocks]
+        if not any(stats):
             continue
-        if summary.get("comparison"):
-            cells.append(diff_interval(summary["comparison"].get(name)))
+        cells = [few(s, interval(s), min_n, markdown) for s in stats]
+        if comparison:
+            stat = comparison.get(name)
+            cells.append(few(stat, diff_interval(stat), min_n, markdown))
         rows.append([name, *cells])
     return rows
 
@@ -109,24 +128,26 @@ def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int 
     """report.md: the metric table with intervals, per-language means, and the best and worst samples side by side."""
     models = list(summary["models"])
     header = ["metric", *models] + (["fine-tuned − base (paired)"] if summary.get("comparison") else [])
+    min_n = summary.get("min_n", 1)
     lines = [f"# Evaluation: {summary['recipe']}", "",
              f"{summary['examples']} examples of the {summary['split']} split ({', '.join(f'{k}: {v}' for k, v in summary['languages'].items())}); "
-             f"model `{summary['model']}`; means with 95% bootstrap intervals ({summary['bootstrap']['resamples']} resamples).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names())]
+             f"model `{summary['model']}`; means with 95% bootstrap intervals ({summary['bootstrap']['resamples']} resamples) "
+             f"and the number of questions each covers; a cell over fewer than {min_n} questions is not shown "
+             "(eval.min_n; metrics.json has every number).", ""]
+    chosen = describe(summary.get("selection") or {})
+    lines += [f"Selected: {chosen}.", ""] if chosen else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names(), markdown=True)]
     if summary.get("bertscore_encoders"):
         lines += ["", "BERTScore encoders: " + "; ".join(f"{k}: {v}" for k, v in summary["bertscore_encoders"].items()) + "."]
     if summary.get("llamafactory_metrics"):
         lines += ["", f"## {LF_LABEL}", "", "Per-example means x100, to put beside LLaMA-Factory's predict output "
                   "(predict_bleu-4, predict_rouge-1/2/l); not the default metrics above.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names("llamafactory"))]
+        lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names("llamafactory"), markdown=True)]
     for lang in summary["languages"]:
         lines += ["", f"## {lang}", "", "| metric | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
-        for name in M.headline_names():
-            cells = [interval(summary["models"][m]["by_lang"][lang].get(name)) for m in models]
-            if any(c != "n/a" for c in cells):
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["| " + " | ".join(r) + " |" for r in metric_rows(summary, M.headline_names(), markdown=True, lang=lang)]
         lines.append("| corpus BLEU | " + " | ".join(f"{summary['models'][m]['corpus'][lang]['corpus_bleu']:.2f}" for m in models) + " |")
     if len(models) == 2:
         a, b = models
@@ -157,11 +178,12 @@ def robustness_rows(summary: dict) -> list[list[str]]:
 
 def write_robustness_report(summary: dict, path: Path) -> None:
     metric = summary["metric"]
+    chosen = describe(summary.get("selection") or {})
     lines = [f"# Robustness: {summary['recipe']}", "",
              f"{summary['examples']} {summary['split']} examples; model `{summary['model']}`"
              + (f", adapter `{summary['adapter']}`" if summary["adapter"] else "") + ". "
              "Each perturbation changes only the question or context; deltas are paired against the clean run "
-             "(95% bootstrap intervals).", "",
+             "(95% bootstrap intervals)." + (f" Selected: {chosen}." if chosen else ""), "",
              f"Robustness score (mean relative drop in {metric}): "
              f"**{100 * (summary['robustness_score']['mean_relative_drop'] or 0):.1f}%**", "",
              f"| perturbation | {metric} | Δ vs clean | relative drop |", "|---|---|---|---|"]

@@ -17,6 +17,7 @@ from .perturb import Context, apply_spec, needs_model, parse_spec
 from .prompts import build_prompt
 from .recipe import Recipe
 from .report import plot_deltas, write_robustness_report
+from .selection import selection_summary
 
 
 def model_translator(cand, recipe: Recipe):
@@ -70,7 +71,8 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
     drops = [v["relative_drop"] for v in per_spec.values() if v["relative_drop"] is not None]
     summary = {"recipe": recipe.name, "model": recipe.model, "adapter": str(adapter) if adapter else None,
                "merged": str(merged) if merged else None, "split": recipe.eval.split, "examples": len(records),
-               "metric": cfg.metric, "clean": summaries["clean"]["overall"], "perturbations": per_spec,
+               "selection": selection_summary(recipe.eval, len(records)), "metric": cfg.metric,
+               "clean": summaries["clean"]["overall"], "perturbations": per_spec,
                "robustness_score": {"mean_relative_drop": sum(drops) / len(drops) if drops else None, "metric": cfg.metric}}
     write_json(out_dir / "robustness.json", summary)
     plot_deltas(summary, out_dir / "robustness.png")

@@ -310,3 +310,25 @@ def test_mix_source_adds_a_seeded_share_of_cleaned_train_records(tmp_path, recip
     assert "Bold fact?" in {r["instruction"] for r in train}
     with pytest.raises(UserError, match=r"general\.jsonl:23: field 'output' is empty"):  # bad mix rows stop the run by default
         prepare(recipe_for(source, f"data.mix_source={mix}", "data.mix_format=dolly", "data.mix_share=0.2"), tmp_path / "d")
+
+
+def test_shipped_kaggle_instructions_prepare_as_a_test_set_of_36_tasks(tmp_path, recipe_for):
+    from collections import Counter
+
+    from gemma_fast.assets.make_kaggle_instructions import records
+    from gemma_fast.recipe import EvalConfig
+    from gemma_fast.selection import record_task, select
+    from gemma_fast.sources import ASSETS
+
+    shipped = (ASSETS / "kaggle_instructions.jsonl").read_text(encoding="utf-8")
+    assert shipped == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records())  # the generator made this file
+    train = write_lines(tmp_path / "train.jsonl", [qa(i) for i in range(10)])
+    report = prepare(recipe_for(train, "data.test_source=asset:kaggle_instructions.jsonl", "data.length_filter=false"), tmp_path / "out")
+    test = read_split(tmp_path / "out", "test")
+    assert report["kept"]["test"] == 36 and len({r["id"] for r in test}) == 36  # nothing dropped as bad or duplicate
+    assert Counter(record_task(r) for r in test) == {"translate": 12, "paraphrase": 12, "summarise": 12}
+    assert all(r["input"] and r["lang"] == "en" and r["source"] == "kaggle_instructions" for r in test)
+    assert Counter(r["instruction"] for r in test if record_task(r) == "translate") == {
+        f"Translate this sentence into {lang}.": 4 for lang in ("French", "Spanish", "German")}
+    chosen = select(test, EvalConfig(where="task=translate"), tmp_path / "out" / "test.jsonl")
+    assert [r["id"] for r in chosen] == [f"ki-{n:02d}-translate" for n in range(1, 13)]

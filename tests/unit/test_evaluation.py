@@ -49,6 +49,62 @@ def test_exact_match_and_yes_no():
     assert M.yes_no_label("是的，可以。") == "yes" and M.yes_no_label("Kaggle") is None
 
 
+PASSAGE = {"id": "q1", "lang": "en", "instruction": "How many GPU hours do I get?", "output": "30 hours a week.",
+           "input": "Kaggle gives each user 30 hours of GPU time per week in notebooks."}
+
+
+def test_unsupported_words_counts_answer_words_absent_from_passage_and_question():
+    # stopwords go, Porter stems meet (hours/hour), the question's words count as support ("get")
+    assert M.unsupported_words(PASSAGE, "You get 30 GPU hours each week.") == 0.0
+    # content: get 40 tpu hour every month -> 40, tpu, every, month unsupported: the invented number counts
+    assert M.unsupported_words(PASSAGE, "You get 40 TPU hours every month.") == pytest.approx(4 / 6)
+    assert M.unsupported_words({**PASSAGE, "input": ""}, "Anything at all.") is None  # no passage: nothing to check
+    assert M.unsupported_words(PASSAGE, "It is.") is None  # no content words
+    rag = {**PASSAGE, "input": "", "passages": ["Each week brings 30 GPU hours."]}  # retrieved passages are context too
+    assert M.unsupported_words(rag, "30 GPU hours weekly") == pytest.approx(1 / 4)  # weekly != week: a proxy
+
+
+def test_unsupported_words_uses_characters_for_chinese():
+    record = {"id": "z", "lang": "zh", "instruction": "每周有多少小时？", "input": "每位用户每周有三十小时的GPU时间。", "output": "三十小时"}
+    assert M.unsupported_words(record, "三十小时的GPU时间") == 0.0  # 的 is a particle; GPU is a word glued to 时间
+    assert M.unsupported_words(record, "四十小时") == pytest.approx(1 / 4)  # characters: only 四 is not in the passage
+    assert M.content_tokens("GPU时间的") == ["gpu", "时", "间"]
+
+
+@pytest.mark.parametrize("answer, loops", [
+    ("Submit a CSV file. Submit a CSV file. Submit a CSV file.", 1.0),  # a 4-word span three times
+    ("yes yes yes yes yes yes", 1.0),
+    ("Notebooks run on a GPU when you turn the accelerator on in the settings, and the quota resets weekly. "
+     "Notebooks run on a GPU when you turn the accelerator on", 1.0),  # an 8-word span said twice
+    ("Open the notebook, choose GPU as the accelerator and run all cells; the quota is shown in the panel.", 0.0),
+    ("the answer is the answer is the answer is", 0.0),  # a 3-word cycle three times: below the 4-word span
+    ("数据集数据集数据集数据集", 1.0),  # 6 characters (数据集数据集) three times, overlapping
+    ("你可以在笔记本的设置里打开加速器，选择GPU。", 0.0),
+])
+def test_repetition_flags_loops_not_ordinary_answers(answer, loops):
+    assert M.repetition(PASSAGE, answer) == loops
+
+
+def test_repetition_is_none_for_an_empty_answer():
+    assert M.repetition(PASSAGE, "") is None and M.repetition(PASSAGE, " ... ") is None
+
+
+def test_true_false_reflex_only_on_open_questions():
+    assert M.true_false_reflex(PASSAGE, "True.") == 1.0
+    assert M.true_false_reflex(PASSAGE, "Yes, 30 hours a week.") == 1.0  # opens with the reflex word
+    assert M.true_false_reflex(PASSAGE, "30 hours a week.") == 0.0
+    assert M.true_false_reflex(PASSAGE, "") == 0.0
+    assert M.true_false_reflex({**PASSAGE, "output": "Yes"}, "True") is None  # a yes/no question: yes_no_accuracy's
+    assert M.true_false_reflex({**PASSAGE, "lang": "zh", "output": "三十小时"}, "对。") == 1.0
+
+
+def test_answer_checks_are_headline_rows_where_lower_is_better():
+    for name in ("unsupported_words", "repetition", "true_false_reflex"):
+        m = M.BY_NAME[name]
+        assert (m.level, m.higher_is_better, m.headline) == ("record", False, True)
+    assert {"unsupported_words", "repetition", "true_false_reflex"} <= set(M.headline_names())
+
+
 def test_pairing_errors_are_clear():
     with pytest.raises(UserError, match="2 predictions but 1 references"):
         M.rouge(["a", "b"], ["a"])
@@ -65,6 +121,41 @@ def test_bootstrap_intervals():
     assert paired["diff"] == pytest.approx(1.0) and paired["ci_low"] == pytest.approx(1.0) and paired["p_b_better"] == 1.0
     ppl = M.bootstrap_ratio([2.0, 6.0], [1, 3], transform=__import__("numpy").exp)
     assert ppl["mean"] == pytest.approx(__import__("math").e ** 2)
+
+
+def _stat(mean, n):
+    return {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1, "n": n}
+
+
+def _two_model_summary():
+    block = {"rougeL": _stat(0.5, 75), "true_false_reflex": _stat(0.2, 3), "bleu": None}
+    return {"min_n": 20, "models": {"base": {"overall": block, "by_lang": {"en": block}},
+                                    "fine-tuned": {"overall": block, "by_lang": {"en": block}}},
+            "comparison": {"rougeL": {"diff": 0.1, "ci_low": 0.0, "ci_high": 0.2, "p_b_better": 0.9, "n": 75},
+                           "true_false_reflex": {"diff": -0.1, "ci_low": -0.2, "ci_high": 0.0, "p_b_better": 0.1, "n": 3}}}
+
+
+def test_metric_rows_show_n_and_mark_cells_under_min_n():
+    from gemma_fast.report import metric_rows
+
+    summary = _two_model_summary()
+    rows = metric_rows(summary, ["rougeL", "true_false_reflex", "bleu"])  # bleu has no value: no row
+    assert rows[0] == ["rougeL", "0.500 [0.400, 0.600] (n=75)", "0.500 [0.400, 0.600] (n=75)", "+0.100 [+0.000, +0.200] (n=75)"]
+    assert rows[1] == ["true_false_reflex", "[dim]0.200 [0.100, 0.300] (n=3)[/dim]", "[dim]0.200 [0.100, 0.300] (n=3)[/dim]",
+                       "[dim]-0.100 [-0.200, +0.000] (n=3)[/dim]"]
+    assert len(rows) == 2
+    assert metric_rows(summary, ["true_false_reflex"], markdown=True)[0][1:] == ["(n=3<20, not shown)"] * 3
+    assert metric_rows(summary, ["true_false_reflex"], min_n=3)[0][1] == "0.200 [0.100, 0.300] (n=3)"  # the threshold is a parameter
+    assert metric_rows(summary, ["true_false_reflex"], lang="en", markdown=True) == [["true_false_reflex"] + ["(n=3<20, not shown)"] * 2]
+
+
+def test_dimmed_cells_render_in_the_terminal_without_markup_or_lost_brackets():
+    from gemma_fast.report import metric_rows, table
+
+    console = Console(record=True, width=200)
+    console.print(table("t", ["metric", "base", "fine-tuned", "diff"], metric_rows(_two_model_summary(), ["true_false_reflex"])))
+    text = console.export_text()
+    assert "0.200 [0.100, 0.300] (n=3)" in text and "[dim]" not in text
 
 
 @pytest.fixture
@@ -84,7 +175,15 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     base = first["models"]["base"]
     assert base["by_lang"]["zh"]["bertscore_f1"] is None and base["by_lang"]["en"]["bertscore_f1"]["n"] == 5
     assert base["overall"]["yes_no_accuracy"]["n"] == 2  # only the references that are yes/no answers
-    predictions = [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| rougeL | (n=8<20, not shown) |" in report and "fewer than 20 questions is not shown" in report
+    assert "| rougeL | (n=3<20, not shown) |" in report  # the zh table: its 3 questions
+    rows = [json.loads(line)["base"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
+    assert all(r["n_tokens"] > 0 and 0 <= r["n_correct"] <= r["n_tokens"] for r in rows)
+    # the saved counts rebuild the token-weighted answer loss: sum of loss_sum over sum of n_tokens
+    assert sum(r["loss_sum"] for r in rows) / sum(r["n_tokens"] for r in rows) == pytest.approx(base["overall"]["answer_loss"]["mean"], rel=1e-4)
+    assert rows[0]["answer_loss"] == pytest.approx(rows[0]["loss_sum"] / rows[0]["n_tokens"], abs=1e-3)
+    predictions = [r["prediction"] for r in rows]
 
     partial = tmp_path / "eval" / "partial" / "base.jsonl"  # as if the run had died after three answers
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:3]))
@@ -97,6 +196,31 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     assert len(generated) == 5  # only the missing ones
     assert [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == predictions
     assert second["models"]["base"]["overall"]["rougeL"] == base["overall"]["rougeL"]
+
+
+def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model_dir, monkeypatch):
+    import gemma_fast.evaluation as E
+
+    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    rows = [{"id": f"k{i}", "instruction": f"How many hours in week {i}?", "input": "Kaggle gives 30 GPU hours a week.",
+             "output": "30 hours.", "lang": "en"} for i in range(3)] + [{"id": "k9", "instruction": "Hi?", "input": "", "output": "Hello.", "lang": "en"}]
+    write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+    base = [f"model={tiny_model_dir}", f"data.dir={tmp_path / 'data'}", "eval.max_new_tokens=4", "train.max_seq_length=128",
+            "eval.where=context=with"]
+    asked = []
+    real = E.generate_batched
+    monkeypatch.setattr(E, "generate_batched", lambda model, tok, prompts, *a, **k: asked.extend(prompts) or real(model, tok, prompts, *a, **k))
+    with_passage = evaluate(load_recipe("quickstart", base), tmp_path / "eval", Console(stderr=True))
+    assert with_passage["examples"] == 3 and all("Context:" in p for p in asked)
+    asked.clear()
+    without = evaluate(load_recipe("quickstart", base + ["eval.without_context=true"]), tmp_path / "eval", Console(stderr=True))
+    assert len(asked) == 3 and not any("Context:" in p for p in asked)  # same ids, same out dir: no cached answer reused
+    assert without["selection"] == {"ids_file": None, "where": "context=with", "without_context": True, "max_examples": None, "examples": 3}
+    assert [json.loads(line)["id"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == ["k0", "k1", "k2"]
+    assert without["models"]["base"]["overall"]["unsupported_words"] is None  # no passage shown: nothing to be faithful to
+    assert "Selected: where context=with; asked without their passage" in (tmp_path / "eval" / "report.md").read_text()
+    with pytest.raises(UserError, match=r"test\.jsonl has no records to evaluate \(where lang=zh\)"):
+        evaluate(load_recipe("quickstart", base[:-1] + ["eval.where=lang=zh"]), tmp_path / "eval2", Console(stderr=True))
 
 
 def test_scoring_a_predictions_file(tmp_path, bilingual):
@@ -147,3 +271,5 @@ def test_generation_only_evaluation_skips_answer_stats(tmp_path, bilingual, monk
     summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
     base = summary["models"]["base"]["overall"]
     assert base["answer_loss"] is None and base["perplexity"] is None and base["rougeL"]["n"] == 8
+    row = json.loads((tmp_path / "eval" / "predictions.jsonl").open().readline())["base"]
+    assert not {"answer_loss", "loss_sum", "n_tokens", "n_correct"} & set(row)  # no made-up zeros when nothing was counted

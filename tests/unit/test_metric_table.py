@@ -20,11 +20,12 @@ def test_a_new_metric_is_one_function_and_one_row(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "data" / "test.jsonl", rows)
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text("".join(json.dumps({"id": f"q{i}", "prediction": "yes " * (i + 1)}) + "\n" for i in range(4)))
-    recipe = load_recipe("quickstart", [f"data.dir={tmp_path / 'data'}", "robustness.metric=answer_words"])  # a valid choice now
+    recipe = load_recipe("quickstart", [f"data.dir={tmp_path / 'data'}", "robustness.metric=answer_words",
+                                        "eval.min_n=1"])  # a valid choice now
 
     summary = score_file(recipe, predictions, tmp_path / "eval")
     assert summary["models"]["predictions"]["overall"]["answer_words"]["mean"] == 2.5  # (1 + 2 + 3 + 4) / 4
-    assert "| answer_words | 2.500 [" in (tmp_path / "eval" / "report.md").read_text()
+    assert "| answer_words | 2.500 [" in (tmp_path / "eval" / "report.md").read_text()  # a row of the report
     per_question = [json.loads(line)["predictions"]["answer_words"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
     assert per_question == [1.0, 2.0, 3.0, 4.0]
     assert "answer_words" in [m.name for m in M.metrics(plot=True)] and not M.by_name("answer_words").higher_is_better

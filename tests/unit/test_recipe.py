@@ -37,6 +37,7 @@ def test_overrides_are_typed_and_nested():
     ("data.context_dropout=-0.1", "'data.context_dropout' must be >= 0 and <= 1"),
     ("data.mix_share=1", "'data.mix_share' must be >= 0 and < 1"),
     ("data.mix_format=csv", "'data.mix_format' must be one of alpaca, dolly, sharegpt, poetry"),
+    ("eval.min_n=0", "'eval.min_n' must be >= 1, got 0"),
 ])
 def test_bad_overrides_name_the_key_and_the_valid_choices(item, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
