@@ -5,15 +5,20 @@
   completion_only_loss=True, the recipe's hyperparameters, on the same tokenized records ({input_ids,
   completion_mask} from gemma_fast's prompt builder, so both see identical tokens). TRL 1.16's fused LM head scores
   every position on a CPU (it compacts to the labelled ones only on Triton devices).
-- `gemma_fast`: scripts/train_qlora.py as a user runs it (head and loss at answer positions only, and the CPU
-  precision it picks: train_summary.json's cpu_precision).
-- `gemma_fast_fp32`: the same with GEMMA_FAST_CPU_PRECISION=float32 (the bf16 decision's measurement).
+- `gemma_fast`: scripts/train_qlora.py as a user runs it: padding-free batches with attention per example
+  (varlen.py), head and loss at answer positions only (loss.py), float32 on a CPU (train_summary.json records
+  batches, loss_path and cpu_precision).
+- `gemma_fast_bf16`: the same with GEMMA_FAST_CPU_PRECISION=bf16-autocast (the bf16 decision's measurement).
+
+LoRA dropout draws its masks on tensors of another shape once batches are padding-free, so with dropout the two
+paths' curves differ by dropout noise; `--set lora.dropout=0` shows how closely the computations themselves agree.
 
 Shapes: `quickstart` (the quickstart recipe: ~55-token records, batch 8) and `kaggle_docs` (Kaggle docs QA v3 from
 ../shared/data, a context passage before each question, max_seq_length 512, batch 8; LoRA r=16 as quickstart,
 no accumulation, so a step is one batch). tokens/s = non-padding input tokens / wall time of trainer.train().
 
 Usage: .venv/bin/python bench/train_cpu.py [--shapes quickstart,kaggle_docs] [--paths trl,gemma_fast] [--steps 12,6]
+       [--set KEY=VALUE ...]   (recipe overrides for every path, e.g. --set lora.dropout=0)
 Prints tokens/s, the ratio and both loss curves per shape; writes bench/results/train_cpu.json.
 """
 
@@ -87,7 +92,7 @@ def run_path(path: str, recipe: str, sets: list[str], out: Path) -> dict:
     if path == "trl":
         subprocess.run([py, __file__, "--worker", recipe, "--out", str(out), *flags], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         return json.loads((out / "summary.json").read_text())
-    env = dict(os.environ, **({"GEMMA_FAST_CPU_PRECISION": "float32"} if path == "gemma_fast_fp32" else {}))
+    env = dict(os.environ, GEMMA_FAST_CPU_PRECISION="bf16-autocast" if path == "gemma_fast_bf16" else "float32")
     subprocess.run([py, "scripts/train_qlora.py", "--recipe", recipe, "--out", str(out), *flags], cwd=ROOT, check=True, env=env,
                    stdout=subprocess.DEVNULL)
     summary = json.loads((out / "train_summary.json").read_text())
@@ -105,11 +110,11 @@ def load_average() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="quickstart,kaggle_docs")
-    parser.add_argument("--paths", default="trl,gemma_fast", help="among trl, gemma_fast, gemma_fast_fp32")
+    parser.add_argument("--paths", default="trl,gemma_fast", help="among trl, gemma_fast, gemma_fast_bf16")
     parser.add_argument("--steps", default="12,6", help="optimizer steps per shape, in --shapes order")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override for every path")
     args = parser.parse_args()
     if args.worker:
         return trl_worker(args.worker, args.set, Path(args.out))
@@ -125,7 +130,8 @@ def main() -> None:
         data = work / shape / "data"
         subprocess.run([sys.executable, "scripts/prepare_data.py", "--recipe", recipe, "--out", str(data),
                         *[a for s in prep_sets for a in ("--set", s)]], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        sets = [f"data.dir={data}", f"train.max_steps={steps[shape]}", "train.logging_steps=1", "train.eval_steps=0", *train_sets]
+        sets = [f"data.dir={data}", f"train.max_steps={steps[shape]}", "train.logging_steps=1", "train.eval_steps=0", *train_sets,
+                *args.set]
         results[shape] = {}
         for path in paths:
             load_before = load_average()

@@ -94,15 +94,17 @@ def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
 
 
 def cpu_precision(bf16_native: bool | None = None) -> str:
-    """How a CPU run on the transformers + peft path computes: "bf16-autocast" (float32 weights, bf16 matmuls) where
-    the CPU has native bf16, "float32" elsewhere. Measured in docs/benchmarks.md: on a 2-core Xeon with AMX, autocast
-    trains Gemma 3 270M faster at the same loss curve. GEMMA_FAST_CPU_PRECISION=float32|bf16-autocast overrides."""
-    forced = os.environ.get("GEMMA_FAST_CPU_PRECISION", "")
-    if forced:
-        if forced not in ("float32", "bf16-autocast"):
-            raise UserError(f"GEMMA_FAST_CPU_PRECISION={forced}: valid values are float32 and bf16-autocast")
-        return forced
-    return "bf16-autocast" if (cpu_bf16_native() if bf16_native is None else bf16_native) else "float32"
+    """How a CPU run on the transformers + peft path computes: "float32" unless GEMMA_FAST_CPU_PRECISION=bf16-autocast
+    (float32 weights, bf16 matmuls), which needs a CPU with native bf16. Decided by measurement (docs/benchmarks.md,
+    2-core Xeon with AMX, padding-free batches): over the quickstart run float32 trains 1.18x faster than autocast;
+    on Kaggle docs shapes autocast is 1.05x faster. Short rows pay autocast's casts for little bf16 matmul work."""
+    forced = os.environ.get("GEMMA_FAST_CPU_PRECISION", "") or "float32"
+    if forced not in ("float32", "bf16-autocast"):
+        raise UserError(f"GEMMA_FAST_CPU_PRECISION={forced}: valid values are float32 and bf16-autocast")
+    if forced == "bf16-autocast" and not (cpu_bf16_native() if bf16_native is None else bf16_native):
+        raise UserError("GEMMA_FAST_CPU_PRECISION=bf16-autocast: this CPU has no native bf16 (amx_bf16 or avx512_bf16), "
+                        "so bf16 would be emulated and slower; use float32")
+    return forced
 
 
 def model_dtype(model) -> torch.dtype:

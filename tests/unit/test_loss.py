@@ -216,7 +216,7 @@ def test_evaluation_peak_memory_grows_with_answer_tokens_not_vocabulary_times_se
     assert m["extra"] < m["full"] / 8, m
 
 
-def test_cpu_precision_follows_native_bf16_flags_and_the_override(monkeypatch):
+def test_cpu_precision_is_float32_unless_asked_and_native(monkeypatch):
     from gemma_fast.backend import cpu_bf16_native, cpu_precision
     from gemma_fast.errors import UserError
 
@@ -224,9 +224,11 @@ def test_cpu_precision_follows_native_bf16_flags_and_the_override(monkeypatch):
     assert cpu_bf16_native("flags\t\t: fpu avx512_bf16\n")
     assert not cpu_bf16_native("flags\t\t: fpu sse avx2 avx512f\n")
     monkeypatch.delenv("GEMMA_FAST_CPU_PRECISION", raising=False)
-    assert cpu_precision(bf16_native=True) == "bf16-autocast" and cpu_precision(bf16_native=False) == "float32"
-    monkeypatch.setenv("GEMMA_FAST_CPU_PRECISION", "float32")
-    assert cpu_precision(bf16_native=True) == "float32"
+    assert cpu_precision(bf16_native=True) == "float32" and cpu_precision(bf16_native=False) == "float32"  # measured
+    monkeypatch.setenv("GEMMA_FAST_CPU_PRECISION", "bf16-autocast")
+    assert cpu_precision(bf16_native=True) == "bf16-autocast"
+    with pytest.raises(UserError, match="no native bf16"):
+        cpu_precision(bf16_native=False)
     monkeypatch.setenv("GEMMA_FAST_CPU_PRECISION", "fp8")
     with pytest.raises(UserError):
         cpu_precision()
