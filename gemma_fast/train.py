@@ -360,17 +360,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     token = check_exports(exports, plan)
     resume_notes: list[str] = []
     checkpoint = check_run_dir(out_dir, recipe, resume, overwrite, resume_notes)
-    train_records = load_split(recipe.data_dir, "train")
-    if not train_records:
-        raise UserError(f"{recipe.data_dir / 'train.jsonl'} is empty: no training data")
+    train_records, val_records = load_records(recipe)
     t = recipe.train
-    val_records = load_split(recipe.data_dir, "val") if t.eval_steps > 0 else []
-    if t.eval_steps > 0 and not val_records:
-        raise UserError(f"train.eval_steps={t.eval_steps} but {recipe.data_dir / 'val.jsonl'} is empty; set data.val_fraction > 0")
-    if recipe.rag.index:  # the same retrieved passages the evaluation will put in its prompts
-        from .rag import attach_passages
-
-        train_records, val_records = attach_passages(recipe, train_records, val_records)
     for note in plan.notes + resume_notes:
         console.print(f"[yellow]note:[/] {note}")
 
@@ -411,18 +402,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                 processing_class=loaded.tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
-        start = time.perf_counter()
-        with stopper:
-            try:
-                result = trainer.train(resume_from_checkpoint=checkpoint)
-            except RuntimeError as exc:  # torch.save on a full disk: "unexpected pos ..." / "file write failed"
-                if not any(text in str(exc) for text in ("unexpected pos", "file write failed", "PytorchStreamWriter")):
-                    raise
-                newest = newest_complete_checkpoint(Path(args.output_dir))
-                raise UserError(f"writing a checkpoint in {args.output_dir} failed (disk full? {str(exc).splitlines()[0][:120]}); "
-                                + (f"the newest complete checkpoint is {newest}: free space and --resume" if newest else
-                                   "no complete checkpoint was written")) from None
-        wall = time.perf_counter() - start
+        result, wall = run_trainer(trainer, checkpoint, stopper)
         if stopper.requested:
             raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
                               f"{newest_complete_checkpoint(Path(args.output_dir))}; continue with --resume")
@@ -432,11 +412,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             raise UserError(f"no training step ran (train.epochs={t.epochs:g}, train.max_steps={t.max_steps}"
                             f"{', resumed at step ' + str(_step_of(Path(checkpoint))) if checkpoint else ''}); no adapter saved")
         save_adapter(model, loaded.tokenizer, out_dir)
-        rows = [json.loads(line) for line in metrics_path.open(encoding="utf-8")] if metrics_path.is_file() else []
-        if rows:
-            plot_loss(rows, out_dir / "loss.png")
-        losses = [r["loss"] for r in rows if "loss" in r]
-        eval_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
         summary = {
             "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
@@ -444,8 +419,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             "batches": "padding-free, attention per example" if padding_free else "padded",
             "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
             "steps": result.global_step, "train_seconds": round(wall, 1),
-            "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-            "best_eval_loss": min(eval_losses) if eval_losses else None,
+            **loss_summary(metrics_path, out_dir / "loss.png"),
             "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -454,10 +428,61 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         write_json(out_dir / "train_summary.json", summary)
     # The run is complete (and any replaced run removed); exports that fail leave it intact.
     summary["exports"] = run_exports(exports, model, loaded.tokenizer, out_dir, token)
-    merge_dtype = torch.bfloat16 if cuda else torch.float32  # half the RAM of fp32 for a GPU-sized model
     del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded
     free_memory()
+    return finish_exports(recipe, out_dir, exports, summary, console, cuda)
+
+
+def load_records(recipe: Recipe) -> tuple[list[dict], list[dict]]:
+    """The train split, the val split when validation runs, with retrieved passages when rag.index is set (the same
+    ones evaluation will put in its prompts)."""
+    t = recipe.train
+    train_records = load_split(recipe.data_dir, "train")
+    if not train_records:
+        raise UserError(f"{recipe.data_dir / 'train.jsonl'} is empty: no training data")
+    val_records = load_split(recipe.data_dir, "val") if t.eval_steps > 0 else []
+    if t.eval_steps > 0 and not val_records:
+        raise UserError(f"train.eval_steps={t.eval_steps} but {recipe.data_dir / 'val.jsonl'} is empty; set data.val_fraction > 0")
+    if recipe.rag.index:
+        from .rag import attach_passages
+
+        train_records, val_records = attach_passages(recipe, train_records, val_records)
+    return train_records, val_records
+
+
+def run_trainer(trainer, checkpoint: str | None, stopper) -> tuple[object, float]:
+    """trainer.train() under the Ctrl-C handler; a full disk while checkpointing becomes one line naming the newest
+    complete checkpoint. Returns the train result and the wall time."""
+    start = time.perf_counter()
+    output_dir = trainer.args.output_dir
+    with stopper:
+        try:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        except RuntimeError as exc:  # torch.save on a full disk: "unexpected pos ..." / "file write failed"
+            if not any(text in str(exc) for text in ("unexpected pos", "file write failed", "PytorchStreamWriter")):
+                raise
+            newest = newest_complete_checkpoint(Path(output_dir))
+            raise UserError(f"writing a checkpoint in {output_dir} failed (disk full? {str(exc).splitlines()[0][:120]}); "
+                            + (f"the newest complete checkpoint is {newest}: free space and --resume" if newest else
+                               "no complete checkpoint was written")) from None
+    return result, time.perf_counter() - start
+
+
+def loss_summary(metrics_path: Path, plot_path: Path) -> dict:
+    """First and last training loss and the best validation loss, from metrics.jsonl; loss.png beside it."""
+    rows = [json.loads(line) for line in metrics_path.open(encoding="utf-8")] if metrics_path.is_file() else []
+    if rows:
+        plot_loss(rows, plot_path)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    eval_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
+    return {"first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+            "best_eval_loss": min(eval_losses) if eval_losses else None}
+
+
+def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
+    """The exports that reload the base (--merge, --gguf), once the training state has left memory."""
     if exports.merge:
+        merge_dtype = torch.bfloat16 if cuda else torch.float32  # half the RAM of fp32 for a GPU-sized model
         summary["exports"]["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged", merge_dtype))
     write_json(out_dir / "train_summary.json", summary)
     if exports.gguf:  # after the summary is saved: a failed round trip leaves the run and the files for inspection
