@@ -30,7 +30,10 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+        try:
+            print(usage())
+        except BrokenPipeError:  # `gemma-fast --help | head`
+            pass
         sys.exit(0 if argv else 2)
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
