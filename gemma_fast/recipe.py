@@ -124,6 +124,7 @@ class TrainConfig:
     max_seq_length: int = _range(512, 8)
     optimizer: str = "adamw_torch"  # any transformers optim name; paged_adamw_32bit / adamw_8bit need CUDA
     packing: bool = False  # pack short examples into full-length rows (padding-free)
+    padding_free: bool = True  # transformers + peft: each batch as one row, attention per example (no padding computed)
     logging_steps: int = _range(1, 1)
     eval_steps: int = _range(0, 0)  # evaluate on the val split every N steps; 0: never
     save_steps: int = _range(0, 0)  # checkpoint every N steps (what --resume continues from); 0: only on Ctrl-C

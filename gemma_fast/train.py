@@ -303,13 +303,13 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
     return None
 
 
-def use_padding_free(loaded, plan: Plan) -> bool:
+def use_padding_free(loaded, plan: Plan, wanted: bool = True) -> bool:
     """transformers + peft: concatenate each batch into one row and attend per example (varlen.py), so the backbone
     computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
-    padded cache."""
+    padded cache; train.padding_free=false pads as plain TRL does."""
     from . import varlen
 
-    if loaded.backend != "hf" or plan.method == "prefix" or not varlen.supports(loaded.model):
+    if not wanted or loaded.backend != "hf" or plan.method == "prefix" or not varlen.supports(loaded.model):
         return False
     varlen.use_varlen(loaded.model)
     return True
@@ -367,7 +367,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
     loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora")
-    padding_free = use_padding_free(loaded, plan)
+    padding_free = use_padding_free(loaded, plan, t.padding_free)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.tokenizer, train_records, t.max_seq_length)
     val_ds = tokenize_split(loaded.tokenizer, val_records, t.max_seq_length) if val_records else None

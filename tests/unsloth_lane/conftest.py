@@ -115,8 +115,9 @@ def hf_run(lane_env, workdir, prepared) -> tuple[Step, Path]:
     out = workdir / "runs" / "lane" / "hf"
     env = {k: v for k, v in lane_env.items() if not k.startswith("UNSLOTH_")}
     env["GEMMA_FAST_CPU_PRECISION"] = "float32"  # like UNSLOTH_CPU_BF16=0: float32 on any host, so losses compare
+    # padded like Unsloth's batches: the same computation on both backends (padding-free is tested in tests/unit)
     cmd = [str(MAIN_PYTHON), "scripts/train_qlora.py", "--recipe", "quickstart", "--set", "backend=hf",
-           *sets(TRAIN_SETS), "--out", str(out)]
+           "--set", "train.padding_free=false", *sets(TRAIN_SETS), "--out", str(out)]
     return Step("train_hf", cmd, workdir, env, workdir / "logs"), out
 
 
