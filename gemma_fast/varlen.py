@@ -13,6 +13,8 @@ module level (Unsloth must be imported first).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 
@@ -76,7 +78,17 @@ def supports(model) -> bool:
     return getattr(config, "model_type", "") in ("gemma", "gemma2", "gemma3_text", "gemma3")
 
 
+class _KnownToWork(logging.Filter):
+    """TRL 1.15 warns that padding-free rows need a flash-attention kernel; this function is the varlen kernel."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "attention implementation is not set to a supported Flash Attention" not in record.getMessage()
+
+
 def use_varlen(model) -> None:
     """Switch `model` (before PEFT wraps it) to per-example attention; batches must then be padding-free."""
     register()
     model.set_attn_implementation(NAME)
+    trl_logger = logging.getLogger("trl.trainer.sft_trainer")
+    if not any(isinstance(f, _KnownToWork) for f in trl_logger.filters):
+        trl_logger.addFilter(_KnownToWork())

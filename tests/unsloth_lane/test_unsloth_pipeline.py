@@ -84,3 +84,33 @@ def test_evaluate_on_a_few_examples(unsloth_run, lane_env, workdir):
     assert BANNER in step.output, "backend=auto should evaluate on Unsloth wherever it imports"
     assert "Unsloth should be imported before" not in step.output, tail(step.output)
     assert (out / "eval" / "predictions.jsonl").is_file() and (out / "eval" / "report.md").is_file()
+
+
+TRL_PINNED_HF_RUN = """
+import json, sys
+from pathlib import Path
+from rich.console import Console
+from gemma_fast.data import prepare
+from gemma_fast.recipe import load_recipe
+from gemma_fast.testing import save_tiny_model, tiny_tokenizer
+from gemma_fast.train import train
+work = Path(sys.argv[1])
+save_tiny_model("gemma3", work / "tiny")
+recipe = load_recipe("quickstart", [f"model={work / 'tiny'}", "backend=hf", "data.max_records=40", "train.max_seq_length=256",
+                                    "train.max_steps=3", "train.batch_size=4", "train.logging_steps=1"])
+prepare(recipe, work / "data", tiny_tokenizer())
+print(json.dumps(train(recipe, work / "run", Console(stderr=True))))
+"""
+
+
+def test_padding_free_batches_run_on_the_gpu_files_transformers_and_trl(lane_env, tmp_path):
+    """backend=hf on a GPU without Unsloth uses padding-free rows with per-example attention; the GPU pins
+    (transformers 5.17, TRL 1.15: no cu_seq_lens from its collator) run it too."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", TRL_PINNED_HF_RUN, str(tmp_path)], env=lane_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, tail(done.stderr)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["batches"] == "padding-free, attention per example" and summary["steps"] == 3
+    assert "Flash Attention variant" not in done.stderr  # TRL 1.15's warning does not apply to this kernel
