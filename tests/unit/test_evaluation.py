@@ -100,7 +100,7 @@ def test_true_false_reflex_only_on_open_questions():
 
 def test_answer_checks_are_headline_rows_where_lower_is_better():
     for name in ("unsupported_words", "repetition", "true_false_reflex"):
-        m = M.BY_NAME[name]
+        m = M.by_name(name)
         assert (m.level, m.higher_is_better, m.headline) == ("record", False, True)
     assert {"unsupported_words", "repetition", "true_false_reflex"} <= set(M.headline_names())
 
