@@ -34,15 +34,16 @@ def clean_text(text: str, rules: list[str]) -> str:
     return text.strip()
 
 
-@lru_cache(maxsize=1)
-def _t2s():
+@lru_cache(maxsize=4)
+def opencc(config: str):
+    """One OpenCC converter per config ("t2s", "s2t"), built once: data cleaning and the perturbations share it."""
     from opencc import OpenCC
 
-    return OpenCC("t2s")
+    return OpenCC(config)
 
 
 def to_simplified(text: str) -> str:
-    return _t2s().convert(text)
+    return opencc("t2s").convert(text)
 
 
 def exact_key(record: dict) -> tuple:

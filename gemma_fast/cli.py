@@ -26,6 +26,15 @@ def parser(description: str, epilog: str = "") -> argparse.ArgumentParser:
     return p
 
 
+def model_source(p: argparse.ArgumentParser):
+    """--adapter or --model: what evaluate and robustness run (neither: the recipe's base model). Returns the group,
+    for a stage that has another exclusive source."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--adapter", default=None, metavar="DIR", help="a training run folder or its adapter/ folder")
+    group.add_argument("--model", default=None, metavar="DIR", help="a merged model folder (train_qlora.py --merge)")
+    return group
+
+
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return load_recipe(args.recipe, args.overrides)
 

@@ -19,6 +19,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import metrics as M
+from .backend import resolve_backend
 from .bertscore import encoder_label
 from .data import load_split
 from .errors import UserError
@@ -28,7 +29,9 @@ from .io import read_jsonl_numbered, write_json, write_jsonl
 from .loss import answer_token_stats
 from .models import load_model
 from .prompts import record_prompt
+from .rag import attach_passages
 from .recipe import Recipe
+from .report import plot_metrics, write_eval_report
 from .selection import describe, select, selection_summary
 
 NO_STATS = {"loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}  # eval.answer_stats=false
@@ -137,8 +140,6 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
 def prefer_unsloth_first(recipe: Recipe, console) -> None:
     """Decide the backend (importing Unsloth when it will run) before retrieval or loading imports transformers."""
     import torch
-
-    from .backend import resolve_backend
 
     for note in resolve_backend(recipe.backend, cuda=torch.cuda.is_available())[1]:
         console.print(f"[yellow]note:[/] {note}")
@@ -350,8 +351,6 @@ def load_eval_records(recipe: Recipe) -> list[dict]:
     if not records:
         chosen = describe(selection_summary(recipe.eval, 0))
         raise UserError(f"{path} has no records to evaluate" + (f" ({chosen})" if chosen else ""))
-    from .rag import attach_passages
-
     return attach_passages(recipe, records)[0]
 
 
@@ -383,8 +382,6 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
         rows.append(row)
     write_jsonl(out_dir / "predictions.jsonl", rows)
     write_json(out_dir / "metrics.json", summary)
-    from .report import plot_metrics, write_eval_report
-
     plot_metrics(models, out_dir / "metrics.png")
     write_eval_report(summary, rows, out_dir / "report.md")
     recipe.save(out_dir / "recipe.yaml")

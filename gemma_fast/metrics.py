@@ -29,7 +29,7 @@ from .lang import question_lang
 from .paths import cache_root
 
 # One CJK ideograph per token (Chinese has no spaces); runs of letters/digits as words.
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+_TOKEN = re.compile(f"[{Z.HAN_CLASS}]|[^\\W_]+", re.UNICODE)
 YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no", "是": "yes", "否": "no", "对": "yes", "不对": "no"}
 
 
@@ -142,9 +142,16 @@ who whom whose when where why how not no yes also only just very too more most s
 same own again once per via
 """.split())
 ZH_STOPCHARS = frozenset("的了是在和与及或也都就而之其这那个吗呢吧啊")  # Chinese particles and pronoun pieces
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK = re.compile(f"[{Z.HAN_CLASS}]")
 # _TOKEN, but a letter run stops at a CJK character ("GPU时间" is gpu, 时, 间): a word glued to Chinese still counts
-_UNIT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", re.UNICODE)
+_UNIT = re.compile(f"[{Z.HAN_CLASS}]|[^\\W_{Z.HAN_CLASS}]+", re.UNICODE)
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    from nltk.stem import PorterStemmer
+
+    return PorterStemmer()
 
 
 @lru_cache(maxsize=65536)
@@ -152,9 +159,7 @@ def _stem(token: str) -> str:
     """Porter stem of an English word ("competitions" and "competition" meet); CJK characters and numbers as they are."""
     if _CJK.fullmatch(token) or not token.isascii() or token.isdigit():
         return token
-    from nltk.stem import PorterStemmer
-
-    return PorterStemmer().stem(token)
+    return _stemmer().stem(token)
 
 
 def content_tokens(text: str) -> list[str]:
@@ -302,7 +307,8 @@ def _loss(rows, records):
 METRICS: tuple[Metric, ...] = (
     Metric("answer_loss", "token", _loss, higher_is_better=False, plot=True),
     Metric("perplexity", "token", _loss, higher_is_better=False, transform=np.exp, paired=False),
-    # per character of the reference answer: comparable across tokenizers (metrics_zh.per_char_perplexity)
+    # exp(answer-token NLL / characters of the reference): comparable across tokenizers (the NLL includes
+    # <end_of_turn>; the characters include punctuation and line breaks)
     Metric("perplexity_char", "token", lambda rows, records: ([r["loss_sum"] for r in rows], [len(r["output"]) for r in records]),
            higher_is_better=False, transform=np.exp, paired=False),
     Metric("token_accuracy", "token", lambda rows, records: ([r["n_correct"] for r in rows], [r["n_tokens"] for r in rows]),

@@ -10,13 +10,11 @@ BERTScore in Chinese (multilingual-e5-small, layer 9) is in gemma_fast.bertscore
     the package when that is importable): sentences cut at 。！？? (and …… / ......), whitespace collapsed, words =
     the space-split tokens of all sentences; ROUGE-N counts *distinct* n-grams (sets), ROUGE-L is the LCS of the
     word sequences; F = 2PR / (P + R + 1e-8).
-- Poetry: lines of a poem, form checks (line count and 5/7 characters per line), characters for per-character
-  perplexity.
+- Poetry: lines of a poem, form checks (line count and 5/7 characters per line).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from functools import lru_cache
 from typing import Sequence
@@ -118,7 +116,8 @@ def llamafactory_scores(predictions: Sequence[str], references: Sequence[str]) -
 
 # ---------------------------------------------------------------- poetry
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+HAN_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs (extension A, unified, compatibility): a regex class body
+_HAN = re.compile(f"[{HAN_CLASS}]")
 _LINE_BREAK = re.compile(r"[，。！？；、,.!?;:：\s]+")
 
 
@@ -152,10 +151,3 @@ def continuation_request(reference: str) -> tuple[int, int] | None:
     lines = poem_lines(reference)
     length = regular_length(lines) if lines else None
     return (len(lines), length) if length else None
-
-
-def per_char_perplexity(loss_sums: Sequence[float], references: Sequence[str]) -> float:
-    """exp(total answer-token NLL / total characters of the reference answers): comparable across tokenizers.
-    The NLL includes the <end_of_turn> token; the characters include punctuation and line breaks."""
-    chars = sum(len(r) for r in references)
-    return math.exp(sum(loss_sums) / max(chars, 1))

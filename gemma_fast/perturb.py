@@ -12,10 +12,10 @@ import random
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from .clean import opencc
 from .errors import UserError
 
 Fn = Callable[[dict, random.Random, float], dict]
@@ -72,21 +72,14 @@ def _both(record: dict, fn: Callable[[str], str]) -> dict:
 # ---------------------------------------------------------------- language
 
 
-@lru_cache(maxsize=4)
-def _opencc(config: str):
-    from opencc import OpenCC
-
-    return OpenCC(config)
-
-
 @perturbation("t2s", "traditional -> simplified Chinese (OpenCC), question and context")
 def t2s(record, rng, rate):
-    return _both(record, _opencc("t2s").convert)
+    return _both(record, opencc("t2s").convert)
 
 
 @perturbation("s2t", "simplified -> traditional Chinese (OpenCC), question and context")
 def s2t(record, rng, rate):
-    return _both(record, _opencc("s2t").convert)
+    return _both(record, opencc("s2t").convert)
 
 
 @whole_copy("translate", "the question replaced by its translation from a parallel file (robustness.parallel_file)")

@@ -19,14 +19,18 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import varlen
 from .backend import check_gpu_setup, cpu_precision, resolve_backend
 from .data import load_split
 from .errors import UserError
-from .io import write_json
+from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base, write_base
+from .io import write_json, write_jsonl
+from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
 from .models import load_model
 from .outputs import check_out_dir, holds_files, mark, replace_guard
 from .prompts import encode_example
+from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_loss
 
@@ -200,8 +204,6 @@ def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, 
         return None
     if not holds_files(out_dir):
         raise UserError(f"--resume: {out_dir} holds no run to continue")
-    from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base
-
     by_content = (out_dir / BASE_FILE).is_file()  # the base by content, not by spelling
     if by_content:
         check_same_base(out_dir, recipe.model, "--resume: run")
@@ -233,8 +235,6 @@ def trim_metrics(metrics_path: Path, checkpoint: Path) -> None:
     logs those steps again) and a line cut off mid-write. Step N's own rows were logged before checkpoint-N."""
     if not metrics_path.is_file():
         return
-    from .io import write_jsonl
-
     step, kept = _step_of(checkpoint), []
     for line in metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -253,8 +253,6 @@ def save_adapter(model, tokenizer, out_dir: Path) -> Path:
     try:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        from .identity import BASE_FILE
-
         if (out_dir / BASE_FILE).is_file():  # the base travels with a copied adapter
             shutil.copyfile(out_dir / BASE_FILE, partial / BASE_FILE)
     except OSError as exc:
@@ -307,8 +305,6 @@ def use_padding_free(loaded, plan: Plan, wanted: bool = True) -> bool:
     """transformers + peft: concatenate each batch into one row and attend per example (varlen.py), so the backbone
     computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
     padded cache; train.padding_free=false pads as plain TRL does."""
-    from . import varlen
-
     if not wanted or loaded.backend != "hf" or plan.method == "prefix" or not varlen.supports(loaded.model):
         return False
     varlen.use_varlen(loaded.model)
@@ -355,8 +351,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import ProgressAndMetrics, SaveAndStopOnCtrlC, SaveRecipeOnTrainBegin, peak_memory_mb
-    from .loss import LOSS_PATH, answer_only_trainer
-
     token = check_exports(exports, plan)
     resume_notes: list[str] = []
     checkpoint = check_run_dir(out_dir, recipe, resume, overwrite, resume_notes)
@@ -387,8 +381,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     with guard:
         if is_main_process():
             mark(out_dir, "run")
-            from .identity import BASE_FILE, write_base
-
             if not (out_dir / BASE_FILE).is_file():
                 write_base(out_dir, recipe.model)  # the base by content: resume and evaluate compare with it
             if checkpoint:
@@ -444,8 +436,6 @@ def load_records(recipe: Recipe) -> tuple[list[dict], list[dict]]:
     if t.eval_steps > 0 and not val_records:
         raise UserError(f"train.eval_steps={t.eval_steps} but {recipe.data_dir / 'val.jsonl'} is empty; set data.val_fraction > 0")
     if recipe.rag.index:
-        from .rag import attach_passages
-
         train_records, val_records = attach_passages(recipe, train_records, val_records)
     return train_records, val_records
 

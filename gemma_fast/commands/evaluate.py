@@ -18,9 +18,7 @@ from gemma_fast import cli
 
 def main() -> None:
     p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--adapter", default=None, metavar="DIR", help="a training run folder or its adapter/ folder")
-    source.add_argument("--model", default=None, metavar="DIR", help="a merged model folder (train_qlora.py --merge)")
+    source = cli.model_source(p)
     source.add_argument("--predictions", default=None, metavar="FILE", help="score a JSONL of {id, prediction}; no model runs")
     p.add_argument("--compare", choices=["base"], default=None, help="also run the recipe's base model on the same prompts")
     args = p.parse_args()

@@ -25,9 +25,7 @@ def main() -> None:
         return
     p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--list", action="store_true", help="list the perturbations and exit")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--adapter", default=None, metavar="DIR", help="a training run folder or its adapter/ folder")
-    source.add_argument("--model", default=None, metavar="DIR", help="a merged model folder")
+    cli.model_source(p)
     p.add_argument("--perturb", action="append", default=[], metavar="SPEC", help="a perturbation spec (repeatable); default: the recipe's list")
     args = p.parse_args()
     recipe = cli.recipe_from_args(args)

@@ -79,8 +79,12 @@ def test_poem_lines_and_form_checks():
 
 
 def test_per_char_perplexity():
-    # 4 characters, total NLL 4 ln 2 -> 2 nats... per character ln 2 -> perplexity 2
-    assert Z.per_char_perplexity([4 * math.log(2)], ["床前明月"]) == pytest.approx(2.0)
+    from gemma_fast.metrics import by_name
+
+    # 4 characters, total NLL 4 ln 2 -> 2 nats... per character ln 2 -> perplexity 2 (the metric table's row)
+    row = by_name("perplexity_char")
+    loss_sums, chars = row.fn([{"loss_sum": 4 * math.log(2)}], [{"output": "床前明月"}])
+    assert row.transform(sum(loss_sums) / sum(chars)) == pytest.approx(2.0)
 
 
 def test_continue_prompt_states_the_form():
