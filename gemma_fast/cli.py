@@ -26,6 +26,12 @@ def parser(description: str, epilog: str = "") -> argparse.ArgumentParser:
     return p
 
 
+def overwrite_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """--overwrite for the stages that update their folder in place (prepare, evaluate, robustness)."""
+    p.add_argument("--overwrite", action="store_true", help=f"write {what} into an --out that also holds files gemma_fast did "
+                                                            "not write (files of the same name are replaced; nothing else is removed)")
+
+
 def model_source(p: argparse.ArgumentParser):
     """--adapter or --model: what evaluate and robustness run (neither: the recipe's base model). Returns the group,
     for a stage that has another exclusive source."""

@@ -25,7 +25,7 @@ from .errors import UserError
 from .io import read_jsonl_numbered, write_json, write_jsonl
 from .lang import question_lang
 from .recipe import DataConfig, Recipe
-from .outputs import check_not_inputs, mark
+from .outputs import check_not_inputs, check_out_dir, mark
 from .paths import cache_root
 from .sources import local_paths, read_rows
 
@@ -233,17 +233,18 @@ def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally
     return kept, {r["id"]: n for r, n in zip(records, lengths)}
 
 
-def prepare(recipe: Recipe, out_dir: Path, tokenizer=None) -> dict:
+def prepare(recipe: Recipe, out_dir: Path, tokenizer=None, overwrite: bool = False) -> dict:
     """Prepare the recipe's data into out_dir; returns the report (also written as prep_report.json). The recipe's
     data.dir becomes out_dir (in the saved recipe.yaml too), so training the same recipe object reads this dataset.
 
-    `tokenizer` is loaded from recipe.model when the length filter is on and none is given.
+    `tokenizer` is loaded from recipe.model when the length filter is on and none is given. A folder holding files
+    this project did not write is refused unless `overwrite` (outputs.check_out_dir).
     """
     from .models import load_tokenizer
 
     recipe.data.dir = str(out_dir)
     cfg = recipe.data
-    _check_settings(cfg, out_dir)
+    _check_settings(cfg, out_dir, overwrite)
     tally, mix_tally = Tally(), Tally()  # the mix source's drops are reported apart, as mix:<reason>
     pool = collect(cfg.source, cfg, tally, cache_root())
     test = collect(cfg.test_source, cfg, tally, cache_root()) if cfg.test_source else None
@@ -328,12 +329,13 @@ def _mix_report(cfg: DataConfig, mix_tally: Tally, wanted: int, train: list[dict
             "wanted": wanted, "train": n, "train_share": round(n / len(train), 4)}
 
 
-def _check_settings(cfg: DataConfig, out_dir: Path) -> None:
+def _check_settings(cfg: DataConfig, out_dir: Path, overwrite: bool) -> None:
     """What can be checked before reading anything."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file, not a folder")
     inputs = [p for source in (cfg.source, cfg.test_source, cfg.mix_source) if source for p in local_paths(source)]
     check_not_inputs([out_dir / name for name in OUTPUT_FILES], inputs)
+    check_out_dir(out_dir, "data", overwrite)
 
 
 def _check_unique_ids(train: list[dict], cfg: DataConfig) -> None:

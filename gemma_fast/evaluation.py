@@ -28,6 +28,7 @@ from .identity import base_identity, check_same_base, folder_sha256, recorded_ba
 from .io import read_jsonl_numbered, write_json, write_jsonl
 from .loss import answer_token_stats
 from .models import load_model
+from .outputs import check_not_inputs, check_out_dir, claim_out_dir, mark
 from .prompts import record_prompt
 from .rag import attach_passages
 from .recipe import Recipe
@@ -300,12 +301,14 @@ def compare(records: list[dict], rows_a: list[dict], rows_b: list[dict], scores_
 
 
 def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
-             compare_base: bool = False) -> dict:
+             compare_base: bool = False, overwrite: bool = False) -> dict:
     if compare_base and not (adapter or merged):
         raise UserError("--compare base needs --adapter or --model: the base model is what they are compared with")
+    check_out_dir(out_dir, "eval", overwrite)
     prefer_unsloth_first(recipe, console)
     records = load_eval_records(recipe)
     cands = candidates(recipe, adapter, merged, compare_base)
+    claim_out_dir(out_dir, "eval", overwrite)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     results = {}
     with Progress(*columns, console=console) as progress:
@@ -317,8 +320,9 @@ def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None
                                                               "merged": str(merged) if merged else None})
 
 
-def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
+def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path, overwrite: bool = False) -> dict:
     """Score an existing predictions JSONL ({id, prediction} per line) against the recipe's split; no model."""
+    check_out_dir(out_dir, "eval", overwrite)
     records = load_eval_records(recipe)
     by_id, first_line = {}, {}
     for lineno, row in read_jsonl_numbered(predictions_path):
@@ -337,6 +341,8 @@ def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path) -> dict:
                         f"({len(missing)} ids missing, e.g. {missing[:1]}; {len(extra)} unknown ids); they must pair up one to one")
     results = {"predictions": [{"id": r["id"], "prediction": by_id[r["id"]], "loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}
                                for r in records]}
+    check_not_inputs([out_dir / "predictions.jsonl"], [predictions_path])
+    mark(out_dir, "eval")
     return finish(recipe, records, results, out_dir, sources={"predictions": str(predictions_path)}, with_loss=False)
 
 

@@ -1,8 +1,13 @@
 """Output folders: every delete or replace goes through here, so no script can remove what the user did not ask to lose.
 
-A folder is replaced only when it is one this project wrote (a `.gemma_fast` marker, or the layout an older
-version left), never `/`, the home folder, the working directory or one of its ancestors, or a repository root.
-The old folder is moved aside and removed only after the new one is complete; on failure it is put back.
+One guard for every stage (check_out_dir), by what a folder holds:
+- a folder this project wrote carries a `.gemma_fast` marker naming its kind (run, rag, data, eval, robustness);
+- run and rag folders are replaced whole, only with --overwrite and only when they are ours, never `/`, the home
+  folder, the working directory or one of its ancestors, or a repository root; the old folder is moved aside and
+  removed only after the new one is complete, and put back on failure;
+- data, eval and robustness folders are updated in place (a rerun replaces its own files; evaluation reuses its
+  cached answers), and a folder holding files this project did not write is refused unless --overwrite, which then
+  writes our outputs beside them and removes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from typing import Iterator
 from .errors import UserError
 
 MARKER = ".gemma_fast"
-KINDS = ("run", "rag", "data")
+WHOLE_KINDS = ("run", "rag")  # replaced as a whole folder (--overwrite)
+# What the in-place kinds write, as glob patterns relative to their folder (and atomic_open's temporary files)
+OWN_FILES = {
+    "data": ("train.jsonl", "val.jsonl", "test.jsonl", "prep_report.json", "recipe.yaml", ".incomplete"),
+    "eval": ("predictions.jsonl", "metrics.json", "report.md", "metrics.png", "recipe.yaml", "partial/*"),
+    "robustness": ("robustness.json", "report.md", "robustness.png", "recipe.yaml", "partial/*", "questions/*"),
+}
+KINDS = WHOLE_KINDS + tuple(OWN_FILES)
 
 
 def mark(folder: Path, kind: str) -> None:
@@ -79,15 +91,54 @@ def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
+def foreign_files(folder: Path, kind: str) -> list[str]:
+    """Files in `folder` (relative paths) that a gemma_fast stage of this in-place kind did not write: every file
+    when the folder carries no marker of this kind."""
+    ours = output_kind(folder) == kind
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() and not path.is_symlink():
+            continue
+        name = path.relative_to(folder).as_posix()
+        if ours and (name == MARKER or (name.startswith(".") and name.endswith(".tmp"))  # atomic_open's leftovers
+                     or any(path.relative_to(folder).match(pattern) for pattern in OWN_FILES[kind])):
+            continue
+        found.append(name)
+    return found
+
+
 def check_out_dir(folder: Path, kind: str, overwrite: bool, hint: str = "") -> None:
-    """Fail before any work when --out exists and may not (or was not asked to) be replaced."""
+    """Fail before any work when --out exists and may not (or was not asked to) be written; see the module doc."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file, not a folder")
     if not holds_files(folder):
         return
+    if kind in WHOLE_KINDS:
+        if not overwrite:
+            raise UserError(f"{folder} already holds files: {hint or ''}--overwrite replaces it, or choose another --out")
+        check_replaceable(folder, kind)
+        return
+    found = output_kind(folder)
+    if found and found != kind:
+        raise UserError(f"refusing to write {kind} outputs into {folder}: it holds a gemma_fast {found} folder; "
+                        "choose another --out (nothing was changed)")
+    foreign = foreign_files(folder, kind)
+    if not foreign:
+        return
     if not overwrite:
-        raise UserError(f"{folder} already holds files: {hint or ''}--overwrite replaces it, or choose another --out")
-    check_replaceable(folder, kind)
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(f"{folder} holds files gemma_fast did not write ({shown}): --overwrite writes the {kind} outputs "
+                        "beside them (replacing any of the same name, removing nothing else), or choose another --out")
+    reason = protected_reason(folder)
+    if reason:
+        raise UserError(f"refusing to write {kind} outputs into {folder}: {reason}; choose another --out")
+
+
+def claim_out_dir(folder: Path, kind: str, overwrite: bool) -> None:
+    """Right before an in-place stage writes: check again, then mark the folder as ours, so a rerun recognises the
+    files (and cached answers) written from now on."""
+    check_out_dir(folder, kind, overwrite)
+    mark(folder, kind)
 
 
 @contextmanager
@@ -101,10 +152,15 @@ def replace_guard(folder: Path, kind: str, overwrite: bool, keep_on_failure=None
     check_out_dir(folder, kind, overwrite)
     aside = None
     if holds_files(folder):
+        linked = folder.is_symlink()
+        if linked:  # through a symlinked --out: the folder it points to moves aside, the link stays
+            folder = folder.resolve()
         aside = folder.with_name(f"{folder.name}.replaced")
-        if aside.exists():
+        if aside.exists() or aside.is_symlink():
             raise UserError(f"{aside} exists (a run replaced earlier and not yet removed): remove or rename it first")
         folder.rename(aside)
+        if linked:
+            folder.mkdir()  # so the link's path is a folder again for the new output
     try:
         yield aside
     except BaseException as exc:
@@ -112,7 +168,7 @@ def replace_guard(folder: Path, kind: str, overwrite: bool, keep_on_failure=None
             if aside is not None and isinstance(exc, UserError):
                 exc.args = (f"{exc}; the run it replaces is kept in {aside} until you remove it",)
             raise
-        if folder.is_dir() and output_kind(folder) == kind:  # only what this run created
+        if folder.is_dir() and (output_kind(folder) == kind or not holds_files(folder)):  # only what this run created
             shutil.rmtree(folder, ignore_errors=True)
         if aside is not None and not folder.exists():
             aside.rename(folder)

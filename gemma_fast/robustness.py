@@ -13,6 +13,7 @@ from .errors import UserError
 from .evaluation import candidates, compare, load_eval_records, prefer_unsloth_first, run_candidate, score, summarise
 from .generate import generate_batched
 from .io import write_json, write_jsonl
+from .outputs import check_out_dir, claim_out_dir
 from .perturb import Context, apply_spec, needs_model, parse_spec
 from .prompts import build_prompt
 from .recipe import Recipe
@@ -35,15 +36,17 @@ def _slug(spec: str) -> str:
 
 
 def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
-        specs: list[str] | None = None) -> dict:
+        specs: list[str] | None = None, overwrite: bool = False) -> dict:
     cfg = recipe.robustness
     specs = specs or cfg.perturbations
     if not specs:
         raise UserError("no perturbations: set robustness.perturbations or pass --perturb")
     for spec in specs:
         parse_spec(spec)  # every spec checked before any model runs
+    check_out_dir(out_dir, "robustness", overwrite)
     prefer_unsloth_first(recipe, console)
     records = load_eval_records(recipe)
+    claim_out_dir(out_dir, "robustness", overwrite)
     offline = Context(cfg.parallel_file, cfg.translate_to)  # no model yet: file errors come before any model runs
     perturbed = {spec: apply_spec(spec, records, recipe.seed, offline) for spec in specs}
     cand = candidates(recipe, adapter, merged, compare_base=False)[-1]

@@ -21,6 +21,7 @@ def main() -> None:
     source = cli.model_source(p)
     source.add_argument("--predictions", default=None, metavar="FILE", help="score a JSONL of {id, prediction}; no model runs")
     p.add_argument("--compare", choices=["base"], default=None, help="also run the recipe's base model on the same prompts")
+    cli.overwrite_flag(p, "the evaluation")
     args = p.parse_args()
     recipe = cli.recipe_from_args(args)
     from gemma_fast.evaluation import evaluate, score_file
@@ -30,9 +31,9 @@ def main() -> None:
     adapter, merged = (Path(x) if x else None for x in (args.adapter, args.model))
     out_dir = Path(args.out) if args.out else recipe.default_out("eval", adapter or merged)
     if args.predictions:
-        summary = score_file(recipe, Path(args.predictions), out_dir)
+        summary = score_file(recipe, Path(args.predictions), out_dir, overwrite=args.overwrite)
     else:
-        summary = evaluate(recipe, out_dir, cli.console, adapter, merged, compare_base=bool(args.compare))
+        summary = evaluate(recipe, out_dir, cli.console, adapter, merged, compare_base=bool(args.compare), overwrite=args.overwrite)
     header = ["metric", *summary["models"]] + (["fine-tuned − base"] if summary["comparison"] else [])
     console.print(table(f"{recipe.name}: {summary['examples']} {summary['split']} examples, mean [95% CI] -> {out_dir}",
                         header, metric_rows(summary, headline_names())))

@@ -17,14 +17,16 @@ from gemma_fast import cli
 
 
 def main() -> None:
-    args = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:])).parse_args()
+    p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
+    cli.overwrite_flag(p, "the splits")
+    args = p.parse_args()
     recipe = cli.recipe_from_args(args)
     from gemma_fast.data import SPLITS, prepare
     from gemma_fast.report import console, table
 
     out_dir = Path(args.out) if args.out else recipe.default_out("prepare")
     with cli.console.status(f"preparing {recipe.data.source}"):
-        report = prepare(recipe, out_dir)
+        report = prepare(recipe, out_dir, overwrite=args.overwrite)
     rows = []
     for name in SPLITS:
         tokens = report["tokens"][name] or {}

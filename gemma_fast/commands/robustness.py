@@ -26,6 +26,7 @@ def main() -> None:
     p = cli.parser(__doc__.splitlines()[0], "\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--list", action="store_true", help="list the perturbations and exit")
     cli.model_source(p)
+    cli.overwrite_flag(p, "the robustness report")
     p.add_argument("--perturb", action="append", default=[], metavar="SPEC", help="a perturbation spec (repeatable); default: the recipe's list")
     args = p.parse_args()
     recipe = cli.recipe_from_args(args)
@@ -34,7 +35,7 @@ def main() -> None:
 
     adapter, merged = (Path(x) if x else None for x in (args.adapter, args.model))
     out_dir = Path(args.out) if args.out else recipe.default_out("robustness", adapter or merged)
-    summary = run(recipe, out_dir, cli.console, adapter, merged, args.perturb or None)
+    summary = run(recipe, out_dir, cli.console, adapter, merged, args.perturb or None, overwrite=args.overwrite)
     score = summary["robustness_score"]["mean_relative_drop"]
     console.print(table(f"{recipe.name}: robustness on {summary['examples']} examples -> {out_dir}",
                         ["perturbation", summary["metric"], "Δ vs clean [95% CI]", "relative drop"], robustness_rows(summary)))

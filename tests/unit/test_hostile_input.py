@@ -145,9 +145,10 @@ def rec(i, **kw) -> str:
 class Row:
     case: str  # the review's case id (or a new one)
     klass: int  # the review's defect number (0: a case that already passed)
-    before: str  # the review's verdict at 47f21c3
+    before: str  # the review's verdict at 47f21c3 (round 1) or 0476664 (round 2)
     run: Callable[[Path], None]  # performs the case and asserts the expected outcome
     tags: list[str] = field(default_factory=list)
+    review: int = 1  # 1: reliability_review.md; 2: reliability_review_2.md (klass = its ranked defect number)
 
 
 def expect_error(script: str, args: list[str], pattern: str, setup: Callable[[Path], None] | None = None,
@@ -654,7 +655,66 @@ def _dotdot(world: Path) -> None:
                           r"refusing to replace \.\.: it is the working directory or one of its parents")
     assert (world / "tiny.yaml").is_file() and (world / "notes" / "mine.md").is_file()
 
-TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS
+# ---------------------------------------------------------------- round 2 (reliability_review_2.md)
+
+
+def _user_files(world: Path, folder: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        write(world / folder / name, f"my own {name}, not a gemma_fast output\n")
+
+
+def _out_with_user_files(script: str, args: list[str], folder: str, names: tuple[str, ...]) -> Callable[[Path], None]:
+    """The user's own files in --out: refused without --overwrite, every file unchanged."""
+    pattern = rf"{folder} holds files gemma_fast did not write \({re.escape(', '.join(sorted(names)))}\): --overwrite writes"
+    return expect_error(script, [*args, "--out", folder], pattern, setup=lambda w: _user_files(w, folder, names), unchanged=folder)
+
+
+def _overwrite_keeps_user_files(world: Path) -> None:
+    """--overwrite writes our outputs beside the user's files and removes nothing; a rerun into our own folder needs
+    no --overwrite."""
+    _user_files(world, "mixed", ("notes.txt",))
+    assert cli("prepare_data", "--recipe", "tiny.yaml", "--out", "mixed", cwd=world).code == 2
+    assert cli("prepare_data", "--recipe", "tiny.yaml", "--out", "mixed", "--overwrite", cwd=world).code == 0
+    assert (world / "mixed" / "notes.txt").read_text() == "my own notes.txt, not a gemma_fast output\n"
+    assert (world / "mixed" / "train.jsonl").is_file()
+    assert cli("prepare_data", "--recipe", "tiny.yaml", "--out", "ours", cwd=world).code == 0
+    rerun = cli("prepare_data", "--recipe", "tiny.yaml", "--out", "ours", "--set", "seed=5", cwd=world)
+    assert rerun.code == 0, rerun.stderr[-2000:]
+
+
+def _eval_into_run_folder(world: Path) -> None:
+    """An evaluation never writes into a training run's own folder (another gemma_fast kind), --overwrite or not."""
+    copy_run(world, "evalinto")
+    for extra in ([], ["--overwrite"]):
+        assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--adapter", "runs/evalinto", "--out", "runs/evalinto",
+                                  *extra, cwd=world), r"refusing to write eval outputs into runs/evalinto: it holds a gemma_fast run folder")
+
+
+def _symlinked_overwrite(world: Path) -> None:
+    """train --overwrite through a symlinked --out, twice: the folder behind the link is replaced, the link stays, and
+    no `.replaced` is left to block the next run."""
+    copy_run(world, "behind")
+    (world / "link").symlink_to(world / "runs" / "behind")
+    for _ in range(2):
+        result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "link", "--overwrite", cwd=world)
+        assert result.code == 0, result.stderr[-3000:]
+    assert (world / "link").is_symlink() and (world / "link" / "adapter" / "adapter_config.json").is_file()
+    assert not list((world / "runs").glob("*.replaced")) and not (world / "link.replaced").exists()
+
+
+ROUND2_ROWS = [
+    Row("d-out-user-files", 1, "data-loss", _out_with_user_files("prepare_data", ["--recipe", "tiny.yaml"], "userdata",
+                                                                ("train.jsonl", "notes.txt")), review=2),
+    Row("e-out-user-files", 1, "data-loss", _out_with_user_files("evaluate", ["--recipe", "tiny.yaml", "--adapter", "runs/r1"],
+                                                                "usereval", ("metrics.json", "report.md")), review=2),
+    Row("b-out-user-files", 1, "data-loss", _out_with_user_files("robustness", ["--recipe", "tiny.yaml", "--adapter", "runs/r1",
+                                                                              "--perturb", "casing"], "userrob", ("report.md",)), review=2),
+    Row("d-out-user-files --overwrite", 1, "data-loss", _overwrite_keeps_user_files, review=2),
+    Row("e-out-run-folder", 1, "data-loss", _eval_into_run_folder, review=2),
+    Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
+]
+
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
@@ -677,8 +737,10 @@ def test_real_subprocess(world: Path, args, pattern):
 
 def test_table_counts(capsys):
     """Counts per verdict before the fix; every row now passes (a clear error or the right result)."""
-    counts = Counter(r.before for r in TABLE)
-    classes = sorted({r.klass for r in TABLE if r.klass})
-    with capsys.disabled():
-        print(f"\nhostile-input table: {len(TABLE)} rows, review classes covered: {classes}; before the fix: {dict(counts)}")
-    assert set(range(1, 23)) == set(classes)
+    for review, expected in ((1, set(range(1, 23))), (2, {1, 9})):
+        rows = [r for r in TABLE if r.review == review]
+        classes = sorted({r.klass for r in rows if r.klass})
+        with capsys.disabled():
+            print(f"\nhostile-input table, review {review}: {len(rows)} rows, classes covered: {classes}; "
+                  f"before the fix: {dict(Counter(r.before for r in rows))}")
+        assert expected == set(classes)
