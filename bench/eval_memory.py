@@ -36,20 +36,19 @@ def main() -> None:
     args = parser.parse_args()
     from gemma_fast.loss import answer_token_stats
     from gemma_fast.models import load_model
-    from gemma_fast.prompts import encode_example, record_prompt
 
     raw = json.loads(DATA.read_text(encoding="utf-8"))
     records = [{"id": str(i), "instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]} for i, r in enumerate(raw)]
     loaded = load_model("embedded:gemma-3-270m", "hf")
-    tok = loaded.tokenizer
-    prompt_lengths = [len(tok(record_prompt(r))["input_ids"]) for r in records]
+    fmt = loaded.prompts
+    prompt_lengths = [len(ids) for ids in fmt.encode_many([fmt.record_prompt(r) for r in records])]
     # the longest prompts that still leave room for some answer: every batch row is (near) --length tokens
     chosen = [r for n, r in sorted(zip(prompt_lengths, records), key=lambda x: -x[0]) if n <= args.length - 24][: args.batch]
-    lengths = [len(encode_example(tok, r, args.length)["input_ids"]) for r in chosen]
-    answer_tokens = sum(sum(encode_example(tok, r, args.length)["completion_mask"]) for r in chosen)
-    answer_token_stats(loaded.model, tok, chosen[:1], args.length, batch_size=1)  # warm-up
+    lengths = [len(fmt.example(r, args.length)["input_ids"]) for r in chosen]
+    answer_tokens = sum(sum(fmt.example(r, args.length)["completion_mask"]) for r in chosen)
+    answer_token_stats(loaded.model, fmt, chosen[:1], args.length, batch_size=1)  # warm-up
     before = rss()
-    stats = answer_token_stats(loaded.model, tok, chosen, args.length, batch_size=args.batch)
+    stats = answer_token_stats(loaded.model, fmt, chosen, args.length, batch_size=args.batch)
     extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     vocab = loaded.model.config.get_text_config().vocab_size
     width = max(lengths)

@@ -22,16 +22,16 @@ from bench.common import save, stamp  # noqa: E402
 KAGGLE_TEST = ROOT.parent / "shared" / "data" / "kaggle_docs" / "kaggle_docs_QA_v2.json"
 
 
-def load_prompts(n: int) -> tuple[list[str], str]:
+def load_prompts(n: int, prompts_format) -> tuple[list, str]:
+    """The first n Kaggle v2 test prompts (else quickstart's), written by the model's prompts.PromptFormat."""
     from gemma_fast.io import read_json, read_jsonl
-    from gemma_fast.prompts import record_prompt
     from gemma_fast.sources import ASSETS
 
     if KAGGLE_TEST.is_file():
         rows, source = read_json(KAGGLE_TEST), "kaggle_docs_QA_v2 (first N)"
     else:
         rows, source = read_jsonl(ASSETS / "quickstart_docs_qa.jsonl"), "quickstart (first N)"
-    return [record_prompt(r) for r in rows[:n]], source
+    return [prompts_format.record_prompt(r) for r in rows[:n]], source
 
 
 def count_new_tokens(new_ids, stop_ids: list[int]) -> int:
@@ -56,7 +56,7 @@ class TokenCounter:
         return out
 
 
-def warm_up(loaded, counter: TokenCounter, prompts: list[str], batch_size: int, max_new_tokens: int) -> int:
+def warm_up(loaded, counter: TokenCounter, prompts: list, batch_size: int, max_new_tokens: int) -> int:
     """One full batch of the longest prompts, generating the full max_new_tokens (no early stop), so the timed run
     meets no new shape. Returns the tokens it generated and leaves the counter at 0."""
     from gemma_fast.generate import generate_batched
@@ -64,7 +64,8 @@ def warm_up(loaded, counter: TokenCounter, prompts: list[str], batch_size: int, 
     config = loaded.model.generation_config
     counter.tokens, config.min_new_tokens = 0, max_new_tokens
     try:
-        generate_batched(loaded.model, loaded.tokenizer, sorted(prompts, key=len)[-batch_size:], batch_size, max_new_tokens)
+        longest = sorted(prompts, key=lambda p: len(p.text))[-batch_size:]
+        generate_batched(loaded.model, loaded.tokenizer, loaded.prompts, longest, batch_size, max_new_tokens)
     finally:
         config.min_new_tokens = None
     tokens, counter.tokens = counter.tokens, 0
@@ -81,18 +82,18 @@ def main() -> None:
     import torch
 
     from gemma_fast.generate import generate_batched
-    from gemma_fast.models import load_model, stop_token_ids
+    from gemma_fast.models import load_model
 
     loaded = load_model(args.model, "auto")
-    prompts, source = load_prompts(args.prompts)
-    counter = TokenCounter(loaded.model, stop_token_ids(loaded.tokenizer))
+    prompts, source = load_prompts(args.prompts, loaded.prompts)
+    counter = TokenCounter(loaded.model, loaded.prompts.stop_ids)
     results = []
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         warmup_tokens = warm_up(loaded, counter, prompts, bs, args.max_new_tokens)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        generate_batched(loaded.model, loaded.tokenizer, prompts, bs, args.max_new_tokens)
+        generate_batched(loaded.model, loaded.tokenizer, loaded.prompts, prompts, bs, args.max_new_tokens)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

@@ -47,7 +47,7 @@ def main() -> None:
     source = work / "dolly_synthetic.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in synthetic_dolly(args.records)), encoding="utf-8")
     recipe = load_recipe("dolly", [f"data.source={source}", "model=embedded:gemma-3-270m"])
-    tokenizer = load_tokenizer(recipe.model)  # excluded from the timing
+    tokenizer = load_tokenizer(recipe.model, recipe.prompt.system)[1]  # excluded from the timing: the prompt format
     start = time.perf_counter()
     report = prepare(recipe, work / "out", tokenizer)
     seconds = time.perf_counter() - start

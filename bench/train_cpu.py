@@ -61,11 +61,11 @@ def trl_worker(recipe_name: str, sets: list[str], out: Path) -> None:
     recipe = load_recipe(recipe_name, sets)
     t, lora = recipe.train, recipe.lora
     path = resolve_model(recipe.model)
-    tokenizer = load_tokenizer(recipe.model)
-    train_ds = tokenize_split(tokenizer, load_split(recipe.data_dir, "train"), t.max_seq_length)
+    tokenizer, prompts = load_tokenizer(recipe.model, recipe.prompt.system)
+    train_ds = tokenize_split(prompts, load_split(recipe.data_dir, "train"), t.max_seq_length)
     set_seed(recipe.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.targets(),
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.targets(prompts.family),
                                              task_type="CAUSAL_LM"))
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,

@@ -1,9 +1,11 @@
 """Talk to a model: a base, an adapter run, a merged folder or a GGUF, through the one prompt builder.
 
-Prompts are `prompts.build_prompt(question, context, retrieved passages)`, exactly as in training and evaluation;
-earlier turns of an interactive chat are kept in front as finished turns (`…<end_of_turn>\\n`). Answers stream as
-they are generated and stop at <end_of_turn>. A GGUF runs on llama.cpp (ik-llama-cpp-python) where it is installed,
-else through transformers' GGUF loader (slower to load; query_pre_attn_scalar restored as llama.cpp does).
+Prompts are the model's PromptFormat (prompts.py: its generation's turns, the recipe's system message, question,
+context and retrieved passages), exactly as in training and evaluation; earlier turns of an interactive chat are kept
+in front as finished turns. Answers stream as they are generated and stop at the end of the turn. A prompt longer than
+train.max_seq_length (what the model was trained and evaluated with) is refused before anything runs. A GGUF runs on
+llama.cpp (ik-llama-cpp-python) where it is installed, else through transformers' GGUF loader (slower to load;
+query_pre_attn_scalar restored as llama.cpp does).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
-from .prompts import END_OF_TURN, build_prompt
+from .prompts import Prompt, PromptFormat, Tokenize
 
 OnText = Callable[[str], None]
 
@@ -54,17 +56,15 @@ class Settings:
 class TransformersChat:
     """A transformers model (optionally with a PEFT adapter) streaming through TextStreamer."""
 
-    def __init__(self, model, tokenizer, name: str):
-        from .models import stop_token_ids
+    def __init__(self, model, tokenizer, prompts: PromptFormat, name: str):
+        self.model, self.tokenizer, self.prompts, self.name = model.eval(), tokenizer, prompts, name
+        self.stop_ids = prompts.stop_ids
+        self.max_length = getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
 
-        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
-        self.stop_ids = [i for i in stop_token_ids(tokenizer) if i is not None]
-        self.max_length = getattr(model.config, "max_position_embeddings", 8192)
+    def count(self, prompt: Prompt) -> int:
+        return len(self.prompts.encode(prompt))
 
-    def count(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
-
-    def answer(self, text: str, settings: Settings, on_text: OnText | None = None) -> str:
+    def answer(self, prompt: Prompt, settings: Settings, on_text: OnText | None = None) -> str:
         import torch
         from transformers import TextStreamer
 
@@ -75,14 +75,15 @@ class TransformersChat:
                 if on_text and piece:
                     on_text(piece)
 
-        enc = self.tokenizer(text, return_tensors="pt").to(next(self.model.parameters()).device)
+        ids = torch.tensor([self.prompts.encode(prompt)], device=next(self.model.parameters()).device)
+        enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} \
             if settings.temperature > 0 else {"do_sample": False}
         if settings.temperature > 0:
             torch.manual_seed(settings.seed)
         with torch.no_grad():
             out = self.model.generate(**enc, max_new_tokens=settings.max_new_tokens, eos_token_id=self.stop_ids,
-                                      pad_token_id=self.tokenizer.pad_token_id, streamer=Stream(self.tokenizer, skip_prompt=True,
+                                      pad_token_id=self.prompts.pad_id, streamer=Stream(self.tokenizer, skip_prompt=True,
                                                                                                 skip_special_tokens=True), **sampling)
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
@@ -90,17 +91,18 @@ class TransformersChat:
 class LlamaCppChat:
     """A GGUF on llama.cpp's CPU runtime (ik-llama-cpp-python)."""
 
-    def __init__(self, gguf: Path, runtime_folder: Path, n_ctx: int = 4096):
+    def __init__(self, gguf: Path, runtime_folder: Path, n_ctx: int = 4096, system: str = ""):
         from .llama_runtime import LlamaRuntime
 
         self.runtime = LlamaRuntime(gguf, runtime_folder, n_ctx=n_ctx)
         self.name, self.max_length = f"{gguf.name} (llama.cpp)", n_ctx
-        self.stop_ids = {i for i in (self.runtime.tokenize(END_OF_TURN)[1:2] + [_eos_id(gguf)]) if i is not None}
+        self.prompts = gguf_prompt_format(gguf, self.runtime, system)
+        self.stop_ids = set(self.prompts.stop_ids)
 
-    def count(self, text: str) -> int:
-        return len(self.runtime.tokenize(text))
+    def count(self, prompt: Prompt) -> int:
+        return len(self.prompts.encode(prompt))
 
-    def answer(self, text: str, settings: Settings, on_text: OnText | None = None) -> str:
+    def answer(self, prompt: Prompt, settings: Settings, on_text: OnText | None = None) -> str:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         on_text = _stripped_stream(on_text)
@@ -112,7 +114,7 @@ class LlamaCppChat:
                 if on_text:
                     on_text(piece)
 
-        ids = self.runtime.tokenize(text)
+        ids = self.prompts.encode(prompt)
         self.runtime.generate(ids, min(settings.max_new_tokens, self.max_length - len(ids)), self.stop_ids, emit,
                               temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
         tail = decoder.decode(b"", final=True)
@@ -121,10 +123,26 @@ class LlamaCppChat:
         return ("".join(pieces) + tail).strip()
 
 
-def _eos_id(gguf: Path) -> int | None:
+def gguf_prompt_format(gguf: Path, runtime, system: str = "") -> PromptFormat:
+    """The PromptFormat of a GGUF on llama.cpp: its generation from general.architecture, its control tokens as the
+    runtime tokenizes them, the empty thought channel when its own chat template primes one."""
+    from .families import family_of_gguf, wants_empty_thought
     from .gguf_tokenizer import _read_metadata
 
-    return _read_metadata(gguf).get("tokenizer.ggml.eos_token_id")
+    meta = _read_metadata(gguf)
+    family = family_of_gguf(str(meta.get("general.architecture")), str(gguf))
+    controls = {}
+    for text in family.control_tokens:
+        ids = runtime.tokenize(text, special=True)
+        if len(ids) == 1:
+            controls[text] = ids[0]
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    bos_id = meta.get("tokenizer.ggml.bos_token_id")
+    bos = tokens[bos_id] if isinstance(bos_id, int) and bos_id < len(tokens) else "<bos>"
+    tokenize = Tokenize(lambda texts, special: [runtime.tokenize(t, special) for t in texts], controls, bos, bos_id)
+    empty = wants_empty_thought(family, meta.get("tokenizer.chat_template"))
+    return PromptFormat(family, tokenize, system, empty, meta.get("tokenizer.ggml.eos_token_id"),
+                        meta.get("tokenizer.ggml.padding_token_id") or 0)
 
 
 def gguf_query_scalar(gguf: Path) -> float | None:
@@ -175,7 +193,7 @@ def adapter_base(adapter: Path) -> str | None:
 def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppChat:
     start = time.perf_counter()
     if source.gguf:
-        chat = _open_gguf(Path(source.gguf), source.runtime, console)
+        chat = _open_gguf(Path(source.gguf), source.runtime, console, recipe.prompt.system)
     else:
         from .models import load_model
 
@@ -187,18 +205,18 @@ def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppCh
             if source.model and recorded_base(adapter) is not None:
                 check_same_base(adapter, source.model, "--adapter")
         with console.status(f"loading {spec}{' + ' + source.adapter if source.adapter else ''}"):
-            loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length)
+            loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length, system=recipe.prompt.system)
             model = loaded.model
             if source.adapter:
                 from peft import PeftModel
 
                 model = PeftModel.from_pretrained(model, str(adapter))
-        chat = TransformersChat(model, loaded.tokenizer, f"{spec}{' + adapter ' + str(adapter) if source.adapter else ''}")
+        chat = TransformersChat(model, loaded.tokenizer, loaded.prompts, f"{spec}{' + adapter ' + str(adapter) if source.adapter else ''}")
     console.print(f"[dim]{chat.name} loaded in {time.perf_counter() - start:.1f} s[/]", highlight=False)
     return chat
 
 
-def _open_gguf(path: Path, runtime: str, console) -> TransformersChat | LlamaCppChat:
+def _open_gguf(path: Path, runtime: str, console, system: str = "") -> TransformersChat | LlamaCppChat:
     if not path.is_file():
         raise UserError(f"--gguf {path}: file not found")
     if runtime in ("auto", "llama.cpp"):
@@ -207,7 +225,7 @@ def _open_gguf(path: Path, runtime: str, console) -> TransformersChat | LlamaCpp
         folder, why = runtime_dir(install=True)
         if folder is not None:
             with console.status(f"loading {path.name} on llama.cpp"):
-                return LlamaCppChat(path, folder)
+                return LlamaCppChat(path, folder, system=system)
         if runtime == "llama.cpp":
             raise UserError(f"--runtime llama.cpp: {why}")
         console.print(f"[yellow]note:[/] llama.cpp runtime unavailable ({why}); loading the GGUF with transformers (slower)")
@@ -215,7 +233,8 @@ def _open_gguf(path: Path, runtime: str, console) -> TransformersChat | LlamaCpp
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from .models import prepare_tokenizer, stop_token_ids
+    from .models import prepare_tokenizer
+    from .prompts import prompt_format
 
     hf_logging.disable_progress_bar()
 
@@ -226,33 +245,45 @@ def _open_gguf(path: Path, runtime: str, console) -> TransformersChat | LlamaCpp
     with console.status(f"loading {path.name} with transformers (dequantising)"):
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, **extra)
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
-    return TransformersChat(model, tokenizer, f"{path.name} (transformers)")
+    prompts = prompt_format(tokenizer, model.config, system)
+    model.generation_config.eos_token_id = prompts.stop_ids
+    return TransformersChat(model, tokenizer, prompts, f"{path.name} (transformers)")
 
 
 # ---------------------------------------------------------------- a conversation
 
 
 class Conversation:
-    """Turns built by build_prompt; earlier turns kept in front (dropped oldest first when they no longer fit)."""
+    """Turns in the model's PromptFormat; earlier (question, answer) turns kept in front, the oldest dropped first
+    when they no longer fit. `max_length` (train.max_seq_length) bounds prompt + answer, with the model's context."""
 
-    def __init__(self, chat, settings: Settings, retriever=None, context: str = "", history: bool = True):
+    def __init__(self, chat, settings: Settings, retriever=None, context: str = "", history: bool = True, max_length: int = 0):
         self.chat, self.settings, self.retriever, self.context, self.keep = chat, settings, retriever, context, history
-        self.turns: list[str] = []
+        self.max_length = min(chat.max_length, max_length) if max_length else chat.max_length
+        self.turns: list[tuple[Prompt, str]] = []  # (the user turn's body, the answer)
 
-    def prompt(self, question: str, context: str | None = None) -> tuple[str, str]:
-        """(the full text to generate from, this turn's own prompt)."""
+    def prompt(self, question: str, context: str | None = None) -> tuple[Prompt, Prompt]:
+        """(the prompt to generate from, this turn's user body)."""
         passages = self.retriever.passages(question) if self.retriever is not None else []
-        current = build_prompt(question, self.context if context is None else context, passages)
-        while self.turns and self.chat.count("".join(self.turns) + current) + self.settings.max_new_tokens > self.chat.max_length:
+        context = self.context if context is None else context
+        fmt = self.chat.prompts
+        body = fmt.body(question, context, passages)
+        budget = self.max_length - self.settings.max_new_tokens
+        alone = fmt.prompt(question, context, passages)
+        if len(alone.text) > 8 * budget or self.chat.count(alone) > budget:  # no tokenizer makes fewer tokens than chars / 8
+            size = f"{len(alone.text):,} characters" if len(alone.text) > 8 * budget else f"{self.chat.count(alone):,} tokens"
+            raise UserError(f"the prompt is {size}; with --max-new-tokens {self.settings.max_new_tokens} it must fit in "
+                            f"{self.max_length} tokens (train.max_seq_length, at most the model's context): shorten the "
+                            "question or --context, or raise train.max_seq_length (--set); nothing was generated")
+        while self.turns and self.chat.count(fmt.prompt(question, context, passages, self.turns)) > budget:
             self.turns.pop(0)
-        return "".join(self.turns) + current, current
+        return fmt.prompt(question, context, passages, self.turns), body
 
     def ask(self, question: str, on_text: OnText | None = None, context: str | None = None) -> str:
-        text, current = self.prompt(question, context)
-        answer = self.chat.answer(text, self.settings, on_text)
+        prompt, body = self.prompt(question, context)
+        answer = self.chat.answer(prompt, self.settings, on_text)
         if self.keep:
-            self.turns.append(current + answer + END_OF_TURN + "\n")
+            self.turns.append((body, answer))
         return answer
 
     def reset(self) -> None:

@@ -216,18 +216,17 @@ OVERLAPS_LISTED = 50  # prep_report.json names this many test duplicates at most
 CHARS_PER_TOKEN_LIMIT = 8  # no tokenizer makes fewer tokens than characters / 8 of real text
 
 
-def _length_filter(records: list[dict], tokenizer, max_length: int, tally: Tally) -> tuple[list[dict], dict[str, int]]:
-    """Drop records longer than max_length tokens. A record of more than 8 x max_length characters is dropped by
-    its character count first: tokenizing a 50 MB answer only to drop it costs gigabytes of memory."""
-    from .prompts import example_lengths
-
+def _length_filter(records: list[dict], prompts, max_length: int, tally: Tally) -> tuple[list[dict], dict[str, int]]:
+    """Drop records longer than max_length tokens (as the model's prompts.PromptFormat writes them). A record of more
+    than 8 x max_length characters is dropped by its character count first: tokenizing a 50 MB answer only to drop it
+    costs gigabytes of memory."""
     limit = CHARS_PER_TOKEN_LIMIT * max_length
     short = [r for r in records if sum(len(r[k]) for k in ("instruction", "input", "output")) <= limit]
     tally.drop("too_long", len(records) - len(short))
     records = short
     if not records:  # nothing to tokenize (every record skipped or too long)
         return [], {}
-    lengths = example_lengths(tokenizer, records)
+    lengths = prompts.example_lengths(records)
     kept = [r for r, n in zip(records, lengths) if n <= max_length]
     tally.drop("too_long", len(records) - len(kept))
     return kept, {r["id"]: n for r, n in zip(records, lengths)}
@@ -237,10 +236,9 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None, overwrite: bool = Fal
     """Prepare the recipe's data into out_dir; returns the report (also written as prep_report.json). The recipe's
     data.dir becomes out_dir (in the saved recipe.yaml too), so training the same recipe object reads this dataset.
 
-    `tokenizer` is loaded from recipe.model when the length filter is on and none is given. A folder holding files
-    this project did not write is refused unless `overwrite` (outputs.check_out_dir).
+    `tokenizer` (a tokenizer or its prompts.PromptFormat) is loaded from recipe.model when the length filter is on and
+    none is given. A folder holding files this project did not write is refused unless `overwrite` (outputs.check_out_dir).
     """
-    from .models import load_tokenizer
 
     recipe.data.dir = str(out_dir)
     cfg = recipe.data
@@ -256,12 +254,12 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None, overwrite: bool = Fal
 
     lengths: dict[str, int] = {}
     if cfg.length_filter:
-        tokenizer = tokenizer or load_tokenizer(recipe.model)
-        pool, lengths = _length_filter(pool, tokenizer, recipe.train.max_seq_length, tally)
-        mix, mix_lengths = _length_filter(mix, tokenizer, recipe.train.max_seq_length, mix_tally)
+        prompts = _prompt_format(recipe, tokenizer)
+        pool, lengths = _length_filter(pool, prompts, recipe.train.max_seq_length, tally)
+        mix, mix_lengths = _length_filter(mix, prompts, recipe.train.max_seq_length, mix_tally)
         lengths.update(mix_lengths)
         if test is not None:
-            test, test_lengths = _length_filter(test, tokenizer, recipe.train.max_seq_length, tally)
+            test, test_lengths = _length_filter(test, prompts, recipe.train.max_seq_length, tally)
             lengths.update(test_lengths)
     # Every seeded draw (subset, split, mix, context dropout) is made before test duplicates are removed, so the
     # test file cannot change which records are drawn: it can only take its own duplicates out of them.
@@ -287,9 +285,7 @@ def prepare(recipe: Recipe, out_dir: Path, tokenizer=None, overwrite: bool = Fal
     splits["train"] = drop_contexts(splits["train"], hidden)
     dropped_context = [r for r in splits["train"] if "dropped_context" in r]
     if lengths and dropped_context:  # their prompts got shorter
-        from .prompts import example_lengths
-
-        lengths.update(zip((r["id"] for r in dropped_context), example_lengths(tokenizer, dropped_context)))
+        lengths.update(zip((r["id"] for r in dropped_context), prompts.example_lengths(dropped_context)))
 
     report = {
         "recipe": recipe.name, "source": cfg.source, "test_source": cfg.test_source or None, "format": cfg.format,
@@ -327,6 +323,20 @@ def _mix_report(cfg: DataConfig, mix_tally: Tally, wanted: int, train: list[dict
     n = sum(r["id"] in mixed_ids for r in train)
     return {"source": cfg.mix_source, "format": cfg.mix_format, "share": cfg.mix_share, "records_in": mix_tally.records_in,
             "wanted": wanted, "train": n, "train_share": round(n / len(train), 4)}
+
+
+def _prompt_format(recipe: Recipe, tokenizer=None):
+    """The model's prompt format: loaded with its tokenizer (the first stage that meets the model), or built around a
+    tokenizer the caller gives (its generation judged from its turn tokens)."""
+    from .prompts import PromptFormat, prompt_format
+
+    if isinstance(tokenizer, PromptFormat):
+        return tokenizer
+    if tokenizer is not None:
+        return prompt_format(tokenizer, None, recipe.prompt.system)
+    from .models import load_tokenizer
+
+    return load_tokenizer(recipe.model, recipe.prompt.system)[1]
 
 
 def _check_settings(cfg: DataConfig, out_dir: Path, overwrite: bool) -> None:

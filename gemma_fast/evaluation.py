@@ -29,7 +29,6 @@ from .io import read_jsonl_numbered, write_json, write_jsonl
 from .loss import answer_token_stats
 from .models import load_model
 from .outputs import check_not_inputs, check_out_dir, claim_out_dir, mark
-from .prompts import record_prompt
 from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_metrics, write_eval_report
@@ -65,7 +64,7 @@ class Candidate:
 
     name: str
     identity: object  # what must match for a partial file to be reused: content digests, not paths
-    loader: Callable[[], tuple]  # -> (model, tokenizer, context); context e.g. the PEFT model's disable_adapter
+    loader: Callable[[], tuple]  # -> (model, tokenizer, prompt format, context); context e.g. the PEFT model's disable_adapter
     loaded: tuple | None = None
 
     def _get(self) -> tuple:
@@ -75,7 +74,8 @@ class Candidate:
 
     model = property(lambda self: self._get()[0])
     tokenizer = property(lambda self: self._get()[1])
-    context = property(lambda self: self._get()[2])
+    prompts = property(lambda self: self._get()[2])  # prompts.PromptFormat
+    context = property(lambda self: self._get()[3])
 
     def renamed(self, name: str) -> "Candidate":
         """The same loaded model under another name (robustness runs one model on several inputs)."""
@@ -103,13 +103,12 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
     four_bit = trained == "qlora" and torch.cuda.is_available()  # evaluate the way it was trained
 
     def load(spec: str, in_4bit: bool):
-        loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit)
-        return loaded.model, loaded.tokenizer, loaded.backend
+        return load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit, system=recipe.prompt.system)
 
     def plain(spec: str, in_4bit: bool):
-        model, tokenizer, backend = load(spec, in_4bit)
-        _for_inference(model, backend)
-        return model, tokenizer, nullcontext
+        loaded = load(spec, in_4bit)
+        _for_inference(loaded.model, loaded.backend)
+        return loaded.model, loaded.tokenizer, loaded.prompts, nullcontext
 
     if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
         out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))] if compare_base else []
@@ -122,14 +121,14 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
         if not shared:
             from peft import PeftModel
 
-            model, tokenizer, backend = load(recipe.model, four_bit)
+            loaded = load(recipe.model, four_bit)
             try:
-                model = PeftModel.from_pretrained(model, str(adapter))
+                model = PeftModel.from_pretrained(loaded.model, str(adapter))
             except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch: another architecture or LoRA rank
                 raise UserError(f"adapter {adapter} does not fit model '{recipe.model}' (another architecture or shape): "
                                 f"{str(exc).strip().splitlines()[0][:300]}") from None
-            _for_inference(model, backend)
-            shared.append((model, tokenizer))
+            _for_inference(model, loaded.backend)
+            shared.append((model, loaded.tokenizer, loaded.prompts))
         return shared[0]
 
     base_id = base_identity(recipe.model)
@@ -165,6 +164,7 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     settings = {"identity": cand.identity, "max_new_tokens": recipe.eval.max_new_tokens, "do_sample": recipe.eval.do_sample,
                 "temperature": recipe.eval.temperature, "top_p": recipe.eval.top_p, "seed": recipe.seed,
                 "max_seq_length": recipe.train.max_seq_length, "rag": dataclasses.asdict(recipe.rag),
+                **({"system": recipe.prompt.system} if recipe.prompt.system else {}),
                 **({} if recipe.eval.answer_stats else {"answer_stats": False})}
     path, meta = partial / f"{cand.name}.jsonl", partial / f"{cand.name}.settings.json"
     keys = {r["id"]: row_key(r) for r in records}
@@ -181,17 +181,18 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
         path.unlink()
     partial.mkdir(parents=True, exist_ok=True)
     write_json(meta, settings)
-    todo = sorted((r for r in records if r["id"] not in done), key=lambda r: len(record_prompt(r)))
+    todo = sorted((r for r in records if r["id"] not in done), key=prompt_chars)
     task = progress.add_task(cand.name, total=len(records), completed=len(records) - len(todo))
     batch_size = recipe.eval.batch_size
     with cand.context(), path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            stats = (answer_token_stats(cand.model, cand.tokenizer, batch, recipe.train.max_seq_length, batch_size)
+            stats = (answer_token_stats(cand.model, cand.prompts, batch, recipe.train.max_seq_length, batch_size)
                      if recipe.eval.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
             predictions = generate_batched(
-                cand.model, cand.tokenizer, [record_prompt(r) for r in batch], batch_size, recipe.eval.max_new_tokens,
-                do_sample=recipe.eval.do_sample, temperature=recipe.eval.temperature, top_p=recipe.eval.top_p, seed=recipe.seed,
+                cand.model, cand.tokenizer, cand.prompts, [cand.prompts.record_prompt(r) for r in batch], batch_size,
+                recipe.eval.max_new_tokens, do_sample=recipe.eval.do_sample, temperature=recipe.eval.temperature,
+                top_p=recipe.eval.top_p, seed=recipe.seed,
             )
             for record, pred, stat in zip(batch, predictions, stats):
                 row = {"id": record["id"], "key": keys[record["id"]], "prediction": pred, **stat}
@@ -202,9 +203,16 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     return done
 
 
+def prompt_chars(record: dict) -> int:
+    """A record's question and context length: the order answers are generated in (short first, little padding)."""
+    return len(record["instruction"]) + len(record.get("input", "")) + sum(len(p) for p in record.get("passages", ()))
+
+
 def row_key(record: dict) -> str:
-    """What one cached answer depends on besides the model: the exact prompt (passages included) and reference."""
-    return hashlib.sha256(json.dumps([record_prompt(record), record["output"]], ensure_ascii=False).encode()).hexdigest()[:32]
+    """What one cached answer depends on besides the model and the settings (the system message among them): the
+    question, its context and retrieved passages, and the reference."""
+    parts = [record["instruction"], record.get("input", ""), list(record.get("passages", ())), record["output"]]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
 def _read_settings(meta: Path):
@@ -310,14 +318,16 @@ def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None
     cands = candidates(recipe, adapter, merged, compare_base)
     claim_out_dir(out_dir, "eval", overwrite)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    results = {}
+    results, prompts = {}, {}
     with Progress(*columns, console=console) as progress:
         for cand in cands:
             done = run_candidate(cand, records, recipe, out_dir / "partial", progress, console)
             results[cand.name] = [done[r["id"]] for r in records]
+            if cand.loaded is not None and not prompts:  # the prompts as this model's chat template writes them
+                prompts = {r["id"]: cand.prompts.record_prompt(r).text for r in records}
             cand.release()
     return finish(recipe, records, results, out_dir, sources={"adapter": str(adapter) if adapter else None,
-                                                              "merged": str(merged) if merged else None})
+                                                              "merged": str(merged) if merged else None}, prompts=prompts)
 
 
 def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path, overwrite: bool = False) -> dict:
@@ -360,7 +370,10 @@ def load_eval_records(recipe: Recipe) -> list[dict]:
     return attach_passages(recipe, records)[0]
 
 
-def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True) -> dict:
+def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], out_dir: Path, sources: dict, with_loss: bool = True,
+           prompts: dict[str, str] | None = None) -> dict:
+    """Scores, intervals, predictions.jsonl (with each prompt as the model saw it, when a model ran), metrics.json,
+    report.md, metrics.png and the recipe."""
     lf = recipe.eval.llamafactory_metrics
     scores = {name: score(records, [r["prediction"] for r in rows], lf) for name, rows in results.items()}
     with_loss = with_loss and recipe.eval.answer_stats
@@ -378,7 +391,8 @@ def finish(recipe: Recipe, records: list[dict], results: dict[str, list[dict]], 
                "models": models, "comparison": comparison}
     rows = []
     for i, record in enumerate(records):
-        row = {"id": record["id"], "lang": record["lang"], "prompt": record_prompt(record), "reference": record["output"]}
+        row = {"id": record["id"], "lang": record["lang"], "question": record["instruction"],
+               **({"prompt": prompts[record["id"]]} if prompts and record["id"] in prompts else {}), "reference": record["output"]}
         for name, res in results.items():
             r = res[i]
             row[name] = {"prediction": r["prediction"], **{k: _round(v[i]) for k, v in scores[name].items()}}

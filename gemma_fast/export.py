@@ -26,22 +26,12 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
+from .families import Family, family_of_config, template_text
 from .tools import converter_script, quantize_binary, say
-from .prompts import END_OF_TURN, START_MODEL, START_USER
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")
 EXACT_TYPES = ("f16", "bf16", "q8_0")  # the round trip must match for these; q4_k_m is reported only
 _SPACE = "\u2581"
-# Google's Gemma 3 template (bos + user/model turns; a system message goes in front of the first user turn).
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
-    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}"
-    "{%- endif -%}{%- for message in loop_messages -%}{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") + message['content'] | trim + '<end_of_turn>\n' }}"
-    "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
-
-
 def parse_types(spec: str) -> list[str]:
     """'q8_0' or 'q8_0,q4_k_m' -> validated, de-duplicated, lower case."""
     types = []
@@ -161,7 +151,7 @@ def _read_config(path: Path) -> dict:
         return {}
 
 
-def prepare_export_folder(merged: Path, base_spec: str, folder: Path) -> dict:
+def prepare_export_folder(merged: Path, base_spec: str, folder: Path, family: Family) -> dict:
     """A folder convert_hf_to_gguf reads as the merged model with the base's sentencepiece vocabulary. Returns notes."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -184,10 +174,10 @@ def prepare_export_folder(merged: Path, base_spec: str, folder: Path) -> dict:
             restored += 1
     config["added_tokens_decoder"] = dict(sorted(added.items(), key=lambda kv: int(kv[0])))
     template = config.get("chat_template") or _merged_template(merged)
-    config["chat_template"] = template or GEMMA_CHAT_TEMPLATE
+    config["chat_template"] = template or template_text(family.templates[0])
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"tokenizer_source": source, "added_tokens_decoder": len(added), "user_defined_restored": restored,
-            "chat_template": "the base's" if template else "Gemma's (the base has none)"}
+            "chat_template": "the base's" if template else f"{family.label}'s official one (the base has none)"}
 
 
 def _merged_template(merged: Path) -> str | None:
@@ -317,26 +307,41 @@ def reference_vocabulary(base_spec: str, folder: Path) -> tuple[tuple[list, list
 # ---------------------------------------------------------------- Ollama
 
 
-def modelfile(gguf_name: str, num_ctx: int = 2048, temperature: float = 0.0) -> str:
-    """An Ollama Modelfile: the prompt builder's turns (prompts.build_prompt) as a Go template, <end_of_turn> as stop."""
-    user, model = START_USER.replace("\n", ""), START_MODEL.replace("\n", "")
+def ollama_template(family: Family, empty_thought: bool = False) -> str:
+    """The family's turns (prompts.PromptFormat) as an Ollama Go template. A system message is a turn of its own in
+    Gemma 4, goes in front of the first user turn in Gemma 3/3n, and is a user turn in Gemma 1/2, as their chat
+    templates have it; Ollama adds <bos> itself (add_bos_token)."""
+    t = family.turns
+    user, model, end = f"{t.start}{t.user}", f"{t.start}{t.model}", t.end
+    opening = model + "\n" + (family.empty_thought if empty_thought else "")
+    system, first_user, user_roles = "", "", '(eq .Role "user")'
+    if family.system_prompt == "native":
+        system = f"{{{{- if .System }}}}{t.start}{t.system}\n{{{{ .System }}}}{end}\n{{{{ end }}}}\n"
+    elif family.system_prompt == "first_user":
+        system = "{{- $systemAdded := false }}\n"
+        first_user = "{{- if (and (not $systemAdded) $.System) }}\n{{- $systemAdded = true }}\n{{ $.System }}\n{{ end }}"
+    else:
+        user_roles = '(or (eq .Role "user") (eq .Role "system"))'
+    return (f"{system}{{{{- range $i, $_ := .Messages }}}}\n{{{{- $last := eq (len (slice $.Messages $i)) 1 }}}}\n"
+            f"{{{{- if {user_roles} }}}}{user}\n{first_user}{{{{ .Content }}}}{end}\n{{{{ if $last }}}}{opening}{{{{ end }}}}\n"
+            f"{{{{- else if eq .Role \"assistant\" }}}}{model}\n{{{{ .Content }}}}{{{{ if not $last }}}}{end}\n{{{{ end }}}}\n"
+            "{{- end }}\n{{- end }}")
+
+
+def modelfile(gguf_name: str, family: Family, num_ctx: int = 2048, temperature: float = 0.0, system: str = "",
+              empty_thought: bool = False) -> str:
+    """An Ollama Modelfile: the prompt builder's turns as a Go template, the end of a turn as stop, the recipe's
+    system message, and the licence of the weights."""
+    quoted = system.replace('"""', '" " "')
+    licence, url = family.licence
     return f'''# Ollama: ollama create my-gemma -f {gguf_name.removesuffix(".gguf")}.Modelfile   then: ollama run my-gemma
 # Turns are formatted exactly as in training (gemma_fast.prompts); Ollama adds <bos> itself (add_bos_token).
 FROM ./{gguf_name}
-TEMPLATE """{{{{- range $i, $_ := .Messages }}}}
-{{{{- $last := eq (len (slice $.Messages $i)) 1 }}}}
-{{{{- if or (eq .Role "user") (eq .Role "system") }}}}{user}
-{{{{ .Content }}}}{END_OF_TURN}
-{{{{ if $last }}}}{model}
-{{{{ end }}}}
-{{{{- else if eq .Role "assistant" }}}}{model}
-{{{{ .Content }}}}{{{{ if not $last }}}}{END_OF_TURN}
-{{{{ end }}}}
-{{{{- end }}}}
-{{{{- end }}}}"""
-PARAMETER stop "{END_OF_TURN}"
+TEMPLATE """{ollama_template(family, empty_thought)}"""
+{f'SYSTEM """{quoted}"""' + chr(10) if system else ""}PARAMETER stop "{family.end_of_turn}"
 PARAMETER temperature {temperature:g}
 PARAMETER num_ctx {num_ctx}
+LICENSE """{family.label} weights: {licence} ({url})"""
 '''
 
 
@@ -368,6 +373,20 @@ def merged_for_export(recipe, run_dir: Path, work: Path) -> tuple[Path, bool]:
     return target, True
 
 
+def merged_family(merged: Path) -> tuple[Family, bool]:
+    """The merged model's generation, and whether it generates after an empty thought channel (its own template
+    says; without one, a Gemma 4 without per-layer embeddings: 26B-A4B, 31B)."""
+    from types import SimpleNamespace
+
+    from .families import wants_empty_thought
+
+    config = _read_config(merged / "config.json")
+    family = family_of_config(config, f"{merged}/config.json")
+    text = config.get("text_config") or config
+    empty = wants_empty_thought(family, _merged_template(merged), SimpleNamespace(**text) if isinstance(text, dict) else None)
+    return family, empty
+
+
 def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prompts: int = 8) -> dict:
     """Write <run>/gguf/model-<type>.gguf (+ .Modelfile) for each type, check each against the merged model, and
     return a summary; raises UserError (after writing roundtrip.json) when an f16/bf16/q8_0 file does not match."""
@@ -385,7 +404,8 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
         summary["timings_s"]["merge"] = round(time.perf_counter() - start, 1)
         summary["merged"] = str(merged) if not temporary else "(temporary)"
         folder = work / "hf"
-        summary["tokenizer"] = prepare_export_folder(merged, recipe.model, folder)
+        family, empty_thought = merged_family(merged)
+        summary["tokenizer"] = prepare_export_folder(merged, recipe.model, folder, family)
         reference, reference_name = reference_vocabulary(recipe.model, folder)
         files: dict[str, Path] = {}
         for kind in types:
@@ -410,8 +430,9 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
                                       "tensor_types": dict(Counter(GGMLQuantizationType(t).name for t in tensor_types(target).values())),
                                       "vocabulary": {**compare_vocabulary(target, reference), "reference": reference_name}}
             (out / f"model-{kind}.Modelfile").write_text(
-                modelfile(target.name, num_ctx=max(2048, recipe.train.max_seq_length),
-                          temperature=recipe.eval.temperature if recipe.eval.do_sample else 0.0), encoding="utf-8")
+                modelfile(target.name, family, num_ctx=max(2048, recipe.train.max_seq_length),
+                          temperature=recipe.eval.temperature if recipe.eval.do_sample else 0.0, system=recipe.prompt.system,
+                          empty_thought=empty_thought), encoding="utf-8")
             console.print(f"wrote {target} ({summary['files'][kind]['mb']} MB, {seconds:.1f} s) and {target.stem}.Modelfile")
         vocab_bad = [k for k, f in summary["files"].items() if not f["vocabulary"]["equal"]]
         results = {}

@@ -119,9 +119,10 @@ def write_base(folder: Path, spec: str) -> None:
     write_json(Path(folder) / BASE_FILE, base_identity(spec))
 
 
-def check_adapter_shape(adapter: Path, recipe, method: str, what: str) -> None:
-    """Refuse a checkpoint whose adapter_config.json has another method, LoRA rank or target modules than the recipe,
-    before loading it (loading would end in a 100-line size-mismatch traceback)."""
+def check_adapter_shape(adapter: Path, recipe, method: str, what: str, targets: list[str]) -> None:
+    """Refuse a checkpoint whose adapter_config.json has another method, LoRA rank or target modules (`targets`: the
+    recipe's, resolved for the model's family) than the recipe, before loading it (loading would end in a 100-line
+    size-mismatch traceback)."""
     try:
         config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -145,7 +146,7 @@ def check_adapter_shape(adapter: Path, recipe, method: str, what: str) -> None:
     targets = config.get("target_modules")
     if isinstance(targets, (list, str)):
         found = sorted(targets if isinstance(targets, list) else [targets])
-        expected = sorted(lora.targets())
+        expected = sorted(targets)
         if found != expected:
             mismatches.append(f"lora.target_modules={found} (recipe: {lora.target_modules})")
     if mismatches:

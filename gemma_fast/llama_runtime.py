@@ -54,9 +54,10 @@ class LlamaRuntime:
         self.n_ctx, self.n_vocab = n_ctx, self.model.n_vocab
         self.n_ubatch = self.context._n_ubatch
 
-    def tokenize(self, text: str) -> list[int]:
-        """As transformers' tokenizer(text): <bos> added, control tokens like <start_of_turn> parsed."""
-        return self.model.tokenize(text, add_bos=True, special=True)
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Ids of `text` without an added <bos>; control tokens like <start_of_turn> parsed when `special` (our own
+        template text), left as characters when not (text from data or a user: prompts.Tokenize)."""
+        return self.model.tokenize(text, add_bos=False, special=special)
 
     def piece(self, token: int) -> bytes:
         import ctypes

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import torch
 
-from .prompts import encode_example
+from .families import family_for
 
 IGNORE_INDEX = -100
 # float32 logits per chunk: 256 rows of Gemma's 262,144-token vocabulary. Each chunk streams the head's weight
@@ -170,8 +170,11 @@ def answer_positions(model, labels: torch.Tensor, **inputs) -> tuple[torch.Tenso
     """Run `model(**inputs)` with the head on one position only; return the final hidden states at the positions
     whose next token is labelled (N × H), those next tokens (N) and their rows (N). `labels` are unshifted, as a
     causal LM takes them: position t predicts labels[t + 1]."""
+    keep: int | torch.Tensor = 1
+    if family_for(_unwrap(model).config.model_type).decoder_slices:  # an index keeps every layer on the whole sequence
+        keep = torch.tensor([labels.size(1) - 1], device=labels.device)
     with _capture_last_hidden(model) as captured:
-        model(**inputs, logits_to_keep=1, use_cache=False)
+        model(**inputs, logits_to_keep=keep, use_cache=False)
     if "h" not in captured:
         raise NoHiddenStates("the decoder's forward hook did not fire; the answer-position path cannot run on this model")
     hidden = captured["h"]
@@ -256,10 +259,10 @@ def answer_only_trainer():
 # ---------------------------------------------------------------- evaluation: answer-token stats per record
 
 
-def _padded_batch(tokenizer, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _padded_batch(pad_id: int, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """input_ids, attention_mask and labels (-100 off the answer), right-padded: positions stay aligned with training."""
     width = max(len(e["input_ids"]) for e in batch)
-    ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros_like(ids)
     labels = torch.full_like(ids, -100)
     for row, e in enumerate(batch):
@@ -286,19 +289,20 @@ def full_logits_stats(model, ids: torch.Tensor, attention: torch.Tensor, labels:
 
 
 @torch.no_grad()
-def answer_token_stats(model, tokenizer, records: list[dict], max_length: int, batch_size: int = 8) -> list[dict]:
-    """Per record: summed cross-entropy over the answer + <end_of_turn> tokens, their count, and how many of them
-    the model's greedy next-token choice gets right. Uses the same encode_example as training.
+def answer_token_stats(model, prompts, records: list[dict], max_length: int, batch_size: int = 8) -> list[dict]:
+    """Per record: summed cross-entropy over the answer + end-of-turn tokens, their count, and how many of them
+    the model's greedy next-token choice gets right. Uses the same examples as training (`prompts`: the model's
+    prompts.PromptFormat).
 
     The output projection runs on the answer positions only, in chunks (gemma_fast.loss): memory grows with the
     answer tokens, not with batch × sequence × vocabulary (8.6 GB of float32 logits for 16 × 512 tokens of Gemma)."""
     model.eval()
     device = next(model.parameters()).device
     gathered = supports(model)
-    encoded = [encode_example(tokenizer, r, max_length) for r in records]
+    encoded = [prompts.example(r, max_length) for r in records]
     out: list[dict] = []
     for start in range(0, len(encoded), batch_size):
-        ids, attention, labels = _padded_batch(tokenizer, encoded[start : start + batch_size])
+        ids, attention, labels = _padded_batch(prompts.pad_id, encoded[start : start + batch_size])
         if not gathered:
             out += full_logits_stats(model, ids, attention, labels)
             continue

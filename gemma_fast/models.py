@@ -1,6 +1,9 @@
 """The one model loader: `backend: auto | unsloth | hf`, and the embedded Gemma 3 270M converted on first use.
 
 Which backend and dtype is decided in backend.py; Unsloth and bitsandbytes are imported lazily (requirements-gpu.txt).
+The model's Gemma generation (families.py) decides the rest: a multimodal checkpoint (Gemma 3 4B+, 3n, 4) loads its
+language model alone (no vision or audio tower in memory, no timm for 3n), Gemma 2 runs eager attention, and the
+loaded model comes with its PromptFormat (prompts.py): turns, system message, control tokens and stop tokens.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 
 from .backend import check_gpu_setup, local_rank, model_dtype, native_bf16, resolve_backend, select_dtype
 from .errors import UserError
+from .families import FAMILIES, Family, family_of_config
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
-from .prompts import END_OF_TURN
+from .prompts import PromptFormat, prompt_format
 
 # ---------------------------------------------------------------- embedded model
 
@@ -53,27 +57,28 @@ def _convert_gguf(package: str, target: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     write_tokenizer_from_gguf(gguf_path, tmp)
     tokenizer = AutoTokenizer.from_pretrained(tmp)
-    check_chat_tokenizer(tokenizer)
+    check_chat_tokenizer(tokenizer, FAMILIES["gemma3"])
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # The weights are now dequantised; without this, save_pretrained would refuse or re-tag them as GGUF.
     model.hf_quantizer = None
     model.config.quantization_config = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+    model.generation_config.eos_token_id = prompt_format(tokenizer, model.config).stop_ids
     model.save_pretrained(tmp)
     (tmp / "gemma_fast.json").write_text(json.dumps({"source": gguf_path.name, "convert_s": round(time.perf_counter() - start, 1)}))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)  # atomic: a half-converted folder is never mistaken for the cache
 
 
-def check_chat_tokenizer(tokenizer) -> None:
+def check_chat_tokenizer(tokenizer, family: Family) -> None:
     """Refuse a tokenizer that mangles Gemma chat turns (transformers 5.17's GGUF converter does that to the embedded
     model: no <bos>, and "user" split into "us" + "er"), instead of training on silently broken prompts."""
     import transformers
 
-    tokens = tokenizer.convert_ids_to_tokens(tokenizer("<start_of_turn>user\nHi<end_of_turn>")["input_ids"])
-    if tokens[:4] != ["<bos>", "<start_of_turn>", "user", "\n"] or "<end_of_turn>" not in tokens:
+    t = family.turns
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(f"{t.start}{t.user}\nHi{t.end}")["input_ids"])
+    if tokens[:4] != [tokenizer.bos_token, t.start, t.user, "\n"] or t.end not in tokens:
         raise UserError(
             f"the Gemma tokenizer loaded wrongly under transformers {transformers.__version__} (got {tokens[:5]}): "
             "chat turns would be mis-tokenised; delete the cached folder and convert again, or report this"
@@ -107,6 +112,11 @@ class LoadedModel:
     backend: str
     dtype: torch.dtype
     path: str
+    prompts: PromptFormat  # how this model's prompts are written and tokenized
+
+    @property
+    def family(self) -> Family:
+        return self.prompts.family
 
 
 def prepare_tokenizer(tokenizer) -> Any:
@@ -116,28 +126,54 @@ def prepare_tokenizer(tokenizer) -> Any:
     return tokenizer
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+def load_config(spec: str, path: str):
+    """The model's transformers config (config.json only; no weights)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the config of model '{spec}': {str(exc).splitlines()[0]}") from None
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str, system: str = "") -> tuple[Any, PromptFormat]:
+    """The model's tokenizer and its PromptFormat (the config is read for the Gemma generation; no weights load)."""
     from transformers import AutoTokenizer
 
     path = resolve_model(spec)
+    config = load_config(spec, path)
     try:
-        return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     except OSError as exc:
         raise UserError(f"cannot load the tokenizer of '{spec}': {str(exc).splitlines()[0]}") from None
+    return tokenizer, prompt_format(tokenizer, config, system)
+
+
+# Weight names of a multimodal checkpoint's language model (transformers 5 and 4.5x layouts) -> the text-only model's
+TEXT_ONLY_KEYS = {r"^model\.language_model\.": "model.", r"^language_model\.model\.": "model.",
+                  r"^language_model\.lm_head\.": "lm_head."}
+
+
+def text_only(config, family: Family):
+    """The language model's own config when `config` is a multimodal wrapper (Gemma 3 4B+, 3n, 4), else None."""
+    if config.model_type == family.text_model_type or not hasattr(config, "get_text_config"):
+        return None
+    text = config.get_text_config()
+    return text if text is not config and getattr(text, "model_type", "") == family.text_model_type else None
 
 
 def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, load_in_4bit: bool = False,
-               on_cpu: bool = False, dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load `spec` on `backend` ("unsloth" | "hf", or "auto": resolved here; a run passes its plan's answer).
-    GPU placement is one model per process (LOCAL_RANK under accelerate launch); `on_cpu` keeps it in RAM (merging)."""
+               on_cpu: bool = False, dtype: torch.dtype | None = None, system: str = "") -> LoadedModel:
+    """Load `spec` on `backend` ("unsloth" | "hf", or "auto": resolved here; a run passes its plan's answer), its
+    language model alone when the checkpoint is multimodal. GPU placement is one model per process (LOCAL_RANK under
+    accelerate launch); `on_cpu` keeps it in RAM (merging). `system` is the recipe's prompt.system."""
     path = resolve_model(spec)
     check_gpu_setup()
     if backend == "auto":
         backend, _ = resolve_backend("auto", cuda=torch.cuda.is_available())
+    config = load_config(spec, path)
+    family = family_of_config(config, f"model '{spec}'")
+    text_config = text_only(config, family)
     cuda = torch.cuda.is_available() and not on_cpu
     dtype = dtype or select_dtype(backend, cuda, cuda and native_bf16())
     try:
@@ -145,14 +181,17 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
             from unsloth import FastLanguageModel  # already imported by resolve_backend, before transformers
 
             model, tokenizer = FastLanguageModel.from_pretrained(
-                model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit
+                model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit,
+                **(_unsloth_text_only(FastLanguageModel, text_config) if text_config is not None else {}),
             )
             tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # multimodal Gemma 3 comes with a processor
         else:
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
             kwargs: dict[str, Any] = {"dtype": dtype}
-            if AutoConfig.from_pretrained(path).model_type == "gemma2":
+            if text_config is not None:
+                kwargs.update(config=text_config, key_mapping=TEXT_ONLY_KEYS)
+            if family.eager_attention:
                 kwargs["attn_implementation"] = "eager"  # SDPA silently drops Gemma 2's attention logit softcapping
             if cuda:
                 kwargs["device_map"] = {"": local_rank()}  # straight onto this process's GPU, not via CPU RAM
@@ -166,5 +205,15 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
-    return LoadedModel(model, prepare_tokenizer(tokenizer), backend, model_dtype(model), path)
+    tokenizer = prepare_tokenizer(tokenizer)
+    prompts = prompt_format(tokenizer, config, system)
+    model.generation_config.eos_token_id = prompts.stop_ids
+    return LoadedModel(model, tokenizer, backend, model_dtype(model), path, prompts)
+
+
+def _unsloth_text_only(fast_language_model, text_config) -> dict:
+    """Unsloth's own switch for the language model alone (text_only=True, GPU loader); its CPU backend loads with stock
+    transformers and takes the text config and key mapping as they go to from_pretrained."""
+    if fast_language_model.__module__.startswith("unsloth_zoo.cpu"):
+        return {"config": text_config, "key_mapping": TEXT_ONLY_KEYS}
+    return {"text_only": True}

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
-from .recipe import GEMMA_LINEAR, Recipe, apply_override
+from .families import FAMILIES, LANGUAGE_MODEL_LINEAR
+from .recipe import Recipe, apply_override
 
 GIB = 2**30
 
@@ -219,7 +220,7 @@ class Setup:
     seq_len: int
     gradient_checkpointing: str  # off | on | offloaded
     lora_r: int = 16
-    lora_targets: tuple[str, ...] = GEMMA_LINEAR
+    lora_targets: tuple[str, ...] = LANGUAGE_MODEL_LINEAR
     lora_dropout: float = 0.0
     prefix_tokens: int = 16
 
@@ -400,7 +401,7 @@ def _setup(recipe: Recipe, device: Device, arch: Arch, seq_len: int):
         checkpointing = "off"
     else:  # as train.attach_adapter: Unsloth's own offloaded checkpointing, else transformers'
         checkpointing = "offloaded" if plan.backend == "unsloth" else "on"
-    targets = tuple(lora.targets())
+    targets = tuple(lora.targets(FAMILIES.get(arch.family, FAMILIES["gemma"])))
     setup = Setup(arch, device.kind, plan.backend, plan.method, _dtype_name(plan.backend, device), plan.optimizer,
                   t.batch_size, seq_len, checkpointing, lora.r, targets, lora.dropout, recipe.prefix.num_virtual_tokens)
     return plan, setup

@@ -264,7 +264,7 @@ class Retriever:
 
 
 def attach_passages(recipe: Recipe, *splits: list[dict]) -> list[list[dict]]:
-    """Give each record of each split the passages its question retrieves (record['passages']), which record_prompt
+    """Give each record of each split the passages its question retrieves (record['passages']), which the prompt builder
     then uses. One Retriever for all: the index is read and checksummed once per run."""
     if not recipe.rag.index:
         return list(splits)

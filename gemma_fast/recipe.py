@@ -18,6 +18,7 @@ import yaml
 
 from . import adapters, clean, metrics, perturb, selection
 from .errors import UserError
+from .families import Family
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -63,7 +64,9 @@ class DataConfig:
     dir: str = ""  # prepared splits; empty means data/<recipe name>
 
 
-GEMMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # every Gemma generation
+@dataclass
+class PromptConfig:
+    system: str = ""  # a system message: Gemma 4's own system turn; in front of the first question in Gemma 3/3n; none in 1/2
 
 
 @dataclass
@@ -75,9 +78,10 @@ class LoraConfig:
     use_rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r)
     use_dora: bool = False  # weight-decomposed LoRA (hf backend)
 
-    def targets(self) -> list[str]:
-        """The module names LoRA wraps: "all-linear" is Gemma's attention and MLP projections (never the LM head)."""
-        return list(GEMMA_LINEAR) if self.target_modules == ["all-linear"] else list(self.target_modules)
+    def targets(self, family: Family) -> list[str]:
+        """The module names LoRA wraps: "all-linear" is the family's language-model projections (families.py: attention
+        and MLP; never the LM head, the per-layer-embedding projections, the MoE router or a vision/audio tower)."""
+        return list(family.lora_targets) if self.target_modules == ["all-linear"] else list(self.target_modules)
 
 
 @dataclass
@@ -156,6 +160,7 @@ class Recipe:
     model: str = "embedded:gemma-3-270m"  # embedded:gemma-3-270m | a hub id | a local folder
     backend: str = _choice("auto", "unsloth", "hf")
     seed: int = _range(42, 0, 2**32 - 1)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     prefix: PrefixConfig = field(default_factory=PrefixConfig)

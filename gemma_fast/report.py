@@ -155,7 +155,7 @@ def write_eval_report(summary: dict, rows: list[dict], path: Path, samples: int 
         for title, picked in (("Where fine-tuning helped most", ranked[::-1][:samples]), ("Where it helped least", ranked[:samples])):
             lines += ["", f"## {title} (ROUGE-L)", ""]
             for r in picked:
-                question = r["prompt"].split("<start_of_turn>user\n", 1)[-1].split("<end_of_turn>", 1)[0][-300:]
+                question = r["question"][-300:]
                 lines += [f"**{r['id']}** — {question}", "", f"- reference: {r['reference']}"]
                 lines += [f"- {m} ({r[m]['rougeL']:.2f}): {r[m]['prediction'] or '(empty)'}" for m in models] + [""]
     with atomic_open(path) as handle:

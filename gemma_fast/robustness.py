@@ -15,7 +15,6 @@ from .generate import generate_batched
 from .io import write_json, write_jsonl
 from .outputs import check_out_dir, claim_out_dir
 from .perturb import Context, apply_spec, needs_model, parse_spec
-from .prompts import build_prompt
 from .recipe import Recipe
 from .report import plot_deltas, write_robustness_report
 from .selection import selection_summary
@@ -24,9 +23,10 @@ from .selection import selection_summary
 def model_translator(cand, recipe: Recipe):
     """The model under test as a translator (self_translate; labelled as such in every report)."""
     def translate(questions: list[str], target: str) -> list[str]:
-        prompts = [build_prompt(f"Translate into {target}. Reply with the translation only.\n\n{q}") for q in questions]
+        prompts = [cand.prompts.prompt(f"Translate into {target}. Reply with the translation only.\n\n{q}") for q in questions]
         with cand.context():
-            return generate_batched(cand.model, cand.tokenizer, prompts, recipe.eval.batch_size, recipe.eval.max_new_tokens)
+            return generate_batched(cand.model, cand.tokenizer, cand.prompts, prompts, recipe.eval.batch_size,
+                                    recipe.eval.max_new_tokens)
 
     return translate
 

@@ -6,7 +6,7 @@ recipe retrieves), each GGUF is loaded back with transformers (`gguf_file=`) and
 - tokenisation: the ids of prompt + reference answer, equal or not;
 - next-token logits, teacher-forced over the reference answer: top-1 agreement, and the largest |Δlogit| on the
   merged model's top-5 tokens (the numeric noise of this file);
-- greedy answers (eval.max_new_tokens, stopping at <end_of_turn>): identical, or diverging at a near tie, i.e. where
+- greedy answers (eval.max_new_tokens, stopping at the end of the turn): identical, or diverging at a near tie, i.e. where
   the merged model's own margin between its token and the GGUF's is within that measured noise.
 A file passes when tokenisation is identical on every prompt, top-1 agreement is >= 0.95 and every greedy answer is
 identical or a near tie. (f16, bf16 and q8_0 must pass; q4_k_m is reported.)
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from .prompts import END_OF_TURN, build_prompt, record_prompt
 
 MIN_TOP1 = 0.95
 TOP_K = 5
@@ -72,25 +71,28 @@ def roundtrip_records(recipe, n: int) -> tuple[list[dict], str]:
 class Reference:
     """The merged model in float32: ids, teacher-forced logits and greedy answers, and margins on demand."""
 
-    def __init__(self, merged: Path, records: list[dict], max_new_tokens: int):
+    def __init__(self, merged: Path, records: list[dict], max_new_tokens: int, system: str = ""):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .models import stop_token_ids
+        from .prompts import prompt_format
 
         self.tokenizer = AutoTokenizer.from_pretrained(merged)
         self.model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
         self.config = self.model.config
-        self.stop_ids = [i for i in stop_token_ids(self.tokenizer) if i is not None]
-        self.end_of_turn = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        self.prompts = prompt_format(self.tokenizer, self.config, system)
+        self.stop_ids = self.prompts.stop_ids
+        self.end_of_turn = self.prompts.end_of_turn_id
         self.max_new_tokens = max_new_tokens
         self.items = [self._item(r) for r in records]
 
     @torch.no_grad()
     def _item(self, record: dict) -> Item:
-        prompt = record_prompt(record) if "instruction" in record else build_prompt(record["prompt"])
-        text = prompt + (record.get("output") or "").strip() + END_OF_TURN
-        prompt_ids = self.tokenizer(prompt)["input_ids"][:MAX_TOKENS - self.max_new_tokens]
-        ref_ids = self.tokenizer(text)["input_ids"][:MAX_TOKENS]
+        fmt = self.prompts
+        prompt = fmt.record_prompt(record) if "instruction" in record else fmt.prompt(record["prompt"])
+        whole = prompt + fmt.answer(record.get("output") or "")
+        text = whole.text  # what each GGUF tokenizer must turn into exactly these ids (<bos> written out)
+        prompt_ids = fmt.encode(prompt)[:MAX_TOKENS - self.max_new_tokens]
+        ref_ids = fmt.encode(whole)[:MAX_TOKENS]
         positions = list(range(min(len(prompt_ids), len(ref_ids)) - 1, len(ref_ids) - 1)) or [len(ref_ids) - 1]
         logits = self.model(torch.tensor([ref_ids])).logits[0]
         top = logits[positions].topk(TOP_K)
@@ -140,7 +142,7 @@ def transformers_outputs(gguf: Path, ref: Reference) -> dict:
             greedy = out[0, len(item.prompt_ids):].tolist()
             if greedy and greedy[-1] in ref.stop_ids:
                 greedy = greedy[:-1]
-            rows.append({"ids": tokenizer(item.text)["input_ids"], "argmax": logits[item.positions].argmax(-1).tolist(),
+            rows.append({"ids": tokenizer(item.text, add_special_tokens=False)["input_ids"], "argmax": logits[item.positions].argmax(-1).tolist(),
                          "at_ref_top": at_top, "greedy": greedy})
     del model
     return {"rows": rows, "load_s": round(load_s, 1), "total_s": round(time.perf_counter() - start, 1)}
@@ -215,7 +217,7 @@ def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, console,
 
     records, source = roundtrip_records(recipe, n)
     console.print(f"round trip: {len(records)} prompts from {source}, greedy {recipe.eval.max_new_tokens} tokens")
-    ref = Reference(merged, records, recipe.eval.max_new_tokens)
+    ref = Reference(merged, records, recipe.eval.max_new_tokens, recipe.prompt.system)
     runtime, why = runtime_dir() if "llama.cpp" in runtimes else (None, "not requested")
     results = {}
     for kind, path in files.items():

@@ -53,7 +53,7 @@ def save_tiny_gemma3_spm(folder: str | Path, seed: int = 0, layers: int = 6, hid
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-    from .models import stop_token_ids
+    from .prompts import prompt_format
 
     folder = Path(folder)
     model_file = train_spm(folder)
@@ -79,7 +79,7 @@ def save_tiny_gemma3_spm(folder: str | Path, seed: int = 0, layers: int = 6, hid
         for index, kind in enumerate(types):
             if kind in (3, 6) and index != end:
                 model.lm_head.weight[index] = 0.0
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    model.generation_config.eos_token_id = prompt_format(tokenizer, config).stop_ids
     model.save_pretrained(folder)
     return folder
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -27,9 +28,9 @@ from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_
 from .io import write_json, write_jsonl
 from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
-from .models import load_model
+from .families import TOWERS, family_of_config
+from .models import load_config, load_model, resolve_model
 from .outputs import check_out_dir, holds_files, mark, replace_guard
-from .prompts import encode_example
 from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_loss
@@ -104,8 +105,8 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
     if method == "prefix":
         return get_peft_model(loaded.model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=recipe.prefix.num_virtual_tokens))
     lora = recipe.lora
-    targets = lora.targets()
-    if loaded.backend == "unsloth":
+    targets = lora.targets(loaded.family)
+    if loaded.backend == "unsloth":  # the language model alone is loaded (models.load_model): no tower to exclude
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
@@ -117,8 +118,10 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
         from peft import prepare_model_for_kbit_training
 
         loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
+    # the language model alone is loaded (models.load_model); should a tower be there, LoRA never enters it
+    towers = TOWERS if any(re.fullmatch(TOWERS, name) for name, _ in loaded.model.named_modules()) else None
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                        use_rslora=lora.use_rslora, use_dora=lora.use_dora, task_type="CAUSAL_LM")
+                        exclude_modules=towers, use_rslora=lora.use_rslora, use_dora=lora.use_dora, task_type="CAUSAL_LM")
     try:
         return get_peft_model(loaded.model, config)
     except ValueError as exc:  # only peft's "Target modules {...} not found in the base model" is about target_modules
@@ -222,7 +225,10 @@ def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, 
         raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
     if notes is not None:
         notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]
-    check_adapter_shape(Path(checkpoint), recipe, recipe.train.method if recipe.train.method != "qlora" else "lora", "--resume: checkpoint")
+    spec = recipe.model
+    targets = recipe.lora.targets(family_of_config(load_config(spec, resolve_model(spec)), f"model '{spec}'"))
+    check_adapter_shape(Path(checkpoint), recipe, recipe.train.method if recipe.train.method != "qlora" else "lora",
+                        "--resume: checkpoint", targets)
     return checkpoint
 
 
@@ -267,10 +273,11 @@ def save_adapter(model, tokenizer, out_dir: Path) -> Path:
     return final
 
 
-def tokenize_split(tokenizer, records: list[dict], max_length: int):
+def tokenize_split(prompts, records: list[dict], max_length: int):
+    """The records as training examples (prompts.PromptFormat.example: ids and the answer mask)."""
     from datasets import Dataset
 
-    return Dataset.from_list([encode_example(tokenizer, r, max_length) for r in records])
+    return Dataset.from_list([prompts.example(r, max_length) for r in records])
 
 
 @dataclass
@@ -304,8 +311,12 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
 def use_padding_free(loaded, plan: Plan, wanted: bool = True) -> bool:
     """transformers + peft: concatenate each batch into one row and attend per example (varlen.py), so the backbone
     computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
-    padded cache; train.padding_free=false pads as plain TRL does."""
-    if not wanted or loaded.backend != "hf" or plan.method == "prefix" or not varlen.supports(loaded.model):
+    padded cache; train.padding_free=false pads as plain TRL does; a generation whose per-example attention is not
+    verified (families.Family.varlen) pads too, and the run's notes say so."""
+    if not wanted or loaded.backend != "hf" or plan.method == "prefix":
+        return False
+    if not varlen.supports(loaded.model):
+        plan.notes.append(f"padding-free batches are not verified for {loaded.family.label}: this run pads its batches (slower)")
         return False
     varlen.use_varlen(loaded.model)
     return True
@@ -328,7 +339,7 @@ def sft_args(recipe: Recipe, plan: Plan, dtype: torch.dtype, out_dir: Path, has_
         seed=recipe.seed, data_seed=recipe.seed,
         bf16=dtype == torch.bfloat16 or cpu_amp == "bf16-autocast", fp16=dtype == torch.float16, use_cpu=not cuda,
         completion_only_loss=True, packing=t.packing, padding_free=padding_free,
-        # records are already cut to max_seq_length (encode_example); TRL refuses max_length with padding-free rows
+        # records are already cut to max_seq_length (PromptFormat.example); TRL refuses max_length with padding-free rows
         # unless it packs
         max_length=None if padding_free and not t.packing else t.max_seq_length,
         include_num_input_tokens_seen="non_padding", report_to=["tensorboard"] if t.tensorboard else "none",
@@ -360,11 +371,11 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         console.print(f"[yellow]note:[/] {note}")
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
-    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora")
+    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora", system=recipe.prompt.system)
     padding_free = use_padding_free(loaded, plan, t.padding_free)
     model = attach_adapter(loaded, recipe, plan.method)
-    train_ds = tokenize_split(loaded.tokenizer, train_records, t.max_seq_length)
-    val_ds = tokenize_split(loaded.tokenizer, val_records, t.max_seq_length) if val_records else None
+    train_ds = tokenize_split(loaded.prompts, train_records, t.max_seq_length)
+    val_ds = tokenize_split(loaded.prompts, val_records, t.max_seq_length) if val_records else None
 
     ran = effective_recipe(recipe, plan)
     metrics_path = out_dir / "metrics.jsonl"

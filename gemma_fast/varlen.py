@@ -73,9 +73,12 @@ def register() -> str:
 
 
 def supports(model) -> bool:
-    """Decoder-only Gemma text models without a prefix cache: what this function was checked on."""
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", "") in ("gemma", "gemma2", "gemma3_text", "gemma3")
+    """Whether the model's generation was checked equal to the padded path (families.Family.varlen; tests/unit/
+    test_varlen.py): Gemma 1-3n and Gemma 4's E-style, 31B-style and MoE shapes. An unknown model type is refused when
+    the model loads (families.family_for), so it never reaches here."""
+    from .families import family_of_config
+
+    return family_of_config(model.config).varlen
 
 
 class _KnownToWork(logging.Filter):

@@ -26,6 +26,15 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def tiny_prompts(tiny_tokenizer):
+    """The PromptFormat of the tiny Gemma 3 tokenizer (tiny_model_dir's)."""
+    from gemma_fast.prompts import prompt_format
+    from gemma_fast.testing import tiny_config
+
+    return prompt_format(tiny_tokenizer, tiny_config("gemma3", len(tiny_tokenizer)))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny random Gemma 3 model folder, usable as `model: <folder>` in a recipe."""
     from gemma_fast.testing import save_tiny_model

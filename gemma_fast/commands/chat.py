@@ -82,7 +82,8 @@ def main() -> None:
     retriever = retriever_for(recipe, args.rag)
     chat = open_model(Source(model=args.model, adapter=args.adapter, gguf=args.gguf, runtime=args.runtime), recipe, console)
     interactive = not args.prompt and questions is None and sys.stdin.isatty()
-    conversation = Conversation(chat, settings, retriever, args.context, history=interactive and not args.no_history)
+    conversation = Conversation(chat, settings, retriever, args.context, history=interactive and not args.no_history,
+                                max_length=recipe.train.max_seq_length)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)

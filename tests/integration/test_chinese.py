@@ -58,7 +58,7 @@ def test_chinese_qa_prepare_accounts_for_every_record_and_labels_by_question(tmp
     from gemma_fast.recipe import load_recipe
 
     recipe = load_recipe("chinese_qa", [f"data.source={ZH_QA}", "data.format=alpaca", "model=embedded:gemma-3-270m"])
-    report = prepare(recipe, tmp_path, load_tokenizer("embedded:gemma-3-270m"))
+    report = prepare(recipe, tmp_path, load_tokenizer("embedded:gemma-3-270m")[1])
     assert report["records_in"] == 1000 == sum(report["kept"].values()) + sum(report["dropped"].values())
     for split in ("train", "val", "test"):
         rows = [json.loads(line) for line in (tmp_path / f"{split}.jsonl").open(encoding="utf-8")]

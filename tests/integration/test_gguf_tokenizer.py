@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from gemma_fast.families import FAMILIES
 from gemma_fast.models import check_chat_tokenizer
 from tests.gguf_tokenizer_check import CORPUS, PACKAGE, ROOT, encode_all, gguf_path, quickstart_texts
 
@@ -76,7 +77,7 @@ def test_vocab_and_special_tokens(folder, ours, reference):
     assert (ours.bos_token_id, ours.eos_token_id, ours.pad_token_id, ours.unk_token_id) == (2, 1, 0, 3)
     assert ours.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>"]) == [105, 106]
     assert ours.get_added_vocab() == reference.get_added_vocab()
-    check_chat_tokenizer(ours)  # <bos>, <start_of_turn>, "user", "\n": what 5.17's own conversion gets wrong
+    check_chat_tokenizer(ours, FAMILIES["gemma3"])  # <bos>, <start_of_turn>, "user", "\n": what 5.17's own conversion gets wrong
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     # llama.cpp's converter reads this to tell control from user-defined tokens
     assert len(config["added_tokens_decoder"]) == len(reference.get_added_vocab())

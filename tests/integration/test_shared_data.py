@@ -16,7 +16,7 @@ KAGGLE, POETRY = SHARED_DATA / "kaggle_docs", SHARED_DATA / "chinese_poetry"
 def embedded_tokenizer():
     from gemma_fast.models import load_tokenizer
 
-    return load_tokenizer("embedded:gemma-3-270m")
+    return load_tokenizer("embedded:gemma-3-270m")[1]  # its PromptFormat
 
 
 def counts_add_up(report):

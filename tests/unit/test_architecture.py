@@ -11,11 +11,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
 
 LAYERS = [  # lowest first; a module may import only modules of lower layers
-    {"errors", "paths", "lang", "clean", "varlen", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main"},
-    {"io", "outputs", "prompts", "backend", "encoders", "adapters", "tools", "selection"},
-    {"sources", "perturb", "bertscore", "identity", "models", "loss"},
-    {"metrics", "generate", "testing", "testing_spm"},
-    {"recipe", "report"},
+    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main"},
+    {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection"},
+    {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen"},
+    {"metrics", "models", "testing_spm"},
+    {"recipe", "report", "testing"},
     {"data", "rag", "cli", "callbacks", "merge"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},

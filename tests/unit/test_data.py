@@ -10,7 +10,6 @@ from gemma_fast.data import passages_in_train, prepare, split_records
 from gemma_fast.lang import detect_lang
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_json
-from gemma_fast.prompts import encode_example, example_lengths
 from gemma_fast.recipe import load_recipe
 
 
@@ -113,13 +112,13 @@ def test_cleaning_rules_keep_cjk_punctuation(tmp_path, recipe_for):
     assert record["output"] == "床前明月光，疑是地上霜。「好」！"
 
 
-def test_length_filter_uses_the_model_tokenizer(tmp_path, recipe_for, tiny_tokenizer):
+def test_length_filter_uses_the_model_tokenizer(tmp_path, recipe_for, tiny_prompts):
     rows = [qa(1), json.dumps({"instruction": "long?", "output": "word " * 300})]
     report = prepare(recipe_for(write_lines(tmp_path / "d.jsonl", rows), "data.test_fraction=0", "data.val_fraction=0"), tmp_path / "o")
     assert report["dropped"] == {"too_long": 1} and report["kept"]["train"] == 1
     record = {"instruction": "question 1?", "input": "", "output": "answer 1."}
-    assert example_lengths(tiny_tokenizer, [record]) == [len(encode_example(tiny_tokenizer, record, 10_000)["input_ids"])]
-    assert report["tokens"]["train"]["mean"] == example_lengths(tiny_tokenizer, [record])[0]
+    assert tiny_prompts.example_lengths([record]) == [len(tiny_prompts.example(record, 10_000)["input_ids"])]
+    assert report["tokens"]["train"]["mean"] == tiny_prompts.example_lengths([record])[0]
 
 
 def test_csv_with_a_column_mapping_and_parquet(tmp_path, recipe_for):
@@ -246,9 +245,8 @@ def test_test_passages_inside_training_passages_are_counted_not_dropped(tmp_path
         "count": 9, "equal": 0, "contained": 9, "ids": ["x0", "x1", "x2", "x3", "x4"]}  # a few example ids, all counted
 
 
-def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_only(tmp_path, recipe_for):
+def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_only(tmp_path, recipe_for, tiny_prompts):
     from gemma_fast.data import load_split
-    from gemma_fast.prompts import record_prompt
 
     rows = [qa(i, input=f"Passage {i}." if i % 5 else "") for i in range(60)]  # every fifth record has no passage
     source = write_lines(tmp_path / "d.jsonl", rows)
@@ -260,7 +258,7 @@ def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_on
     with_passage = [r for r in read_split(tmp_path / "plain", "train") if r["input"]]
     assert len(hidden) == round(0.5 * len(with_passage)) == report["context_dropout"]["train"] > 0
     assert report["context_dropout"]["share"] == 0.5
-    assert all(r["input"] == "" and r["dropped_context"] and "Context:" not in record_prompt(r) for r in hidden)
+    assert all(r["input"] == "" and r["dropped_context"] and "Context:" not in tiny_prompts.record_prompt(r).text for r in hidden)
     restored = [{**{k: v for k, v in r.items() if k != "dropped_context"}, "input": r.get("dropped_context", r["input"])} for r in train]
     assert restored == read_split(tmp_path / "plain", "train")  # the same records in the same order, passages kept aside
     for name in ("val", "test"):

@@ -191,7 +191,7 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     import gemma_fast.evaluation as E
 
     real = E.generate_batched
-    monkeypatch.setattr(E, "generate_batched", lambda model, tok, prompts, *a, **k: generated.extend(prompts) or real(model, tok, prompts, *a, **k))
+    monkeypatch.setattr(E, "generate_batched", lambda model, tok, fmt, prompts, *a, **k: generated.extend(prompts) or real(model, tok, fmt, prompts, *a, **k))
     second = evaluate(bilingual, tmp_path / "eval", console)
     assert len(generated) == 5  # only the missing ones
     assert [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == predictions
@@ -209,7 +209,7 @@ def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model
             "eval.where=context=with"]
     asked = []
     real = E.generate_batched
-    monkeypatch.setattr(E, "generate_batched", lambda model, tok, prompts, *a, **k: asked.extend(prompts) or real(model, tok, prompts, *a, **k))
+    monkeypatch.setattr(E, "generate_batched", lambda model, tok, fmt, prompts, *a, **k: asked.extend(p.text for p in prompts) or real(model, tok, fmt, prompts, *a, **k))
     with_passage = evaluate(load_recipe("quickstart", base), tmp_path / "eval", Console(stderr=True))
     assert with_passage["examples"] == 3 and all("Context:" in p for p in asked)
     asked.clear()

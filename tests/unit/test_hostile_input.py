@@ -192,19 +192,19 @@ def _csv_bom(world: Path) -> None:
 
 def _huge_record(world: Path) -> None:
     """A 1 MB answer is dropped as too_long by its character count, before the tokenizer sees it."""
-    import gemma_fast.prompts as prompts
+    from gemma_fast.prompts import PromptFormat
 
     lines = [json.dumps({"instruction": f"q{i}?", "output": f"a{i}."}) for i in range(10)]
     lines.append(json.dumps({"instruction": "huge?", "output": "x" * 1_000_000}))
     write(world / "in" / "huge.jsonl", "\n".join(lines) + "\n")
     seen = []
-    real = prompts.example_lengths
-    prompts.example_lengths = lambda tok, records: seen.extend(records) or real(tok, records)
+    real = PromptFormat.example_lengths
+    PromptFormat.example_lengths = lambda self, records: seen.extend(records) or real(self, records)
     try:
         result = cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/huge", "--set", "data.source=in/huge.jsonl",
                      "--set", "data.max_records=0", cwd=world)
     finally:
-        prompts.example_lengths = real
+        PromptFormat.example_lengths = real
     assert result.code == 0, result.stderr[-2000:]
     assert json.loads((world / "data" / "huge" / "prep_report.json").read_text())["dropped"] == {"too_long": 1}
     assert all(len(r["output"]) < 1000 for r in seen)
@@ -419,7 +419,10 @@ def _lora_error_wording(world: Path) -> None:
     """peft's own LoraConfig errors are not blamed on target_modules (the recipe check comes first; this is the fallback)."""
     from types import SimpleNamespace
 
+    import torch
+
     import gemma_fast.train as train
+    from gemma_fast.families import FAMILIES
     from gemma_fast.errors import UserError
     from gemma_fast.recipe import load_recipe
 
@@ -430,7 +433,7 @@ def _lora_error_wording(world: Path) -> None:
     peft.get_peft_model = lambda model, config: (_ for _ in ()).throw(ValueError("r must be positive"))
     try:
         with pytest.raises(UserError, match=r"^lora \(r=4, alpha=8, dropout=0\.05\): r must be positive"):
-            train.attach_adapter(SimpleNamespace(model=None, backend="hf"), recipe, "lora")
+            train.attach_adapter(SimpleNamespace(model=torch.nn.Linear(1, 1), backend="hf", family=FAMILIES["gemma3"]), recipe, "lora")
     finally:
         peft.get_peft_model = real
 

@@ -5,7 +5,6 @@ import torch
 
 from gemma_fast.loss import answer_token_stats
 from gemma_fast.metrics import bootstrap_ratio
-from gemma_fast.prompts import encode_example
 
 
 def test_perplexity_is_exp_of_token_weighted_loss():
@@ -16,15 +15,15 @@ def test_perplexity_is_exp_of_token_weighted_loss():
     assert loss["mean"] == pytest.approx(2.0) and ppl["mean"] == pytest.approx(math.e ** 2)
 
 
-def test_answer_loss_matches_a_hand_computed_cross_entropy(tiny_tokenizer, tiny_model_dir):
+def test_answer_loss_matches_a_hand_computed_cross_entropy(tiny_prompts, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     records = [{"id": "a", "instruction": "What?", "output": "A model."},
                {"id": "b", "instruction": "A much longer question here?", "output": "Short."}]
-    got = [(s["loss_sum"], s["n_tokens"]) for s in answer_token_stats(model, tiny_tokenizer, records, 128, batch_size=2)]  # padded
+    got = [(s["loss_sum"], s["n_tokens"]) for s in answer_token_stats(model, tiny_prompts, records, 128, batch_size=2)]  # padded
     for record, (total, count) in zip(records, got):
-        enc = encode_example(tiny_tokenizer, record, 128)
+        enc = tiny_prompts.example(record, 128)
         ids = torch.tensor([enc["input_ids"]])
         logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
         want = -sum(logp[i - 1, t].item() for i, (t, m) in enumerate(zip(enc["input_ids"], enc["completion_mask"])) if m)
@@ -32,13 +31,13 @@ def test_answer_loss_matches_a_hand_computed_cross_entropy(tiny_tokenizer, tiny_
         assert total == pytest.approx(want, rel=1e-4)
 
 
-def test_token_accuracy_counts_greedy_hits_on_answer_tokens(tiny_tokenizer, tiny_model_dir):
+def test_token_accuracy_counts_greedy_hits_on_answer_tokens(tiny_prompts, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     record = {"id": "a", "instruction": "What?", "output": "A model."}
-    (stat,) = answer_token_stats(model, tiny_tokenizer, [record], max_length=128)
-    enc = encode_example(tiny_tokenizer, record, 128)
+    (stat,) = answer_token_stats(model, tiny_prompts, [record], max_length=128)
+    enc = tiny_prompts.example(record, 128)
     logits = model(torch.tensor([enc["input_ids"]])).logits[0]
     hits = sum(int(logits[i - 1].argmax() == t) for i, (t, m) in enumerate(zip(enc["input_ids"], enc["completion_mask"])) if m)
     assert stat["n_correct"] == hits and stat["n_tokens"] == sum(enc["completion_mask"])

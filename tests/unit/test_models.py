@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from gemma_fast.errors import UserError
-from gemma_fast.models import load_model, resolve_model, stop_token_ids
+from gemma_fast.families import FAMILIES
+from gemma_fast.models import load_model, resolve_model
 from gemma_fast.testing import TINY_FAMILIES, save_tiny_model
 
 
@@ -25,8 +26,8 @@ def test_tiny_families_load_run_and_stop_at_end_of_turn(tmp_path, family):
     loaded = load_model(str(folder), backend="auto")
     assert loaded.backend == "hf" and loaded.dtype == torch.float32
     assert type(loaded.model).__name__.lower().startswith(family)
-    eot = loaded.tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    assert loaded.model.generation_config.eos_token_id == stop_token_ids(loaded.tokenizer)
-    assert eot in stop_token_ids(loaded.tokenizer)
+    eot = loaded.tokenizer.convert_tokens_to_ids(FAMILIES[family].end_of_turn)
+    assert loaded.family is FAMILIES[family]
+    assert loaded.model.generation_config.eos_token_id == loaded.prompts.stop_ids == [eot, loaded.tokenizer.eos_token_id]
     ids = loaded.tokenizer("hello", return_tensors="pt")["input_ids"]
     assert loaded.model(ids).logits.shape == (1, ids.shape[1], len(loaded.tokenizer))

@@ -9,7 +9,7 @@ import torch
 
 from gemma_fast.errors import UserError
 from gemma_fast.testing import TINY_FAMILIES, tiny_config
-from gemma_fast.recipe import GEMMA_LINEAR
+from gemma_fast.families import LANGUAGE_MODEL_LINEAR as GEMMA_LINEAR
 from gemma_fast.preflight import (GPUS, KNOWN_ARCHS, Setup, arch_from_config, estimate, preflight, render,
                                   resolve_arch)
 from gemma_fast.recipe import load_recipe

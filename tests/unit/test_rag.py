@@ -5,7 +5,6 @@ import json
 import pytest
 
 from gemma_fast.errors import UserError
-from gemma_fast.prompts import record_prompt
 from gemma_fast.rag import Retriever, attach_passages, build_index, corpus_texts, load_index
 from gemma_fast.recipe import RagConfig, load_recipe
 
@@ -97,12 +96,12 @@ def test_bad_corpora_are_clear_errors(tmp_path):
     assert not (tmp_path / "idx").exists()
 
 
-def test_passages_reach_the_prompt(corpus):
+def test_passages_reach_the_prompt(corpus, tiny_prompts):
     build_index(config(corpus), corpus / "index")
     recipe = load_recipe("quickstart", [f"rag.index={corpus / 'index'}", f"rag.glossary={corpus / 'glossary.json'}", "rag.k=1"])
     ((record,),) = attach_passages(recipe, [{"id": "1", "instruction": "How are medals awarded?", "input": "", "output": "By rank."}])
-    prompt = record_prompt(record)
-    assert prompt.startswith("<start_of_turn>user\nContext:\nMedals are awarded") and prompt.endswith("How are medals awarded?<end_of_turn>\n<start_of_turn>model\n")
+    prompt = tiny_prompts.record_prompt(record).text
+    assert prompt.startswith("<bos><start_of_turn>user\nContext:\nMedals are awarded") and prompt.endswith("How are medals awarded?<end_of_turn>\n<start_of_turn>model\n")
 
 
 class _Plant:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gemma_fast.testing import TINY_FAMILIES, tiny_config
+from gemma_fast.testing import TINY_SHAPES, tiny_config
 from gemma_fast.varlen import boundaries, use_varlen
 
 LENGTHS = (7, 23, 12)  # 23 > the sliding window below: the window must be honoured inside an example
@@ -14,7 +14,7 @@ def _model(family: str, attn: str):
 
     torch.manual_seed(0)
     config = tiny_config(family)
-    config.sliding_window = 16
+    config.sliding_window = 16  # Gemma 4's global layers (head_dim 32 here, 512 in E2B) have none
     if family == "gemma2":
         config.attn_logit_softcapping = 5.0  # small enough to change the result if it were skipped
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn).float()
@@ -35,7 +35,7 @@ def _batches(vocab: int):
     return seqs, ids, mask, packed, position_ids, cu
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("family", TINY_SHAPES)
 def test_varlen_logits_and_gradients_equal_the_padded_batch(family):
     reference = _model(family, "eager")
     varlen = _model(family, "eager")
@@ -52,6 +52,9 @@ def test_varlen_logits_and_gradients_equal_the_padded_batch(family):
     want.float().logsumexp(-1).mean().backward()
     flat.float().logsumexp(-1).mean().backward()
     for (name, a), (_, b) in zip(reference.named_parameters(), varlen.named_parameters()):
+        if a.grad is None:  # Gemma 3n's AltUp correction_coefs is read as a weight, never called: no gradient either way
+            assert b.grad is None, name
+            continue
         torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
