@@ -22,6 +22,9 @@ from gguf import GGUF_MAGIC, GGUFValueType
 _CONTROL, _USER_DEFINED, _UNKNOWN = 3, 4, 2  # token types: llama.cpp's and sentencepiece's numbering agree
 _SPACE = "\u2581"  # sentencepiece's visible space, "▁"
 _ROLES = ("unk", "bos", "eos", "pad")  # in sentencepiece's TrainerSpec field order
+# llama.cpp's tokenizer models of Gemma GGUFs: "llama" (sentencepiece, Gemma 1-3n: spaces written as " ", no merges
+# stored) and "gemma4" (from tokenizer.json: spelled as in it, with its BPE merges)
+TOKENIZER_MODELS = ("llama", "gemma4")
 
 
 def write_tokenizer_from_gguf(gguf_path: str | Path, folder: str | Path) -> None:
@@ -31,15 +34,16 @@ def write_tokenizer_from_gguf(gguf_path: str | Path, folder: str | Path) -> None
     `AutoTokenizer.from_pretrained(folder)` (transformers 5.17 and 5.23 give the same ids).
     """
     meta = _read_metadata(Path(gguf_path))
-    if meta.get("tokenizer.ggml.model") != "llama" or not meta.get("general.architecture", "").startswith("gemma"):
-        raise ValueError(f"{gguf_path}: not a Gemma sentencepiece vocabulary "
-                         f"({meta.get('general.architecture')}, {meta.get('tokenizer.ggml.model')})")
+    model = meta.get("tokenizer.ggml.model")
+    if model not in TOKENIZER_MODELS or not meta.get("general.architecture", "").startswith("gemma"):
+        raise ValueError(f"{gguf_path}: not a Gemma vocabulary ({meta.get('general.architecture')}, {model})")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _fast_tokenizer(meta)
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(meta, tokenizer), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "tokenizer.model").write_bytes(_sentencepiece_model(meta))
+    if model == "llama":  # a sentencepiece vocabulary (Gemma 1-3n); Gemma 4's comes from tokenizer.json and has none
+        (folder / "tokenizer.model").write_bytes(_sentencepiece_model(meta))
 
 
 # ---------------------------------------------------------------- reading the GGUF
@@ -123,7 +127,9 @@ def _fast_tokenizer(meta: dict):
     tokens = _hf_spelling(meta["tokenizer.ggml.tokens"])
     types = meta["tokenizer.ggml.token_type"]
     unk = tokens[meta["tokenizer.ggml.unknown_token_id"]]
-    tokenizer = Tokenizer(BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_merges(tokens), unk_token=unk,
+    stored = meta.get("tokenizer.ggml.merges")
+    merges = [tuple(m.split(" ", 1)) for m in stored] if stored else _merges(tokens)
+    tokenizer = Tokenizer(BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=unk,
                               fuse_unk=True, byte_fallback=True, dropout=None))
     tokenizer.normalizer = normalizers.Replace(" ", _SPACE)
     tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")  # as GemmaTokenizer

@@ -183,7 +183,7 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
 
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit,
-                **(_unsloth_text_only(FastLanguageModel, text_config) if text_config is not None else {}),
+                **(_unsloth_text_only(text_config) if text_config is not None else {}),
             )
             tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # multimodal Gemma 3 comes with a processor
         else:
@@ -226,9 +226,11 @@ def _quiet_load_report(quiet: bool):
         hf_logging.set_verbosity(level)
 
 
-def _unsloth_text_only(fast_language_model, text_config) -> dict:
+def _unsloth_text_only(text_config) -> dict:
     """Unsloth's own switch for the language model alone (text_only=True, GPU loader); its CPU backend loads with stock
     transformers and takes the text config and key mapping as they go to from_pretrained."""
-    if fast_language_model.__module__.startswith("unsloth_zoo.cpu"):
+    import unsloth_zoo
+
+    if getattr(unsloth_zoo, "_IS_CPU_BACKEND", False):  # 2026.10.9's CPU backend: FastCPUModel, stock from_pretrained
         return {"config": text_config, "key_mapping": TEXT_ONLY_KEYS}
     return {"text_only": True}

@@ -122,12 +122,12 @@ class Reference:
 
 
 def transformers_outputs(gguf: Path, ref: Reference) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the GGUF dequantisation bar; the export prints its own lines
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = gguf_tokenizer(gguf)
     quiet = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report lists the weights filled below as missing
     try:
@@ -154,6 +154,18 @@ def transformers_outputs(gguf: Path, ref: Reference) -> dict:
     del model
     return {"rows": rows, "load_s": round(load_s, 1), "total_s": round(time.perf_counter() - start, 1),
             **({"read_from_gguf_by_name": filled} if filled else {})}
+
+
+def gguf_tokenizer(gguf: Path):
+    """The GGUF's own vocabulary as a transformers tokenizer, built by gguf_tokenizer (the same on every transformers 5:
+    5.17's GGUF tokenizer conversion drops <bos> and splits words, which would fail the file for the loader's fault)."""
+    from transformers import AutoTokenizer
+
+    from .gguf_tokenizer import write_tokenizer_from_gguf
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_tokenizer_from_gguf(gguf, folder)
+        return AutoTokenizer.from_pretrained(folder)
 
 
 def fill_from_gguf(model, gguf: Path, missing: list[str]) -> list[str]:
