@@ -129,23 +129,26 @@ def hub_key(spec: str) -> str:
     return ALIASES.get(name, name)
 
 
-def config_path(spec: str) -> Path:
-    """The config.json `--plan` reads for a recipe's model: never a download."""
+def config_path(spec: str) -> tuple[Path, str]:
+    """The config.json `--plan` reads for a recipe's model (never a download), and the model's short name."""
     if spec.startswith(EMBEDDED_PREFIX):
         name = spec[len(EMBEDDED_PREFIX):]
         if name not in EMBEDDED_MODELS:
             raise UserError(f"unknown embedded model '{name}'; valid: {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS)}")
         converted = cache_root() / name / "config.json"
-        return converted if converted.is_file() else shipped_configs()[name]  # not converted yet: = its GGUF header
+        return (converted if converted.is_file() else shipped_configs()[name]), name  # not converted yet: = its GGUF header
     folder = Path(spec).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise UserError(f"model folder {folder} has no config.json; expected a transformers model folder")
-        return folder / "config.json"
+        return folder / "config.json", folder.name
     known = shipped_configs()
     if looks_like_hub_id(spec) and hub_key(spec) in known:
-        return known[hub_key(spec)]
-    raise UserError(f"no config for model '{spec}' here (shipped: {', '.join(p.stem for p in known.values())}); "
+        return known[hub_key(spec)], known[hub_key(spec)].stem
+    if not looks_like_hub_id(spec):
+        raise UserError(f"model '{spec}': no such folder (expected a transformers model folder with a config.json)")
+    raise UserError(f"model '{spec}': no local folder of that name and no published config shipped for it (shipped: "
+                    f"{', '.join(p.stem for p in known.values())}, as google/NAME, NAME-it, NAME-pt or unsloth/...); "
                     "download it and pass the folder with --set model=/path/to/folder (--plan reads only its config.json)")
 
 
@@ -287,6 +290,5 @@ def _arch_from_file(path: str, mtime_ns: int, name: str) -> Arch:
 
 def resolve_arch(spec: str) -> Arch:
     """The shape of the recipe's model: its config.json built on the meta device."""
-    path = config_path(spec)
-    name = spec[len(EMBEDDED_PREFIX):] if spec.startswith(EMBEDDED_PREFIX) else Path(spec).name
+    path, name = config_path(spec)
     return _arch_from_file(str(path), path.stat().st_mtime_ns, name)

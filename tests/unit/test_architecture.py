@@ -11,11 +11,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
 
 LAYERS = [  # lowest first; a module may import only modules of lower layers
-    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main"},
+    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "batching"},
     {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection"},
-    {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen"},
-    {"metrics", "models", "testing_spm"},
-    {"recipe", "report", "testing"},
+    {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen", "architecture"},
+    {"metrics", "models", "testing_spm", "memory"},
+    {"recipe", "report", "testing", "eval_plan"},
     {"data", "rag", "cli", "callbacks", "merge"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},
