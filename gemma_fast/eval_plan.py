@@ -87,14 +87,13 @@ def generation_bytes(es: EvalSetup) -> list[Component]:
 
 def answer_stats_bytes(es: EvalSetup) -> int:
     """loss.answer_token_stats on the largest batch: the decoder's last hidden states (kept by the hook), one layer's
-    transients, and the head over the answer positions in chunks (loss.CHUNK_BYTES of float32 logits, + Gemma's
-    softcap slope)."""
+    transients, and the head over the answer positions in chunks (loss.CHUNK_BYTES of float32 logits)."""
     a = es.arch
     tokens = largest_batch_tokens(es.batch_size, es.batch_tokens, es.max_example)
     hidden = tokens * a.hidden * (es.elem + 4)  # hidden states, and the answer positions' gathered copy / float32 sums
     per_layer_inputs = tokens * a.per_layer_input * es.elem
     rows = chunk_rows(a.vocab)
-    head = rows * a.vocab * 4 * (2 if a.final_softcap else 1)
+    head = rows * a.vocab * 4 * 2  # float32 logits and logsumexp's temporary (no grad: no softcap slope)
     return hidden + per_layer_inputs + _layer_transient(es, tokens, es.max_example) + head
 
 

@@ -189,7 +189,8 @@ def loss_bytes(s: Setup, in_use: int = 0) -> tuple[int, str]:
         return chunk + t * a.hidden * 4, (f"Unsloth's chunked cross-entropy: {chunk / GIB:.2f} GiB of logits per chunk "
                                           f"(<= 2 GiB, <= half the free memory) + the fp32 hidden-state gradient ({full})")
     rows = min(t, chunk_rows(a.vocab))
-    chunk = rows * a.vocab * 4 * (2 if a.final_softcap else 1)  # float32 logits (+ the softcap's slope)
+    # float32 logits, logsumexp's temporary of the same size (+ the softcap's slope)
+    chunk = rows * a.vocab * 4 * (3 if a.final_softcap else 2)
     if s.elem != 4:
         chunk += rows * a.vocab * s.elem  # the softmax gradient cast back to the matmul dtype
     gathered = t * a.hidden * (s.elem + 4)  # answer positions' hidden states + their fp32 gradient
