@@ -25,9 +25,10 @@ MODEL_CONFIGS = Path(__file__).resolve().parent / "assets" / "model_configs"
 SOURCE_KEY = "_source"  # where a shipped config's values come from; transformers keeps it as an inert attribute
 HUB_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit", "-unsloth", "-it", "-pt")
 ALIASES = {"gemma-1.1-2b": "gemma-2b", "gemma-1.1-7b": "gemma-7b"}
-# Sizes the estimate divides or multiplies by: each must be a positive integer (a list of them for per-layer widths).
-REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "global_head_dim", "num_global_key_value_heads")
+# Sizes the model is built from: where a config gives one (the config class's default fills a missing one, as the
+# Hub's terse Gemma 3 text_config relies on), it must be a positive integer (a list of them for per-layer widths).
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "num_key_value_heads", "head_dim", "global_head_dim", "num_global_key_value_heads")
 
 
 # ---------------------------------------------------------------- what the estimate reads
@@ -171,10 +172,8 @@ def read_config(path: Path) -> dict:
         raise UserError(f"{path}: text_config must be a JSON object, found {type(text).__name__}")
     if not isinstance(raw.get("model_type"), str):
         raise UserError(f"{path}: model_type is missing or not a string")
-    for key in REQUIRED_SIZES + OPTIONAL_SIZES:
-        if key not in text or (key in OPTIONAL_SIZES and text[key] is None):
-            if key in REQUIRED_SIZES:
-                raise UserError(f"{path}: {where}{key} is missing")
+    for key in SIZES:
+        if text.get(key) is None:  # absent or null: the config class's default
             continue
         values = text[key] if key == "intermediate_size" and isinstance(text[key], list) else [text[key]]
         if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):

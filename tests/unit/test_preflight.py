@@ -147,6 +147,19 @@ def test_a_local_folder_wins_and_an_unknown_model_is_one_clear_line(tiny_model_d
         resolve_arch("./no/such/model")
 
 
+def test_a_terse_hub_config_builds_with_the_class_defaults(tmp_path):
+    """google/gemma-3-4b-it's config.json gives only a few text_config fields; the rest are Gemma3TextConfig's defaults."""
+    folder = tmp_path / "gemma-3-4b-it"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "mm_tokens_per_image": 256,
+        "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+        "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+                          "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False}}))
+    assert resolve_arch(str(folder)).params == resolve_arch("google/gemma-3-4b-it").params
+
+
 def test_shipped_configs_load_with_autoconfig():
     from transformers import AutoConfig
 
