@@ -106,14 +106,14 @@ def eval_estimate(es: EvalSetup) -> Estimate:
     stats = answer_stats_bytes(es) if es.answer_stats else 0
     if stats > gen_total:  # the two passes run one after the other: the larger counts
         parts.append(Component("answer-stats pass", stats, f"decoder hidden states + one layer + the chunked head over the "
-                                                           f"longest examples ({es.max_example} tokens); above generation's "
-                                                           f"{gen_total / GIB:.2f} GiB, which runs after it"))
+                                                           f"longest examples ({es.max_example} tokens); the larger of the two "
+                                                           f"passes on a batch (generation: {gen_total / GIB:.2f} GiB)"))
         transient = stats
     else:
         parts += generation
         if es.answer_stats:
-            parts.append(Component("answer-stats pass", 0, f"{stats / GIB:.2f} GiB, below generation's: runs before it, "
-                                                           "not added"))
+            parts.append(Component("answer-stats pass", 0, f"{stats / GIB:.2f} GiB, below generation's; the two passes run "
+                                                           "one after the other: not added"))
         transient = gen_total
     parts.append(Component("allocator slack", int(FRAGMENTATION[es.device] * transient),
                            f"{FRAGMENTATION[es.device]:.0%} of the batch's short-lived memory"))
