@@ -145,6 +145,28 @@ def gguf_prompt_format(gguf: Path, runtime, system: str = "") -> PromptFormat:
                         meta.get("tokenizer.ggml.padding_token_id") or 0)
 
 
+def run_model_config(gguf: Path):
+    """The text config of the model a run's GGUF came from (<run>/gguf/FILE, the run's recipe.yaml names the model),
+    or None when the file does not sit in a run folder or that model is not here."""
+    import yaml
+
+    recipe = gguf.resolve().parent.parent / "recipe.yaml"
+    try:
+        spec = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") if recipe.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(spec, str):
+        return None
+    from .families import family_of_config
+    from .models import load_config, resolve_model, text_only
+
+    try:
+        config = load_config(spec, resolve_model(spec))
+        return text_only(config, family_of_config(config)) or config
+    except UserError:
+        return None
+
+
 def gguf_query_scalar(gguf: Path) -> float | None:
     """Gemma 3's query_pre_attn_scalar, which GGUF does not store: llama.cpp's rule (hidden/heads for the 62-layer
     27B, else head_dim). None for other architectures."""
@@ -219,6 +241,18 @@ def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppCh
 def _open_gguf(path: Path, runtime: str, console, system: str = "") -> TransformersChat | LlamaCppChat:
     if not path.is_file():
         raise UserError(f"--gguf {path}: file not found")
+    from .families import family_of_gguf
+    from .gguf_tokenizer import _read_metadata
+
+    family = family_of_gguf(str(_read_metadata(path).get("general.architecture")), f"--gguf {path}")
+    exact = family.gguf_runtimes  # the runtimes here that run this generation exactly (families.py)
+    if not exact:
+        raise UserError(f"--gguf {path}: no runtime here runs {family.label} GGUFs exactly (families.Family.gguf_runtimes); "
+                        "run it in llama.cpp or Ollama, or chat with --adapter RUN or --model RUN/merged")
+    if runtime == "llama.cpp" and "llama.cpp" not in exact:
+        raise UserError(f"--runtime llama.cpp: ik-llama-cpp-python does not run {family.label} exactly; use --runtime transformers")
+    if runtime == "auto" and "llama.cpp" not in exact:
+        runtime = "transformers"
     if runtime in ("auto", "llama.cpp"):
         from .tools import runtime_dir
 
@@ -238,13 +272,20 @@ def _open_gguf(path: Path, runtime: str, console, system: str = "") -> Transform
 
     hf_logging.disable_progress_bar()
 
-    extra = {}
-    scalar = gguf_query_scalar(path)
-    if scalar is not None:
+    extra: dict = {}
+    config = run_model_config(path)
+    if config is not None:  # the run's own model config: exact where the GGUF's metadata maps loosely (Gemma 4)
+        extra["config"] = config
+    elif (scalar := gguf_query_scalar(path)) is not None:
         extra["query_pre_attn_scalar"] = scalar
     with console.status(f"loading {path.name} with transformers (dequantising)"):
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, **extra)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, **extra)
+        except RuntimeError as exc:  # transformers' GGUF config mapping does not fit the weights (Gemma 4)
+            raise UserError(f"--gguf {path}: transformers cannot rebuild this {family.label} model's configuration from the "
+                            f"GGUF ({str(exc).splitlines()[0][:120]}); open it where its export wrote it (<run>/gguf/), "
+                            "so the run's recipe names the model's config") from None
     prompts = prompt_format(tokenizer, model.config, system)
     model.generation_config.eos_token_id = prompts.stop_ids
     return TransformersChat(model, tokenizer, prompts, f"{path.name} (transformers)")
@@ -269,6 +310,9 @@ class Conversation:
         fmt = self.chat.prompts
         body = fmt.body(question, context, passages)
         budget = self.max_length - self.settings.max_new_tokens
+        if budget <= 0:
+            raise UserError(f"--max-new-tokens {self.settings.max_new_tokens} leaves no room for a prompt in {self.max_length} "
+                            "tokens (train.max_seq_length, at most the model's context): lower it, or raise train.max_seq_length")
         alone = fmt.prompt(question, context, passages)
         if len(alone.text) > 8 * budget or self.chat.count(alone) > budget:  # no tokenizer makes fewer tokens than chars / 8
             size = f"{len(alone.text):,} characters" if len(alone.text) > 8 * budget else f"{self.chat.count(alone):,} tokens"

@@ -191,7 +191,8 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
         # shortest first; each batch within eval.batch_size prompts and eval.batch_tokens tokens of KV cache
         for idx in token_batches(lengths, ev.batch_size, ev.batch_tokens, ev.max_new_tokens + decode_buffer(cand.model)):
             batch = [todo[i] for i in idx]
-            stats = (answer_token_stats(cand.model, cand.prompts, batch, recipe.train.max_seq_length, len(batch), ev.batch_tokens)
+            stats = (answer_token_stats(cand.model, cand.prompts, batch, recipe.train.max_seq_length, len(batch),
+                                        batch_tokens=ev.batch_tokens)
                      if ev.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
             predictions = generate_batched(
                 cand.model, cand.tokenizer, cand.prompts, [prompts[i] for i in idx], len(batch), ev.max_new_tokens,

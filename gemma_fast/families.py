@@ -67,6 +67,10 @@ class Family:
     # transformers 5.23): the answer-position loss then names its one kept position by index, so every layer runs
     # on the whole sequence.
     decoder_slices: bool = False
+    # The runtimes the GGUF round trip can run this generation's files on exactly (roundtrip.py): transformers' GGUF
+    # loader does not read Gemma 3n, ik-llama-cpp-python 0.1.5 loads neither 3n nor a KV-shared Gemma 4 and differs
+    # from transformers on Gemma 4 (|Δlogit| 0.4-0.6 on tiny models): those files are written, marked unverified.
+    gguf_runtimes: tuple[str, ...] = ("transformers", "llama.cpp")
     # The generation's official chat templates as TRL ships them (trl/chat_templates/): the ground truth the prompt
     # builder is tested against, token for token, and the template a GGUF export writes when the base carries none.
     templates: tuple[str, ...] = ()
@@ -113,6 +117,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         "gemma3n", "Gemma 3n", ("gemma3n", "gemma3n_text"), "gemma3n_text", _GEMMA_1_3_TURNS, "first_user",
         _GEMMA_1_3_CONTROL + _IMAGE_CONTROL + _AUDIO_CONTROL, final_softcap=30.0,
         fsdp_layer="Gemma3nTextDecoderLayer", gguf_arch="gemma3n", templates=("gemma3.jinja",),  # 3n writes turns as Gemma 3
+        gguf_runtimes=(),
         # E-style: per-layer inputs, AltUp, LAuReL and 2 KV-shared layers of 4 (sliding, full, sliding, full)
         tiny={"config": "Gemma3nTextConfig", **_TINY, "num_hidden_layers": 4, "sliding_window": 16,
               "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
@@ -126,7 +131,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
          "<|tool>", "<tool|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>',
          "<|image|>", "<|audio|>", "<|video|>", "<|image>", "<image|>", "<|audio>", "<audio|>"),
         empty_thought="<|channel>thought\n<channel|>", final_softcap=30.0, decoder_slices=True, fsdp_layer="Gemma4TextDecoderLayer",
-        gguf_arch="gemma4", gguf_tokenizer="tokenizer.json", licence=APACHE_2,
+        gguf_arch="gemma4", gguf_tokenizer="tokenizer.json", gguf_runtimes=("transformers",), licence=APACHE_2,
         # the five revisions of google/gemma-4-E2B-it's template: release 4742fe8 (v2), b446025 (v3), 6b7e72c, 905e84b (v4),
         # 8995379 (v5, current; first: what an export writes)
         templates=("gemma4_v5.jinja", "gemma4_v4.jinja", "gemma4.jinja", "gemma4_v3.jinja", "gemma4_v2.jinja"),

@@ -167,7 +167,7 @@ def _capture_last_hidden(model):
         handle.remove()
 
 
-def answer_positions(model, labels: torch.Tensor, **inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_positions(model, labels: torch.Tensor, use_cache: bool = False, **inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run `model(**inputs)` with the head on one position only; return the final hidden states at the positions
     whose next token is labelled (N × H), those next tokens (N) and their rows (N). `labels` are unshifted, as a
     causal LM takes them: position t predicts labels[t + 1]."""
@@ -175,7 +175,7 @@ def answer_positions(model, labels: torch.Tensor, **inputs) -> tuple[torch.Tenso
     if family_for(_unwrap(model).config.model_type).decoder_slices:  # an index keeps every layer on the whole sequence
         keep = torch.tensor([labels.size(1) - 1], device=labels.device)
     with _capture_last_hidden(model) as captured:
-        model(**inputs, logits_to_keep=keep, use_cache=False)
+        model(**inputs, logits_to_keep=keep, use_cache=use_cache)
     if "h" not in captured:
         raise NoHiddenStates("the decoder's forward hook did not fire; the answer-position path cannot run on this model")
     hidden = captured["h"]
@@ -197,10 +197,10 @@ def answer_loss_sum(model, labels: torch.Tensor, **inputs) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def answer_stats(model, labels: torch.Tensor, **inputs) -> dict[str, torch.Tensor]:
+def answer_stats(model, labels: torch.Tensor, use_cache: bool = False, **inputs) -> dict[str, torch.Tensor]:
     """Per row: summed cross-entropy over its labelled positions, their count, and how many the greedy (argmax)
     choice gets right. Memory grows with the number of answer tokens, not with sequence × vocabulary."""
-    hidden, targets, rows = answer_positions(model, labels, **inputs)
+    hidden, targets, rows = answer_positions(model, labels, use_cache=use_cache, **inputs)
     weight, softcap = head_of(model)
     _, _, losses, hits, _, _ = _chunked_pass(hidden.to(weight.device), weight, targets.to(weight.device), softcap, per_token=True)
     n_rows = labels.size(0)
@@ -291,7 +291,7 @@ def full_logits_stats(model, ids: torch.Tensor, attention: torch.Tensor, labels:
 
 @torch.no_grad()
 def answer_token_stats(model, prompts, records: list[dict], max_length: int, batch_size: int = 8,
-                       batch_tokens: int | None = None) -> list[dict]:
+                       use_cache: bool = False, batch_tokens: int | None = None) -> list[dict]:
     """Per record, in the order given: summed cross-entropy over the answer + end-of-turn tokens, their count, and how
     many of them the model's greedy next-token choice gets right. Uses the same examples as training (`prompts`: the
     model's prompts.PromptFormat). Batches hold at most `batch_size` examples and, with `batch_tokens`, at most that
@@ -309,7 +309,8 @@ def answer_token_stats(model, prompts, records: list[dict], max_length: int, bat
         rows: list[dict] | None = None
         if gathered:
             try:
-                stats = answer_stats(model, labels.to(device), input_ids=ids.to(device), attention_mask=attention.to(device))
+                stats = answer_stats(model, labels.to(device), use_cache=use_cache, input_ids=ids.to(device),
+                                     attention_mask=attention.to(device))
                 rows = [{"loss_sum": s, "n_tokens": n, "n_correct": c} for s, n, c in
                         zip(stats["loss_sum"].tolist(), stats["n_tokens"].tolist(), stats["n_correct"].tolist())]
             except NoHiddenStates:  # a forward that bypasses the decoder module: full logits, as before

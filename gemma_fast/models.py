@@ -12,6 +12,7 @@ import importlib.util
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,13 +203,27 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
                     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
                 )
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            with _quiet_load_report(text_config is not None):  # the towers' weights are listed as unused: by design
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
     tokenizer = prepare_tokenizer(tokenizer)
     prompts = prompt_format(tokenizer, config, system)
     model.generation_config.eos_token_id = prompts.stop_ids
     return LoadedModel(model, tokenizer, backend, model_dtype(model), path, prompts)
+
+
+@contextmanager
+def _quiet_load_report(quiet: bool):
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _unsloth_text_only(fast_language_model, text_config) -> dict:

@@ -71,6 +71,38 @@ def tiny_config(family: str, vocab_size: int = 512, **overrides):
     return config_class(vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, bos_token_id=2, **kwargs)
 
 
+def save_tiny_multimodal(family: str, folder: str | Path, seed: int = 0) -> Path:
+    """A tiny multimodal checkpoint of the kind Google publishes (Gemma 4: vision and audio towers around the language
+    model; Gemma 3n: the same weight layout with a stand-in tower tensor, since its real MobileNet tower needs timm),
+    with the tiny tokenizer: what text-only loading must read without the towers."""
+    import transformers
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer(family)
+    text = tiny_config(family, vocab_size=len(tokenizer))
+    torch.manual_seed(seed)
+    if family == "gemma4":
+        vision = transformers.Gemma4VisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                 num_key_value_heads=2, head_dim=8)
+        audio = transformers.Gemma4AudioConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, output_proj_dims=16,
+                                               subsampling_conv_channels=[8, 4])
+        config = transformers.Gemma4Config(text_config=text.to_dict(), vision_config=vision.to_dict(), audio_config=audio.to_dict())
+        transformers.Gemma4ForConditionalGeneration(config).save_pretrained(folder)
+    elif family == "gemma3n":
+        language = transformers.AutoModelForCausalLM.from_config(text)
+        weights = {"model.language_model." + k.removeprefix("model."): v.contiguous() for k, v in language.state_dict().items()
+                   if k.startswith("model.")}
+        weights["model.vision_tower.timm_model.conv_stem.conv.weight"] = torch.zeros(4, 3, 3, 3)  # a tower that must not load
+        save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        transformers.Gemma3nConfig(text_config=text.to_dict()).save_pretrained(folder)
+    else:
+        raise ValueError(f"no tiny multimodal {family!r}; valid: gemma4, gemma3n")
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_tiny_model(family: str, folder: str | Path, seed: int = 0, **overrides) -> Path:
     """A random tiny Gemma-family model + tokenizer saved as a normal model folder, usable as `model: <folder>`."""
     from transformers import AutoModelForCausalLM

@@ -1,12 +1,14 @@
-"""A tiny Gemma 3 that llama.cpp's converter and runtimes accept, for the GGUF export tests (about 10 s to build).
+"""Tiny Gemma models that llama.cpp's converter and runtimes accept, for the GGUF export tests (about 10 s to build).
 
-Unlike testing.save_tiny_model (a byte-level BPE, which convert_hf_to_gguf rejects), this one has what a hub Gemma
+Unlike testing.save_tiny_model (a byte-level BPE, which convert_hf_to_gguf rejects), these have what a hub Gemma
 checkpoint has: a SentencePiece `tokenizer.model` (BPE, byte fallback) with <pad>/<eos>/<bos>/<unk> at ids 0-3,
-<start_of_turn>/<end_of_turn> as control symbols, user-defined newline and space-run pieces, and tokenizer files
-as gguf_tokenizer writes them for the embedded model (space runs not in added_tokens_decoder). head_dim = query_pre_attn_scalar = 256 (as in Gemma 3
-270M-12B; GGUF does not store the scalar and readers assume 256), 6 layers (ik_llama crashes when every layer is
-sliding-window, i.e. below 6), random norm weights (so the converter's +1 norm shift is exercised) and an untied
-output head (tied random embeddings make a random model repeat its last token, so every answer would be blank).
+the generation's turn and control tokens as control symbols (families.py; Gemma 4's <|turn>, <turn|>, <|channel>...
+included), user-defined newline and space-run pieces, and tokenizer files as gguf_tokenizer writes them for the
+embedded model (space runs not in added_tokens_decoder; a tokenizer.json of the kind Gemma 4 ships, which the
+converter reads through LlamaHfVocab). Gemma 3: head_dim = query_pre_attn_scalar = 256 (as in Gemma 3 270M-12B; GGUF
+does not store the scalar and readers assume 256), 6 layers (ik_llama crashes when every layer is sliding-window,
+i.e. below 6). Every family: random norm weights (so the converter's norm shifts are exercised) and an untied output
+head (tied random embeddings make a random model repeat its last token, so every answer would be blank).
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from pathlib import Path
 
 SPACE = "\u2581"
 CONTROL = ["<mask>", "<start_of_turn>", "<end_of_turn>"]  # <mask> at 4 as in Gemma (GemmaTokenizer adds it otherwise)
+
+
+def control_symbols(family: str) -> list[str]:
+    """<mask> at id 4, then the generation's turn and control tokens (families.Family.control_tokens)."""
+    from .families import FAMILIES
+
+    if family == "gemma3":
+        return list(CONTROL)
+    return ["<mask>"] + [t for t in FAMILIES[family].control_tokens if t not in ("<bos>", "<eos>", "<pad>", "<unk>", "<mask>")]
 USER_DEFINED = ["\n", "\n\n", SPACE * 2, SPACE * 3]
 _CORPUS = [
     "How do I resume training? Pass --resume with the run folder in --out.",
@@ -28,7 +39,7 @@ _CORPUS = [
 ]
 
 
-def train_spm(folder: Path, vocab_size: int = 400) -> Path:
+def train_spm(folder: Path, vocab_size: int = 400, control: list[str] | None = None) -> Path:
     import sentencepiece as spm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -37,7 +48,7 @@ def train_spm(folder: Path, vocab_size: int = 400) -> Path:
     spm.SentencePieceTrainer.train(
         input=str(text), model_prefix=str(folder / "sp"), model_type="bpe", vocab_size=vocab_size,
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-        control_symbols=CONTROL, user_defined_symbols=USER_DEFINED, byte_fallback=True, character_coverage=1.0,
+        control_symbols=control or CONTROL, user_defined_symbols=USER_DEFINED, byte_fallback=True, character_coverage=1.0,
         add_dummy_prefix=False, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
         normalization_rule_name="identity", minloglevel=2,
     )
@@ -48,23 +59,41 @@ def train_spm(folder: Path, vocab_size: int = 400) -> Path:
     return model
 
 
-def save_tiny_gemma3_spm(folder: str | Path, seed: int = 0, layers: int = 6, hidden: int = 64) -> Path:
-    """Write a hub-like tiny Gemma 3 folder (config, safetensors, tokenizer.model, tokenizer files); return it."""
-    import torch
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+def spm_config(family: str, vocab_size: int, layers: int = 6, hidden: int = 64):
+    """The tiny config of a converter-ready model: Gemma 3 as llama.cpp's readers assume it (head_dim 256 = the query
+    scalar), the other generations from their tiny config (testing.tiny_config) made deeper and wider."""
+    from .testing import tiny_config
 
+    common = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, max_position_embeddings=512,
+                  tie_word_embeddings=False)  # tied random embeddings make the model repeat its last token: blank answers
+    if family == "gemma3":
+        return tiny_config("gemma3", vocab_size, **common, head_dim=256, query_pre_attn_scalar=256, sliding_window=16)
+    types = ["sliding_attention", "sliding_attention", "full_attention"] * (layers // 3)
+    if family == "gemma3n":  # llama.cpp's converter supports 4 AltUp inputs only; 2 of the 6 layers share K/V
+        return tiny_config("gemma3n", vocab_size, **{**common, "intermediate_size": [2 * hidden] * layers}, layer_types=types,
+                           altup_num_inputs=4, num_kv_shared_layers=2, activation_sparsity_pattern=[0.0] * layers)
+    if family == "gemma4":  # E-style: per-layer embeddings, 2 KV-shared layers, sliding 256 / global 512 head dims
+        return tiny_config("gemma4", vocab_size, **common, layer_types=types, head_dim=256, global_head_dim=512)
+    return tiny_config(family, vocab_size, **common)
+
+
+def save_tiny_spm_model(family: str, folder: str | Path, seed: int = 0, layers: int = 6, hidden: int = 64) -> Path:
+    """Write a hub-like tiny model folder of `family` (config, safetensors, tokenizer.model, tokenizer files and the
+    generation's chat template); return it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .families import FAMILIES, template_text
     from .prompts import prompt_format
 
     folder = Path(folder)
-    model_file = train_spm(folder)
+    model_file = train_spm(folder, control=control_symbols(family))
     tokenizer = hf_tokenizer(model_file, folder)
+    if family != "gemma3":  # (the Gemma 3 fixture keeps the embedded model's layout: no template of its own)
+        tokenizer.chat_template = template_text(FAMILIES[family].templates[0])
+        tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256, sliding_window=16,
-        max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-        tie_word_embeddings=False,  # tied random embeddings make the model repeat its last token: answers would be blank
-    )
+    config = spm_config(family, len(tokenizer), layers, hidden)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -75,7 +104,7 @@ def save_tiny_gemma3_spm(folder: str | Path, seed: int = 0, layers: int = 6, hid
         # Byte-fallback and control pieces (bar <end_of_turn>) get a zero output row, so logit 0 and never the top:
         # answers are readable words that every decoder spells alike, and can still end at <end_of_turn>.
         _, _, types = gguf_vocabulary(model_file)
-        end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        end = tokenizer.convert_tokens_to_ids(FAMILIES[family].end_of_turn)
         for index, kind in enumerate(types):
             if kind in (3, 6) and index != end:
                 model.lm_head.weight[index] = 0.0
@@ -118,3 +147,8 @@ def hf_tokenizer(model_file: Path, folder: Path):
     config = _tokenizer_config(meta, fast)
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return AutoTokenizer.from_pretrained(folder)
+
+
+def save_tiny_gemma3_spm(folder: str | Path, seed: int = 0, layers: int = 6, hidden: int = 64) -> Path:
+    """The tiny Gemma 3 the export tests have always used."""
+    return save_tiny_spm_model("gemma3", folder, seed, layers, hidden)

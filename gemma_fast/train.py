@@ -29,6 +29,7 @@ from .io import write_json, write_jsonl
 from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
 from .families import TOWERS, family_of_config
+from .guards import FirstBatchCheck, GradientAndMovement, check_moved, guarded
 from .models import load_config, load_model, resolve_model
 from .outputs import check_out_dir, holds_files, mark, replace_guard
 from .rag import attach_passages
@@ -252,13 +253,16 @@ def trim_metrics(metrics_path: Path, checkpoint: Path) -> None:
     write_jsonl(metrics_path, kept)
 
 
-def save_adapter(model, tokenizer, out_dir: Path) -> Path:
-    """Write adapter/ whole or not at all; on a failed write (disk full) say where the newest checkpoint is."""
+def save_adapter(model, tokenizer, out_dir: Path, family=None) -> Path:
+    """Write adapter/ whole or not at all; on a failed write (disk full) say where the newest checkpoint is. The
+    model card (README.md, what the hub shows) carries the base model's licence."""
     final, partial = out_dir / "adapter", out_dir / "adapter.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
+        if family is not None:
+            card_licence(partial / "README.md", family)
         if (out_dir / BASE_FILE).is_file():  # the base travels with a copied adapter
             shutil.copyfile(out_dir / BASE_FILE, partial / BASE_FILE)
     except OSError as exc:
@@ -271,6 +275,28 @@ def save_adapter(model, tokenizer, out_dir: Path) -> Path:
         shutil.rmtree(final)
     partial.rename(final)
     return final
+
+
+def card_licence(card_path: Path, family) -> None:
+    """Put the base model's licence into the adapter's model card metadata (Apache-2.0 for Gemma 4, the Gemma Terms of
+    Use for Gemma 1-3 and 3n), so a published adapter says under which terms its base weights come."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card = ModelCard.load(card_path) if card_path.is_file() else ModelCard("")
+    data = card.data or ModelCardData()
+    name, url = family.licence
+    data.license = "apache-2.0" if name == "Apache-2.0" else "gemma"
+    data.license_link = url
+    card.data = data
+    card.save(card_path)
+
+
+def reference_attention(loaded, padding_free: bool) -> str | None:
+    """The attention the first-batch check's evaluation pass runs with: the model's own when training pads, else
+    what evaluation loads (eager for Gemma 2, SDPA otherwise) in place of the padding-free function."""
+    if not padding_free:
+        return None
+    return "eager" if loaded.family.eager_attention else "sdpa"
 
 
 def tokenize_split(prompts, records: list[dict], max_length: int):
@@ -399,9 +425,14 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         progress = ProgressAndMetrics(metrics_path)
         stopper = SaveAndStopOnCtrlC(console)
         saver = SaveRecipeOnTrainBegin(ran, out_dir / "recipe.yaml", plan.notes)
-        callbacks = [saver, progress, stopper] + ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
+        # guards against silent failure (guards.py): the first batch two ways, finite gradients, an adapter that moves
+        first_batch = FirstBatchCheck(loaded.prompts, train_records, t.max_seq_length, loaded.dtype,
+                                      reference_attention(loaded, padding_free))
+        gradients = GradientAndMovement()
+        callbacks = [saver, progress, stopper, gradients.callback(args.fp16)] + \
+            ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
         # transformers + peft: the head and the loss only at answer positions (gemma_fast.loss); Unsloth: its own fused loss
-        trainer_class = answer_only_trainer() if loaded.backend == "hf" else SFTTrainer
+        trainer_class = guarded(answer_only_trainer() if loaded.backend == "hf" else SFTTrainer, first_batch)
         trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                 processing_class=loaded.tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
@@ -414,7 +445,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         if result.global_step == 0 or (checkpoint and result.global_step <= _step_of(Path(checkpoint))):
             raise UserError(f"no training step ran (train.epochs={t.epochs:g}, train.max_steps={t.max_steps}"
                             f"{', resumed at step ' + str(_step_of(Path(checkpoint))) if checkpoint else ''}); no adapter saved")
-        save_adapter(model, loaded.tokenizer, out_dir)
+        save_adapter(model, loaded.tokenizer, out_dir, loaded.family)
         summary = {
             "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
@@ -426,9 +457,13 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "guards": {"first_batch": first_batch.result or {"checked": False, "why": "resumed from a checkpoint"},
+                       **gradients.summary(model)},
+            "licence": dict(zip(("name", "url"), loaded.family.licence)),
             "exports": {},
         }
         write_json(out_dir / "train_summary.json", summary)
+    check_moved(summary["guards"]["movement"])  # after the run is saved: a run that learned nothing exits non-zero
     # The run is complete (and any replaced run removed); exports that fail leave it intact.
     summary["exports"] = run_exports(exports, model, loaded.tokenizer, out_dir, token)
     del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded
