@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """QLoRA training throughput, side by side: the project's path (Unsloth) vs plain transformers + peft + bitsandbytes + TRL.
 
-Builds a Gemma architecture from bench/configs/<arch>.json (public layer counts and sizes) with random weights (no
-download), saves it once, and runs N steps of LoRA r=16 on all linear layers over the same random batches through
+Builds a Gemma architecture from gemma_fast/assets/model_configs/<arch>.json (published layer counts and sizes) with
+random weights (no download), saves it once, and runs N steps of LoRA r=16 on all linear layers over the same random batches through
 each path. Reports tokens/s (after warm-up steps), peak reserved GPU memory, MFU, and whether the two paths' first-step
 losses agree on the same batch.
 
@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import save, stamp  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = ROOT / "gemma_fast" / "assets" / "model_configs"  # the published configs --plan reads too
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def build_model_dir(arch: str, tiny: bool, cache: Path) -> Path:
     """A saved random-weight model folder for `arch` (bf16 on disk), built once per cache."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gemma_fast.testing import save_tiny_model
 
@@ -55,9 +55,11 @@ def build_model_dir(arch: str, tiny: bool, cache: Path) -> Path:
         return target
     import torch
 
-    raw = json.loads((CONFIGS / f"{arch}.json").read_text())
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(raw.pop("model_type"), **raw), dtype=torch.bfloat16)
+    from gemma_fast.architecture import read_config, text_config_of
+
+    path = CONFIGS / f"{arch}.json"
+    torch.manual_seed(0)  # the language model alone, as gemma_fast trains it
+    model = AutoModelForCausalLM.from_config(text_config_of(read_config(path), str(path)), dtype=torch.bfloat16)
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(target)  # a stand-in: the batches are random token ids
     del model

@@ -23,7 +23,8 @@ from .backend import resolve_backend
 from .bertscore import encoder_label
 from .data import load_split
 from .errors import UserError
-from .generate import generate_batched
+from .batching import token_batches
+from .generate import decode_buffer, generate_batched
 from .identity import base_identity, check_same_base, folder_sha256, recorded_base
 from .io import read_jsonl_numbered, write_json, write_jsonl
 from .loss import answer_token_stats
@@ -181,18 +182,21 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
         path.unlink()
     partial.mkdir(parents=True, exist_ok=True)
     write_json(meta, settings)
-    todo = sorted((r for r in records if r["id"] not in done), key=prompt_chars)
+    todo = [r for r in records if r["id"] not in done]
     task = progress.add_task(cand.name, total=len(records), completed=len(records) - len(todo))
-    batch_size = recipe.eval.batch_size
+    ev = recipe.eval
     with cand.context(), path.open("a", encoding="utf-8") as handle:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            stats = (answer_token_stats(cand.model, cand.prompts, batch, recipe.train.max_seq_length, batch_size)
-                     if recipe.eval.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
+        prompts = [cand.prompts.record_prompt(r) for r in todo]
+        lengths = [len(ids) for ids in cand.prompts.encode_many(prompts)]
+        # shortest first; each batch within eval.batch_size prompts and eval.batch_tokens tokens of KV cache
+        for idx in token_batches(lengths, ev.batch_size, ev.batch_tokens, ev.max_new_tokens + decode_buffer(cand.model)):
+            batch = [todo[i] for i in idx]
+            stats = (answer_token_stats(cand.model, cand.prompts, batch, recipe.train.max_seq_length, len(batch),
+                                        batch_tokens=ev.batch_tokens)
+                     if ev.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
             predictions = generate_batched(
-                cand.model, cand.tokenizer, cand.prompts, [cand.prompts.record_prompt(r) for r in batch], batch_size,
-                recipe.eval.max_new_tokens, do_sample=recipe.eval.do_sample, temperature=recipe.eval.temperature,
-                top_p=recipe.eval.top_p, seed=recipe.seed,
+                cand.model, cand.tokenizer, cand.prompts, [prompts[i] for i in idx], len(batch), ev.max_new_tokens,
+                do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p, seed=recipe.seed,
             )
             for record, pred, stat in zip(batch, predictions, stats):
                 row = {"id": record["id"], "key": keys[record["id"]], "prediction": pred, **stat}
@@ -201,11 +205,6 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
             handle.flush()  # each finished batch survives a crash
             progress.advance(task, len(batch))
     return done
-
-
-def prompt_chars(record: dict) -> int:
-    """A record's question and context length: the order answers are generated in (short first, little padding)."""
-    return len(record["instruction"]) + len(record.get("input", "")) + sum(len(p) for p in record.get("passages", ()))
 
 
 def row_key(record: dict) -> str:

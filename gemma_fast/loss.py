@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import torch
 
+from .batching import token_batches
 from .families import family_for
 
 IGNORE_INDEX = -100
@@ -290,10 +291,11 @@ def full_logits_stats(model, ids: torch.Tensor, attention: torch.Tensor, labels:
 
 @torch.no_grad()
 def answer_token_stats(model, prompts, records: list[dict], max_length: int, batch_size: int = 8,
-                       use_cache: bool = False) -> list[dict]:
-    """Per record: summed cross-entropy over the answer + end-of-turn tokens, their count, and how many of them
-    the model's greedy next-token choice gets right. Uses the same examples as training (`prompts`: the model's
-    prompts.PromptFormat).
+                       use_cache: bool = False, batch_tokens: int | None = None) -> list[dict]:
+    """Per record, in the order given: summed cross-entropy over the answer + end-of-turn tokens, their count, and how
+    many of them the model's greedy next-token choice gets right. Uses the same examples as training (`prompts`: the
+    model's prompts.PromptFormat). Batches hold at most `batch_size` examples and, with `batch_tokens`, at most that
+    many padded tokens (batching.token_batches, shortest first).
 
     The output projection runs on the answer positions only, in chunks (gemma_fast.loss): memory grows with the
     answer tokens, not with batch × sequence × vocabulary (8.6 GB of float32 logits for 16 × 512 tokens of Gemma)."""
@@ -301,19 +303,20 @@ def answer_token_stats(model, prompts, records: list[dict], max_length: int, bat
     device = next(model.parameters()).device
     gathered = supports(model)
     encoded = [prompts.example(r, max_length) for r in records]
-    out: list[dict] = []
-    for start in range(0, len(encoded), batch_size):
-        ids, attention, labels = _padded_batch(prompts.pad_id, encoded[start : start + batch_size])
-        if not gathered:
-            out += full_logits_stats(model, ids, attention, labels)
-            continue
-        try:
-            stats = answer_stats(model, labels.to(device), use_cache=use_cache, input_ids=ids.to(device),
-                                 attention_mask=attention.to(device))
-        except NoHiddenStates:  # a forward that bypasses the decoder module: full logits, as before
-            gathered = False
-            out += full_logits_stats(model, ids, attention, labels)
-            continue
-        out += [{"loss_sum": s, "n_tokens": n, "n_correct": c}
-                for s, n, c in zip(stats["loss_sum"].tolist(), stats["n_tokens"].tolist(), stats["n_correct"].tolist())]
+    out: list[dict] = [{}] * len(encoded)
+    for idx in token_batches([len(e["input_ids"]) for e in encoded], batch_size, batch_tokens):
+        ids, attention, labels = _padded_batch(prompts.pad_id, [encoded[i] for i in idx])
+        rows: list[dict] | None = None
+        if gathered:
+            try:
+                stats = answer_stats(model, labels.to(device), use_cache=use_cache, input_ids=ids.to(device),
+                                     attention_mask=attention.to(device))
+                rows = [{"loss_sum": s, "n_tokens": n, "n_correct": c} for s, n, c in
+                        zip(stats["loss_sum"].tolist(), stats["n_tokens"].tolist(), stats["n_correct"].tolist())]
+            except NoHiddenStates:  # a forward that bypasses the decoder module: full logits, as before
+                gathered = False
+        if rows is None:
+            rows = full_logits_stats(model, ids, attention, labels)
+        for i, row in zip(idx, rows):
+            out[i] = row
     return out

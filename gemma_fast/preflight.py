@@ -1,9 +1,10 @@
 """Pre-flight for `train_qlora.py --plan`: what would run, and will it fit, without loading a single weight.
 
 `preflight(recipe, gpu)` resolves the run plan exactly as training would (backend, method, dtype, optimizer and
-every fallback note), reads the model's architecture (a built-in table, a local config.json, or the embedded
-model's cached config.json), and estimates peak memory per component in bytes. The method, its sources
-and its check against measured figures are in docs/memory_estimate.md. Nothing here imports unsloth.
+every fallback note), reads the model's shape from its config.json built on the meta device (architecture.py), and
+estimates peak memory per component in bytes for the training step and for the evaluation after it (eval_plan.py),
+each with a verdict. The method, its sources and its checks are in docs/memory_estimate.md. Nothing here imports
+unsloth.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .architecture import Arch, Layer, resolve_arch
 from .errors import UserError
-from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
-from .families import FAMILIES, LANGUAGE_MODEL_LINEAR
+from .eval_plan import EvalSetup, eval_estimate
+from .families import FAMILIES, LANGUAGE_MODEL_LINEAR, Family
+from .loss import chunk_rows
+from .memory import (BYTES, FRAGMENTATION, GIB, Component, Estimate, adapter_params, keeps_scores, runtime_component,
+                     targeted, weight_bytes)
 from .recipe import Recipe, apply_override
-
-GIB = 2**30
 
 # ---------------------------------------------------------------- GPUs
 
@@ -71,150 +74,25 @@ def local_device() -> Device:
     return Device("cpu", f"CPU, {os.cpu_count()} cores", round(ram / GIB, 1), None, kind="cpu")
 
 
-# ---------------------------------------------------------------- architectures
+# ---------------------------------------------------------------- the training estimate
 
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    family: str  # gemma | gemma2 | gemma3 | other
-    vocab: int
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    tied: bool = True
-    source: str = "built-in table"
-
-    @property
-    def norms_per_layer(self) -> int:
-        return 4 if self.family in ("gemma2", "gemma3") else 2  # Gemma 2/3 add pre/post-feedforward norms
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each linear layer in one decoder block."""
-        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-    def params(self) -> dict[str, int]:
-        """Parameter counts: the quantisable linear layers, and the rest (embeddings, lm_head if untied, norms)."""
-        linear = self.layers * sum(a * b for a, b in self.linears().values())
-        norms = self.layers * self.norms_per_layer * self.hidden + self.hidden
-        if self.family == "gemma3":
-            norms += self.layers * 2 * self.head_dim  # q_norm, k_norm
-        embedding = self.vocab * self.hidden * (1 if self.tied else 2)
-        return {"linear": linear, "embedding": embedding, "norms": norms, "total": linear + embedding + norms}
-
-
-def _gemma(name, family, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate) -> Arch:
-    return Arch(name, family, vocab, hidden, layers, heads, kv_heads, head_dim, intermediate)
-
-
-# Published config.json values; gemma-2b/7b and gemma-2-2b/9b equal bench/configs/*.json (a test checks),
-# gemma-3-270m equals the embedded GGUF's header (checked in docs/memory_estimate.md).
-KNOWN_ARCHS = {a.name: a for a in [
-    _gemma("gemma-2b", "gemma", 256000, 2048, 18, 8, 1, 256, 16384),
-    _gemma("gemma-7b", "gemma", 256000, 3072, 28, 16, 16, 256, 24576),
-    _gemma("gemma-2-2b", "gemma2", 256000, 2304, 26, 8, 4, 256, 9216),
-    _gemma("gemma-2-9b", "gemma2", 256000, 3584, 42, 16, 8, 256, 14336),
-    _gemma("gemma-2-27b", "gemma2", 256000, 4608, 46, 32, 16, 128, 36864),
-    _gemma("gemma-3-270m", "gemma3", 262144, 640, 18, 4, 1, 256, 2048),
-    _gemma("gemma-3-1b", "gemma3", 262144, 1152, 26, 4, 1, 256, 6912),
-]}
-_ALIASES = {"gemma-1.1-2b": "gemma-2b", "gemma-1.1-7b": "gemma-7b"}
-
-
-def _hub_key(spec: str) -> str:
-    """google/gemma-7b-it, unsloth/gemma-7b-it-bnb-4bit, ... -> gemma-7b."""
-    name = spec.split("/", 1)[1].lower()
-    for suffix in ("-unsloth-bnb-4bit", "-bnb-4bit", "-it", "-pt"):
-        name = name.removesuffix(suffix)
-    return _ALIASES.get(name, name)
-
-
-def arch_from_config(cfg: dict, name: str, source: str) -> Arch:
-    """An Arch from a transformers config.json (multimodal Gemma 3 keeps the language model under text_config)."""
-    text = cfg.get("text_config") or cfg
-    model_type = text.get("model_type", cfg.get("model_type", ""))
-    family = {"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "gemma3_text": "gemma3"}.get(model_type, "other")
-    try:
-        heads = text["num_attention_heads"]
-        return Arch(name, family, text["vocab_size"], text["hidden_size"], text["num_hidden_layers"], heads,
-                    text.get("num_key_value_heads") or heads, text.get("head_dim") or text["hidden_size"] // heads,
-                    text["intermediate_size"], bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", True))),
-                    source)
-    except KeyError as exc:
-        raise UserError(f"{source}: config has no {exc.args[0]}; cannot estimate memory for this model") from None
-
-
-def _embedded_arch(name: str) -> Arch:
-    if name not in EMBEDDED_MODELS:
-        raise UserError(f"unknown embedded model '{name}'; valid: {', '.join('embedded:' + n for n in EMBEDDED_MODELS)}")
-    converted = cache_root() / name / "config.json"
-    if converted.is_file():
-        return arch_from_config(json.loads(converted.read_text(encoding="utf-8")), name, str(converted))
-    # Not converted yet: the table, which equals the GGUF header (arch_from_gguf; parsing it takes 10-25 s here).
-    return dataclasses.replace(KNOWN_ARCHS[name], source="built-in table, = its GGUF header")
-
-
-def arch_from_gguf(path: Path, name: str) -> Arch:
-    """Read the architecture from a GGUF header with the gguf library; no tensor is dequantised (but the reader
-    indexes every tensor, 10-25 s for the embedded model, so --plan uses the table and tests check it against this)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-
-    def value(key: str):
-        fld = reader.fields[key]
-        return fld.parts[fld.data[0]].tolist()[0]
-
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    tied = not any(t.name == "output.weight" for t in reader.tensors)
-    return Arch(name, "gemma3" if arch == "gemma3" else "other", len(reader.fields["tokenizer.ggml.tokens"].data),
-                value(f"{arch}.embedding_length"), value(f"{arch}.block_count"), value(f"{arch}.attention.head_count"),
-                value(f"{arch}.attention.head_count_kv"), value(f"{arch}.attention.key_length"),
-                value(f"{arch}.feed_forward_length"), tied, f"GGUF header {path}")
-
-
-def resolve_arch(spec: str) -> Arch:
-    if spec.startswith(EMBEDDED_PREFIX):
-        return _embedded_arch(spec[len(EMBEDDED_PREFIX):])
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
-        config = folder / "config.json"
-        if not config.is_file():
-            raise UserError(f"model folder {folder} has no config.json; expected a transformers model folder")
-        return arch_from_config(json.loads(config.read_text(encoding="utf-8")), folder.name, str(config))
-    if looks_like_hub_id(spec) and _hub_key(spec) in KNOWN_ARCHS:
-        return dataclasses.replace(KNOWN_ARCHS[_hub_key(spec)], source=f"built-in table ({spec})")
-    raise UserError(f"no built-in architecture for model '{spec}' (known: {', '.join(KNOWN_ARCHS)}); download it and "
-                    f"pass the folder with --set model=/path/to/folder (--plan reads only its config.json)")
-
-
-# ---------------------------------------------------------------- the estimate
-
-CUDA_CONTEXT = int(0.5 * GIB)  # CUDA context + cuBLAS/cuDNN workspaces: outside torch's allocator, ~0.3-0.6 GB
-# The CPU figures are fitted to this project's measured peak RSS (docs/memory_estimate.md): the imports alone are
-# 0.57 GiB; the rest of the fixed part is the tokenizer, the data and the model load. glibc keeps freed blocks of
-# every padded batch shape, so the CPU's slack on short-lived tensors is far larger than CUDA's caching allocator's.
-CPU_RUNTIME = int(1.85 * GIB)
-FRAGMENTATION = {"cuda": 0.10, "cpu": 0.50}  # share of activations + logits
-NF4_BYTES = 0.5 + 0.127 / 8  # 4-bit NF4 + double-quantised constants: 0.127 bits/param (QLoRA paper, sec. 3)
-TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE, _CHUNKED_LOGPROB_CHUNK_SIZE
 OFFLOAD_BUFFERS = 2  # hidden states Unsloth's offloaded checkpointing keeps on the GPU while copying
+# Unsloth's cross-entropy (unsloth_zoo/fused_losses/chunked_logprob.py, fused_linear.py): labelled rows in chunks of
+# float32 logits and their gradient (8 bytes per logit) within min(UNSLOTH_LOGPROB_CHUNK_GB = 2 GiB, half the free
+# memory), the free memory read once, at the first step (unsloth_zoo/tiled_mlp.py _default_target_gb)
+UNSLOTH_CE_CHUNK = 2 * GIB
+UNSLOTH_CE_BYTES_PER_LOGIT = 8
 
 
 @dataclass(frozen=True)
 class Setup:
-    """Everything the estimate depends on, resolved from a recipe, its plan and the device."""
+    """Everything the training estimate depends on, resolved from a recipe, its plan and the device."""
 
     arch: Arch
     device: str  # cuda | cpu
     backend: str  # unsloth | hf
     method: str  # lora | qlora | prefix
-    dtype: str  # float32 | float16 | bfloat16
+    dtype: str  # the compute dtype of activations: float32 | float16 | bfloat16
     optimizer: str
     batch_size: int
     seq_len: int
@@ -223,41 +101,25 @@ class Setup:
     lora_targets: tuple[str, ...] = LANGUAGE_MODEL_LINEAR
     lora_dropout: float = 0.0
     prefix_tokens: int = 16
+    weights_dtype: str = ""  # the 16-bit weights' dtype when it differs from `dtype` (Unsloth's float32 path: float16)
+    below_ampere: bool = False  # a CUDA GPU without native bf16 (T4, V100)
+    memory_bytes: int = 0  # the device's memory (Unsloth sizes its loss chunks by what is free); 0: unknown
 
     @property
     def elem(self) -> int:
-        return 4 if self.dtype == "float32" else 2
+        return BYTES[self.dtype]
+
+    @property
+    def weight_elem(self) -> int:
+        return BYTES[self.weights_dtype or self.dtype]
 
     @property
     def tokens(self) -> int:
         return self.batch_size * self.seq_len
 
 
-@dataclass
-class Component:
-    name: str
-    bytes: int
-    detail: str
-
-
-@dataclass
-class Estimate:
-    components: list[Component]
-    spillable: int = 0  # bytes a paged optimizer can evict to CPU RAM under pressure
-
-    @property
-    def total(self) -> int:
-        return sum(c.bytes for c in self.components)
-
-    def gib(self) -> float:
-        return self.total / GIB
-
-
 def trainable_params(s: Setup) -> int:
-    if s.method == "prefix":  # a key and a value per virtual token and layer
-        return s.prefix_tokens * s.arch.layers * 2 * s.arch.kv_heads * s.arch.head_dim
-    shapes = s.arch.linears()
-    return s.arch.layers * sum(s.lora_r * (shapes[m][0] + shapes[m][1]) for m in s.lora_targets if m in shapes)
+    return adapter_params(s.arch, s.method, s.lora_targets, s.lora_r, s.prefix_tokens)
 
 
 def optimizer_state_bytes(optimizer: str) -> int:
@@ -271,66 +133,79 @@ def optimizer_state_bytes(optimizer: str) -> int:
 
 
 def base_weight_bytes(s: Setup) -> tuple[int, str]:
-    p = s.arch.params()
-    rest = p["embedding"] + p["norms"]
-    if s.method != "qlora":
-        return p["total"] * s.elem, f"{p['total'] / 1e9:.2f}B params x {s.elem} B ({s.dtype})"
-    # bitsandbytes quantises only the decoder's linear layers; embeddings (and a tied lm_head) stay in 16 bit,
-    # and peft's prepare_model_for_kbit_training (hf path) casts them to fp32.
-    rest_elem = 4 if s.backend == "hf" else s.elem
-    detail = (f"{p['linear'] / 1e9:.2f}B linear params in 4-bit NF4 ({NF4_BYTES:.3f} B each) + "
-              f"{rest / 1e9:.2f}B embedding/norm params x {rest_elem} B")
-    return int(p["linear"] * NF4_BYTES + rest * rest_elem), detail
+    """bitsandbytes quantises the linear layers only; on the hf path peft's prepare_model_for_kbit_training then casts
+    every 16-bit parameter left (embeddings, the tied head, experts, norms) to float32."""
+    rest_elem = 4 if s.backend == "hf" else s.weight_elem
+    return weight_bytes(s.arch, s.method == "qlora", s.weight_elem, rest_elem)
 
 
-def layer_activation_bytes_per_token(s: Setup) -> int:
-    """Bytes autograd keeps per token for one decoder block (SDPA/flash attention; see the doc for the tally).
+def layer_activation_bytes_per_token(s: Setup, layer: Layer) -> int:
+    """Bytes autograd keeps per token for one decoder layer (see the doc for the tally).
 
     Same bookkeeping as Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
     Models", sec. 4.1), redone for a frozen Gemma block with LoRA: frozen linears keep no input for a weight
     gradient, but the nonlinearities, RMSNorms (which upcast to fp32), attention and LoRA's dropout do.
     """
-    a, e = s.arch, s.elem
-    q, kv, i, h = a.heads * a.head_dim, a.kv_heads * a.head_dim, a.intermediate, a.hidden
-    norms = a.norms_per_layer * h * (e + 4)  # each RMSNorm keeps its input and an fp32 copy
+    e, h = s.elem, s.arch.hidden
+    norms = layer.norms * h * (e + 4)  # each RMSNorm keeps its input and an fp32 copy
     norm_out = 2 * h * e  # the normed inputs of the attention and MLP projections
-    attention = (2 * q + 2 * kv) * e  # q and k after RoPE, v, and the attention output (flash/SDPA keep no S x S)
-    mlp = 4 * i * e  # gate, up, gelu(gate), and their product (down_proj's input)
+    attention = (2 * layer.q_width + 2 * layer.kv_width) * e  # q, k after RoPE, v, output (a KV-shared layer: q only)
+    mlp = 4 * layer.mlp_width * e  # gate, up, gelu(gate), and their product (down_proj's input)
+    experts = layer.top_k * (4 * layer.expert_width + h) * e  # each routed copy of the token through its experts
+    ple = 3 * (s.arch.per_layer_input // s.arch.n_layers) * e  # the per-layer input gate, product and projection
     lora = 0
     if s.method != "prefix" and s.lora_dropout > 0:  # peft applies dropout per module: a copy of its input + mask
-        lora = sum(a.linears()[m][0] for m in s.lora_targets if m in a.linears()) * (e + 1)
+        lora = sum(lin.in_features for lin in layer.linears if targeted(lin.name, s.lora_targets)) * (e + 1)
     scores = 0
-    if s.backend == "unsloth" and a.family == "gemma2":
-        # Gemma 2's logit softcapping keeps Unsloth off flash attention: S x S scores and probabilities per head
-        scores = 2 * a.heads * s.seq_len * e
-    return norms + norm_out + attention + mlp + lora + scores
+    if keeps_scores(s.arch.family, s.backend, s.device, s.below_ampere, layer):
+        scores = 2 * layer.heads * s.seq_len * e  # S x S scores and probabilities per head, kept for backward
+    return norms + norm_out + attention + mlp + experts + ple + lora + scores
 
 
 def activation_bytes(s: Setup) -> tuple[int, str]:
-    per_layer = layer_activation_bytes_per_token(s) * s.tokens
+    per_layer = [layer_activation_bytes_per_token(s, layer) * s.tokens for layer in s.arch.layers]
+    n = s.arch.n_layers
     hidden = s.arch.hidden * s.elem * s.tokens  # one hidden state, e.g. a checkpointed layer input
-    embed = s.arch.hidden * (s.elem + 4) * s.tokens  # embedding output and the final norm
+    embed = s.arch.hidden * (s.elem + 4) * s.tokens + 2 * s.arch.per_layer_input * s.elem * s.tokens  # + Gemma 4's PLE inputs
+    scored = sum(1 for layer in s.arch.layers if keeps_scores(s.arch.family, s.backend, s.device, s.below_ampere, layer))
+    note = f"; S x S scores kept on {scored} of {n} layers" if scored else ""
     if s.gradient_checkpointing == "offloaded":
-        return per_layer + OFFLOAD_BUFFERS * hidden + embed, "one block recomputed at a time; layer inputs offloaded to CPU RAM (Unsloth)"
+        return max(per_layer) + OFFLOAD_BUFFERS * hidden + embed, f"one layer recomputed at a time; layer inputs offloaded to CPU RAM (Unsloth){note}"
     if s.gradient_checkpointing == "on":
-        return per_layer + s.arch.layers * hidden + embed, f"{s.arch.layers} checkpointed layer inputs + one block recomputed"
-    return s.arch.layers * per_layer + embed, f"all {s.arch.layers} blocks' activations kept for backward"
+        return max(per_layer) + n * hidden + embed, f"{n} checkpointed layer inputs + one layer recomputed{note}"
+    return sum(per_layer) + embed, f"all {n} layers' activations kept for backward{note}"
 
 
-def logits_bytes(s: Setup) -> tuple[int, str]:
-    """TRL's SFTTrainer (1.15+) patches the LM head (trl.trainer.utils.add_fused_lm_head): log-probabilities come from
-    [4096 tokens x 32768 vocab] tiles, so the full batch x seq x vocab logits never exist, on either backend; backward
-    re-projects tile by tile into an fp32 gradient of the final hidden states."""
-    tile = min(s.tokens, TRL_TOKEN_TILE) * min(s.arch.vocab, TRL_VOCAB_TILE) * s.elem
-    per_token = s.tokens * (s.arch.hidden * 4 + 8 * 4)  # fp32 hidden-state gradient + a few fp32 per-token sums
-    return tile + per_token, (f"TRL's chunked LM head: a {min(s.tokens, TRL_TOKEN_TILE)} x {min(s.arch.vocab, TRL_VOCAB_TILE)} "
-                              f"logit tile + fp32 hidden-state gradient (full logits would be {full_logits_bytes(s) / GIB:.1f} GiB)")
+def loss_bytes(s: Setup, in_use: int = 0) -> tuple[int, str]:
+    """The loss path that runs: Unsloth's chunked cross-entropy on the Unsloth backend (its chunk sized by the memory
+    free at the first step, when `in_use` bytes are taken); gemma_fast's answer-position head (loss.py) on the
+    transformers + peft backend. Neither materialises the full logits."""
+    a, t = s.arch, s.tokens  # every position may be labelled: the answer-token count is bounded by the tokens
+    full = f"full logits would be {full_logits_bytes(s) / GIB:.1f} GiB"
+    if s.backend == "unsloth":
+        chunk = min(t * a.vocab * UNSLOTH_CE_BYTES_PER_LOGIT, UNSLOTH_CE_CHUNK)
+        if s.memory_bytes:
+            chunk = min(chunk, max(0, (s.memory_bytes - in_use) // 2))
+        return chunk + t * a.hidden * 4, (f"Unsloth's chunked cross-entropy: {chunk / GIB:.2f} GiB of logits per chunk "
+                                          f"(<= 2 GiB, <= half the free memory) + the fp32 hidden-state gradient ({full})")
+    rows = min(t, chunk_rows(a.vocab))
+    # float32 logits, logsumexp's temporary of the same size (+ the softcap's slope)
+    chunk = rows * a.vocab * 4 * (3 if a.final_softcap else 2)
+    if s.elem != 4:
+        chunk += rows * a.vocab * s.elem  # the softmax gradient cast back to the matmul dtype
+    gathered = t * a.hidden * (s.elem + 4)  # answer positions' hidden states + their fp32 gradient
+    # under autocast the fp32 head that prepare_model_for_kbit_training made is copied to bf16 for every step
+    head_copy = a.vocab * a.hidden * s.elem if s.method == "qlora" and s.elem != 4 else 0
+    detail = f"answer-position head (loss.py): {rows} rows of logits at a time"
+    if head_copy:
+        detail += f" + a {s.dtype} copy of the fp32 head ({head_copy / GIB:.2f} GiB)"
+    return chunk + gathered + head_copy, f"{detail} ({full})"
 
 
 def full_logits_bytes(s: Setup) -> int:
     """What transformers' own loss would hold: logits, their fp32 upcast (none if already fp32), the saved
-    log-softmax and its gradient, plus Gemma 2's final softcapping (tanh keeps input and output)."""
-    per = s.elem + (4 if s.elem != 4 else 0) + 4 + 4 + (2 * s.elem if s.arch.family == "gemma2" else 0)
+    log-softmax and its gradient, plus a final softcapping (tanh keeps input and output)."""
+    per = s.elem + (4 if s.elem != 4 else 0) + 4 + 4 + (2 * s.elem if s.arch.final_softcap else 0)
     return s.tokens * s.arch.vocab * per
 
 
@@ -339,7 +214,9 @@ def estimate(s: Setup) -> Estimate:
     n = trainable_params(s)
     opt = optimizer_state_bytes(s.optimizer)
     act, act_detail = activation_bytes(s)
-    logit, logit_detail = logits_bytes(s)
+    context = runtime_component(s.device)
+    # at the first step, when Unsloth measures free memory: weights, adapter, activations; no grads or optimizer states
+    logit, logit_detail = loss_bytes(s, in_use=base + n * 4 + act + context.bytes)
     slack = int(FRAGMENTATION[s.device] * (act + logit))
     parts = [
         Component("base weights", base, base_detail),
@@ -348,71 +225,104 @@ def estimate(s: Setup) -> Estimate:
         Component("activations", act, act_detail),
         Component("logits + loss", logit, logit_detail),
         Component("allocator slack", slack, f"{FRAGMENTATION[s.device]:.0%} of activations + logits"),
+        context,
     ]
-    if s.device == "cuda":
-        parts.append(Component("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS/cuDNN workspaces"))
-    else:
-        parts.append(Component("process runtime", CPU_RUNTIME, "imports, tokenizer, data, model load: fitted to measured RSS"))
     return Estimate(parts, spillable=n * opt if "paged" in s.optimizer else 0)
 
 
 # ---------------------------------------------------------------- recipe -> plan -> setup
 
 
-def _dtype_name(backend: str, device: Device) -> str:
+def plan_dtypes(backend: str, device: Device, family: Family) -> tuple[str, str, str | None]:
+    """(compute dtype, weights dtype, note). bf16 only where the GPU has it natively; on an fp16-only GPU Unsloth
+    trains Gemma 3, 3n and 4 on its float32 path (families.Family.fp16_gpu_path)."""
     from .models import select_dtype
 
-    dtype = select_dtype(backend, device.kind == "cuda", device.bf16)  # bf16 only where the GPU has it natively
-    return str(dtype).removeprefix("torch.")
+    asked = str(select_dtype(backend, device.kind == "cuda", device.bf16)).removeprefix("torch.")
+    if backend == "unsloth" and asked == "float16" and family.fp16_gpu_path == "float32":
+        return "float32", "float16", (f"{family.label} on a GPU without bf16: Unsloth loads it in bfloat16, casts the weights to "
+                                      "float16 and trains in float32 with autocast off (FORCE_FLOAT32); activations are "
+                                      "priced at 4 bytes")
+    return asked, asked, None
 
 
-def _data_stats(recipe: Recipe) -> tuple[int | None, dict | None]:
-    """Training records and token-length stats of the prepared data, when prepare_data.py has run."""
+def _prep_tokens(report: Path) -> dict[str, dict]:
+    """prep_report.json's token-length stats per split; a malformed file is one clear line naming the field."""
+    def bad(field_name: str, found) -> UserError:
+        return UserError(f"{report}: {field_name} {found}; run prepare_data.py again to rewrite it")
+
+    try:
+        raw = json.loads(report.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{report}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise bad("is not valid JSON:", str(exc).splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise bad("is not a JSON object: found a", type(raw).__name__)
+    tokens = raw.get("tokens") or {}
+    if not isinstance(tokens, dict):
+        raise bad("tokens must be an object of per-split length stats, found", json.dumps(tokens)[:60])
+    out = {}
+    for split, stats in tokens.items():
+        if stats is None:
+            continue
+        if not isinstance(stats, dict):
+            raise bad(f"tokens.{split} must be an object, found", json.dumps(stats)[:60])
+        for key in ("mean", "max"):
+            value = stats.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == math.inf:
+                raise bad(f"tokens.{split}.{key} must be a non-negative number, found", json.dumps(value)[:60])
+        out[split] = stats
+    return out
+
+
+def _data_stats(recipe: Recipe) -> tuple[int | None, dict[str, dict]]:
+    """Training records and per-split token-length stats of the prepared data, when prepare_data.py has run."""
     folder = recipe.data_dir
     records = None
     if (folder / "train.jsonl").is_file():
-        with (folder / "train.jsonl").open(encoding="utf-8") as handle:
+        with (folder / "train.jsonl").open(encoding="utf-8", errors="replace") as handle:
             records = sum(1 for line in handle if line.strip())
-    tokens = None
     report = folder / "prep_report.json"
-    if report.is_file():
-        try:
-            tokens = (json.loads(report.read_text(encoding="utf-8")).get("tokens") or {}).get("train")
-        except (json.JSONDecodeError, AttributeError):
-            tokens = None
-    return records, tokens
+    return records, _prep_tokens(report) if report.is_file() else {}
 
 
 def _plan(recipe: Recipe, device: Device):
     """train.plan_run as the run would call it, except that Unsloth is never imported: a named GPU is planned as
-    the Colab/Kaggle setup the README installs (Unsloth there); this machine by whether Unsloth is installed."""
+    the Colab/Kaggle setup the README installs (Unsloth there); this machine by whether Unsloth is installed.
+    Returns the plan and the backend evaluation would load with (prefix tuning trains on hf whatever it asks)."""
     import importlib.util
 
+    from .backend import resolve_backend
     from .train import plan_run
 
     has_unsloth = device.name in GPUS or importlib.util.find_spec("unsloth") is not None
-    return plan_run(recipe, cuda=device.kind == "cuda", has_unsloth=has_unsloth)
+    plan = plan_run(recipe, cuda=device.kind == "cuda", has_unsloth=has_unsloth)
+    return plan, resolve_backend(recipe.backend, unsloth_imports=has_unsloth, cuda=device.kind == "cuda")[0]
 
 
 def _setup(recipe: Recipe, device: Device, arch: Arch, seq_len: int):
-    plan = _plan(recipe, device)
+    plan, _ = _plan(recipe, device)
     t, lora = recipe.train, recipe.lora
     if not t.gradient_checkpointing:
         checkpointing = "off"
     else:  # as train.attach_adapter: Unsloth's own offloaded checkpointing, else transformers'
         checkpointing = "offloaded" if plan.backend == "unsloth" else "on"
-    targets = tuple(lora.targets(FAMILIES.get(arch.family, FAMILIES["gemma"])))
-    setup = Setup(arch, device.kind, plan.backend, plan.method, _dtype_name(plan.backend, device), plan.optimizer,
-                  t.batch_size, seq_len, checkpointing, lora.r, targets, lora.dropout, recipe.prefix.num_virtual_tokens)
+    family = FAMILIES[arch.family]
+    dtype, weights_dtype, _ = plan_dtypes(plan.backend, device, family)
+    setup = Setup(arch, device.kind, plan.backend, plan.method, dtype, plan.optimizer, t.batch_size, seq_len, checkpointing,
+                  lora.r, tuple(lora.targets(family)), lora.dropout, recipe.prefix.num_virtual_tokens,
+                  weights_dtype=weights_dtype, below_ampere=device.kind == "cuda" and not device.bf16,
+                  memory_bytes=int(device.memory_gib * GIB) if device.kind == "cuda" else 0)
     return plan, setup
 
 
-def _peak_seq_len(recipe: Recipe, tokens: dict | None) -> tuple[int, str]:
-    t = recipe.train
+def _peak_seq_len(recipe: Recipe, tokens: dict[str, dict]) -> tuple[int, str]:
+    t, train = recipe.train, tokens.get("train")
     if t.packing:
         return t.max_seq_length, "train.max_seq_length (packing fills every row)"
-    if tokens and tokens.get("max"):
-        return min(t.max_seq_length, int(tokens["max"])), "longest prepared training example (batches pad to their longest)"
+    if train and train.get("max"):
+        return min(t.max_seq_length, int(train["max"])), "longest prepared training example (batches pad to their longest)"
     return t.max_seq_length, "train.max_seq_length (upper bound; prepare the data for its real lengths)"
 
 
@@ -424,6 +334,36 @@ def _steps(recipe: Recipe, records: int | None) -> tuple[int | None, str]:
         return None, f"unknown until prepare_data.py writes {recipe.data_dir / 'train.jsonl'}"
     per_epoch = max(1, math.ceil(math.ceil(records / t.batch_size) / t.grad_accum))  # as transformers' Trainer counts
     return math.ceil(t.epochs * per_epoch), f"{t.epochs:g} epochs x {per_epoch} steps ({records} records)"
+
+
+# ---------------------------------------------------------------- the evaluation after training
+
+
+def _eval_lengths(recipe: Recipe, tokens: dict[str, dict]) -> tuple[int, int, str]:
+    """(longest prompt, longest prompt + answer, where from): the prepared split's stats, else the upper bound."""
+    t, split = recipe.train.max_seq_length, recipe.eval.split
+    stats = tokens.get(split)
+    if recipe.rag.index:
+        return t, t, "train.max_seq_length (rag.index adds passages the prepared lengths do not include)"
+    if stats and stats.get("max"):
+        longest = int(stats["max"])
+        return longest, min(longest, t), (f"longest prepared {split} example, {longest} tokens (prompt + answer: an upper "
+                                           f"bound on the prompt; prep_report.json)")
+    return t, t, "train.max_seq_length (upper bound; prepare the data for its real lengths)"
+
+
+def eval_setup(recipe: Recipe, device: Device, arch: Arch, tokens: dict[str, dict]) -> tuple[EvalSetup, str]:
+    """evaluate.py after this run: the base loaded in 4-bit where the run trained qlora on CUDA, the adapter on it."""
+    plan, backend = _plan(recipe, device)
+    family = FAMILIES[arch.family]
+    dtype, weights_dtype, _ = plan_dtypes(backend, device, family)
+    max_prompt, max_example, source = _eval_lengths(recipe, tokens)
+    ev = recipe.eval
+    n_adapter = adapter_params(arch, plan.method, tuple(recipe.lora.targets(family)), recipe.lora.r,
+                               recipe.prefix.num_virtual_tokens)
+    return EvalSetup(arch, device.kind, backend, plan.method == "qlora", BYTES[weights_dtype], BYTES[dtype], n_adapter,
+                     ev.batch_size, ev.batch_tokens, max_prompt, max_example, ev.max_new_tokens, ev.answer_stats,
+                     below_ampere=device.kind == "cuda" and not device.bf16), source
 
 
 # ---------------------------------------------------------------- verdict and suggestions
@@ -520,6 +460,20 @@ def suggestions(recipe: Recipe, device: Device, arch: Arch, limit: int = 4) -> l
     return found[:limit]
 
 
+def eval_suggestions(recipe: Recipe, device: Device, arch: Arch, tokens: dict[str, dict]) -> list[Suggestion]:
+    """The largest eval.batch_tokens (halving) whose evaluation estimate fits; none when even one prompt alone does not."""
+    es, _ = eval_setup(recipe, device, arch, tokens)
+    budget = es.batch_tokens // 2
+    while budget >= 1:
+        est = eval_estimate(dataclasses.replace(es, batch_tokens=budget))
+        if verdict(est, device) == "fits":
+            return [Suggestion([f"eval.batch_tokens={budget}"], round(est.gib(), 1), "fits")]
+        if budget <= es.width:  # a single row already: smaller budgets change nothing
+            break
+        budget //= 2
+    return []
+
+
 # ---------------------------------------------------------------- the public API
 
 
@@ -532,6 +486,7 @@ class Preflight:
     backend: str
     method: str
     dtype: str
+    weights_dtype: str
     optimizer: str
     gradient_checkpointing: str
     notes: list[str]
@@ -545,63 +500,86 @@ class Preflight:
     tokens_source: str
     estimate: Estimate
     verdict: str
+    eval: EvalSetup
+    eval_lengths_source: str
+    eval_estimate: Estimate
+    eval_verdict: str
     suggestions: list[Suggestion] = field(default_factory=list)
+    eval_suggestions: list[Suggestion] = field(default_factory=list)
 
     @property
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum
 
     def to_dict(self) -> dict:
-        params = self.arch.params()
+        def memory(est: Estimate, verdict_: str) -> dict:
+            return {"components": [{"name": c.name, "gib": round(c.bytes / GIB, 3), "bytes": c.bytes, "detail": c.detail}
+                                   for c in est.components],
+                    "total_gib": round(est.gib(), 2), "device_gib": self.device.memory_gib, "verdict": verdict_}
+
+        e = self.eval
         return {
-            "recipe": self.recipe, "model": self.model,
-            "architecture": {**dataclasses.asdict(self.arch), "parameters": params["total"]},
+            "recipe": self.recipe, "model": self.model, "architecture": self.arch.summary(),
             "device": {"name": self.device.name, "label": self.device.label, "memory_gib": self.device.memory_gib,
                        "compute_capability": ".".join(map(str, self.device.capability)) if self.device.capability else None,
                        "native_bf16": self.device.bf16},
-            "plan": {"backend": self.backend, "method": self.method, "dtype": self.dtype, "optimizer": self.optimizer,
-                     "gradient_checkpointing": self.gradient_checkpointing, "notes": self.notes},
+            "plan": {"backend": self.backend, "method": self.method, "dtype": self.dtype, "weights_dtype": self.weights_dtype,
+                     "optimizer": self.optimizer, "gradient_checkpointing": self.gradient_checkpointing, "notes": self.notes},
             "batch": {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "effective": self.effective_batch,
                       "seq_len_for_peak": self.seq_len, "seq_len_source": self.seq_len_source,
                       "steps": self.steps, "steps_source": self.steps_source,
                       "tokens_per_step": self.tokens_per_step, "tokens_source": self.tokens_source},
-            "memory": {"components": [{"name": c.name, "gib": round(c.bytes / GIB, 3), "bytes": c.bytes, "detail": c.detail}
-                                      for c in self.estimate.components],
-                       "total_gib": round(self.estimate.gib(), 2), "device_gib": self.device.memory_gib,
-                       "verdict": self.verdict},
+            "memory": memory(self.estimate, self.verdict),
             "suggestions": [{"set": s.overrides, "total_gib": s.total_gib, "verdict": s.verdict} for s in self.suggestions],
+            "evaluation": {"backend": e.backend, "four_bit": e.four_bit, "batch_size": e.batch_size, "batch_tokens": e.batch_tokens,
+                           "max_prompt": e.max_prompt, "max_example": e.max_example, "lengths_source": self.eval_lengths_source,
+                           "max_new_tokens": e.new_tokens, "decode_buffer": e.decode_buffer,
+                           "memory": memory(self.eval_estimate, self.eval_verdict),
+                           "suggestions": [{"set": s.overrides, "total_gib": s.total_gib, "verdict": s.verdict}
+                                           for s in self.eval_suggestions]},
         }
 
 
 def preflight(recipe: Recipe, gpu: str | None = None) -> Preflight:
-    """What `train_qlora.py` would run for this recipe on `gpu` (a GPUS name; None: this machine), and its peak memory."""
+    """What `train_qlora.py` would run for this recipe on `gpu` (a GPUS name; None: this machine), and the peak memory of
+    its training step and of the evaluation after it."""
     device = gpu_device(gpu) if gpu else local_device()
     arch = resolve_arch(recipe.model)
     records, tokens = _data_stats(recipe)
     seq_len, seq_source = _peak_seq_len(recipe, tokens)
     plan, setup = _setup(recipe, device, arch, seq_len)
     notes = list(plan.notes)
+    dtype_note = plan_dtypes(setup.backend, device, FAMILIES[arch.family])[2]
+    if dtype_note:
+        notes.append(dtype_note)
     if "paged" in setup.optimizer:
         notes.append(f"{setup.optimizer} pages its states to CPU RAM when the GPU is full (slower, no OOM); "
                      "they are counted on the GPU, and a run that fits only without them is 'tight'")
     t = recipe.train
     steps, steps_source = _steps(recipe, records)
     effective = t.batch_size * t.grad_accum
-    if tokens and tokens.get("mean") and not t.packing:
-        tokens_per_step, tokens_source = int(effective * tokens["mean"]), f"{effective} x mean {tokens['mean']} tokens (prep_report.json)"
+    train = tokens.get("train")
+    if train and train.get("mean") and not t.packing:
+        tokens_per_step, tokens_source = int(effective * train["mean"]), f"{effective} x mean {train['mean']} tokens (prep_report.json)"
     else:
         tokens_per_step, tokens_source = effective * t.max_seq_length, f"{effective} x {t.max_seq_length} (upper bound)"
     est = estimate(setup)
-    result = Preflight(recipe.name, recipe.model, arch, device, setup.backend, setup.method, setup.dtype, setup.optimizer,
-                       setup.gradient_checkpointing, notes, t.batch_size, t.grad_accum, seq_len, seq_source, steps,
-                       steps_source, tokens_per_step, tokens_source, est, verdict(est, device))
+    es, lengths_source = eval_setup(recipe, device, arch, tokens)
+    eval_est = eval_estimate(es)
+    result = Preflight(recipe.name, recipe.model, arch, device, setup.backend, setup.method, setup.dtype,
+                       setup.weights_dtype or setup.dtype, setup.optimizer, setup.gradient_checkpointing, notes, t.batch_size,
+                       t.grad_accum, seq_len, seq_source, steps, steps_source, tokens_per_step, tokens_source, est,
+                       verdict(est, device), es, lengths_source, eval_est, verdict(eval_est, device))
     if result.verdict != "fits":
         result.suggestions = suggestions(recipe, device, arch)
+    if result.eval_verdict != "fits":
+        result.eval_suggestions = eval_suggestions(recipe, device, arch, tokens)
     return result
 
 
 def render(pf: Preflight):
-    """A rich renderable: the plan, the memory table, the verdict and the changes that would make it fit."""
+    """A rich renderable: the plan, the two memory tables (training, evaluation), their verdicts and the changes that
+    would make them fit."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -609,33 +587,38 @@ def render(pf: Preflight):
     plan = Table(title=f"plan: {pf.recipe} on {pf.device.label}", show_header=False, title_justify="left")
     plan.add_column(style="bold")
     plan.add_column()
-    params = pf.arch.params()["total"]
+    p, e = pf.arch.params, pf.eval
+    dtype = pf.dtype if pf.weights_dtype == pf.dtype else f"{pf.dtype} (weights in {pf.weights_dtype})"
     rows = [
-        ("model", f"{pf.model} ({pf.arch.family}, {params / 1e9:.2f}B params; {pf.arch.source})"),
+        ("model", f"{pf.model} ({FAMILIES[pf.arch.family].label}, {p.total / 1e9:.2f}B params, language model; {pf.arch.source})"),
         ("backend / method", f"{pf.backend} / {pf.method}"),
-        ("dtype", pf.dtype), ("optimizer", pf.optimizer), ("gradient checkpointing", pf.gradient_checkpointing),
+        ("dtype", dtype), ("optimizer", pf.optimizer), ("gradient checkpointing", pf.gradient_checkpointing),
         ("batch", f"{pf.batch_size} x {pf.grad_accum} accumulation = {pf.effective_batch} per step"),
         ("sequence length (peak)", f"{pf.seq_len}: {pf.seq_len_source}"),
         ("steps", f"{pf.steps if pf.steps is not None else '?'}: {pf.steps_source}"),
         ("tokens per step", f"{pf.tokens_per_step:,}: {pf.tokens_source}"),
+        ("evaluation", f"{e.backend}, {'4-bit base + adapter' if e.four_bit else 'base + adapter'}; batches of <= {e.batch_size} "
+                       f"prompts and <= {e.batch_tokens:,} tokens; prompts <= {e.max_prompt} tokens: {pf.eval_lengths_source}"),
     ]
     for key, value in rows:
         plan.add_row(key, value)
     for note in pf.notes:
         plan.add_row("[yellow]note[/]", note)
-
-    mem = Table(title="estimated peak memory", title_justify="left")
-    mem.add_column("component")
-    mem.add_column("GiB", justify="right")
-    mem.add_column("how")
-    for c in pf.estimate.components:
-        mem.add_row(c.name, f"{c.bytes / GIB:.2f}", c.detail)
-    mem.add_row("[bold]total[/]", f"[bold]{pf.estimate.gib():.1f}[/]", f"of {pf.device.memory_gib} GiB on {pf.device.name}")
-    colour = {"fits": "green", "tight": "yellow", "does not fit": "red"}[pf.verdict]
-    parts = [plan, mem, Text.from_markup(f"[bold {colour}]{pf.verdict}[/]: estimate {pf.estimate.gib():.1f} GiB "
-                                         f"of {pf.device.memory_gib} GiB (an estimate: within about ±25 % of published and measured peaks, docs/memory_estimate.md)")]
-    for s in pf.suggestions:
-        parts.append(Text(f"  try {s.text()}  -> {s.total_gib} GiB ({s.verdict})"))
-    if pf.verdict != "fits" and not pf.suggestions:
-        parts.append(Text("  no single change found that fits; try a smaller model or a larger GPU"))
+    parts: list = [plan]
+    for title, est, verdict_, fixes in (("training step", pf.estimate, pf.verdict, pf.suggestions),
+                                         ("evaluation (evaluate.py after this run)", pf.eval_estimate, pf.eval_verdict, pf.eval_suggestions)):
+        mem = Table(title=f"estimated peak memory: {title}", title_justify="left")
+        mem.add_column("component")
+        mem.add_column("GiB", justify="right")
+        mem.add_column("how")
+        for c in est.components:
+            mem.add_row(c.name, f"{c.bytes / GIB:.2f}", c.detail)
+        mem.add_row("[bold]total[/]", f"[bold]{est.gib():.1f}[/]", f"of {pf.device.memory_gib} GiB on {pf.device.name}")
+        colour = {"fits": "green", "tight": "yellow", "does not fit": "red"}[verdict_]
+        parts += [mem, Text.from_markup(f"[bold {colour}]{title}: {verdict_}[/]: estimate {est.gib():.1f} GiB of "
+                                        f"{pf.device.memory_gib} GiB (an estimate: within about ±25 % of published and "
+                                        "measured peaks, docs/memory_estimate.md)")]
+        parts += [Text(f"  try {s.text()}  -> {s.total_gib} GiB ({s.verdict})") for s in fixes]
+        if verdict_ != "fits" and not fixes:
+            parts.append(Text("  no single change found that fits; try a smaller model or a larger GPU"))
     return Group(*parts)

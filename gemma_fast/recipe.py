@@ -144,7 +144,10 @@ class EvalConfig:
     where: str = ""  # conditions on context (with|without), lang, task, source, comma-separated and ANDed
     without_context: bool = False  # the selected questions asked with their passage removed (same ids, new prompts)
     max_examples: int = _range(0, 0)  # the first N after ids, where and without_context; 0: all of them
-    batch_size: int = _range(16, 1)
+    batch_size: int = _range(16, 1)  # prompts per generation batch, at most
+    # tokens per batch, at most: rows x (longest prompt + max_new_tokens [+ Unsloth's 513-position decode buffer]),
+    # i.e. the KV cache a batch holds; a prompt longer than this alone still runs, alone (batching.token_batches)
+    batch_tokens: int = _range(8192, 1)
     max_new_tokens: int = _range(64, 1)
     do_sample: bool = False  # greedy by default: reproducible scores
     temperature: float = _range(1.0, 0)

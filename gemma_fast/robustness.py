@@ -26,7 +26,7 @@ def model_translator(cand, recipe: Recipe):
         prompts = [cand.prompts.prompt(f"Translate into {target}. Reply with the translation only.\n\n{q}") for q in questions]
         with cand.context():
             return generate_batched(cand.model, cand.tokenizer, cand.prompts, prompts, recipe.eval.batch_size,
-                                    recipe.eval.max_new_tokens)
+                                    recipe.eval.max_new_tokens, batch_tokens=recipe.eval.batch_tokens)
 
     return translate
 

@@ -28,7 +28,8 @@ def main() -> None:
     p.add_argument("--roundtrip", type=int, default=8, metavar="N", help="test prompts the GGUF round trip checks (0: skip)")
     p.add_argument("--export-only", action="store_true", help="do not train: export the finished run in --out (--gguf, --merge)")
     p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
-    p.add_argument("--plan", action="store_true", help="print what would run and its peak memory estimate, then stop")
+    p.add_argument("--plan", action="store_true", help="print what would run and the peak memory of its training and of the "
+                                                       "evaluation after it, then stop")
     p.add_argument("--gpu", default=None, metavar="NAME", help="with --plan: plan for this GPU (t4, v100, l4, a100-40gb, "
                                                               "a100-80gb, h100) instead of this machine")
     args = p.parse_args()

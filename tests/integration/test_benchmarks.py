@@ -84,16 +84,3 @@ def test_dense_params_count_the_dense_model_through_lora_and_4bit_packing():
             packed = torch.zeros((module.weight.numel() + 1) // 2, 1, dtype=torch.uint8)
             module.weight = torch.nn.Parameter(packed, requires_grad=False)
     assert dense_params(model) == true_count
-
-
-def test_shipped_architectures_have_their_public_sizes():
-    """Parameter counts of the shipped configs, built on the meta device (no memory): the published model sizes."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    expected_billions = {"gemma-2b": 2.51, "gemma-7b": 8.54, "gemma-2-2b": 2.61, "gemma-2-9b": 9.24}
-    for arch, billions in expected_billions.items():
-        raw = json.loads((ROOT / "bench" / "configs" / f"{arch}.json").read_text())
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(raw.pop("model_type"), **raw))
-        assert abs(sum(p.numel() for p in model.parameters()) / 1e9 - billions) < 0.02, arch

@@ -11,12 +11,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
 
 LAYERS = [  # lowest first; a module may import only modules of lower layers
-    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main"},
+    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "batching", "gguf_convert"},
     {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection"},
-    {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen"},
-    {"metrics", "models", "testing_spm"},
-    {"recipe", "report", "testing"},
-    {"data", "rag", "cli", "callbacks", "merge"},
+    {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen", "architecture"},
+    {"metrics", "models", "memory", "guards"},
+    {"recipe", "report", "testing", "eval_plan"},
+    {"data", "rag", "cli", "callbacks", "merge", "testing_spm"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},
     {"train"},

@@ -198,6 +198,27 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     assert second["models"]["base"]["overall"]["rougeL"] == base["overall"]["rougeL"]
 
 
+
+def test_evaluation_batches_by_a_token_budget(tmp_path, bilingual, monkeypatch):
+    """eval.batch_tokens splits what eval.batch_size would keep together: each generation call holds at most that many
+    tokens of prompt + new tokens (a prompt longer than the budget alone), and every record is still answered once."""
+    import gemma_fast.evaluation as E
+
+    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    calls = []
+    real = E.generate_batched
+
+    def spy(model, tok, fmt, prompts, *a, **k):
+        calls.append([len(ids) for ids in fmt.encode_many(prompts)])
+        return real(model, tok, fmt, prompts, *a, **k)
+
+    monkeypatch.setattr(E, "generate_batched", spy)
+    bilingual.eval.batch_size, bilingual.eval.batch_tokens = 8, 60  # prompts here are 15-25 tokens, + 4 new tokens
+    summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
+    assert summary["examples"] == 8 and sum(len(c) for c in calls) == 8
+    assert len(calls) > 1 and all(len(c) == 1 or len(c) * (max(c) + 4) <= 60 for c in calls), calls
+    assert [max(c) for c in calls] == sorted(max(c) for c in calls)  # shortest prompts first
+
 def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model_dir, monkeypatch):
     import gemma_fast.evaluation as E
 

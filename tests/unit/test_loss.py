@@ -173,6 +173,19 @@ def test_evaluation_stats_equal_the_full_logits_computation(tiny_tokenizer, tiny
         assert g["loss_sum"] == pytest.approx(w["loss_sum"], rel=1e-5, abs=1e-5)
 
 
+
+def test_evaluation_stats_batched_by_tokens_come_back_in_order(tiny_tokenizer, tiny_prompts):
+    """A token budget that fits one example per batch gives each record its own unbatched numbers, in the order given."""
+    from gemma_fast.loss import answer_token_stats
+
+    model = tiny_model("gemma3", vocab_size=len(tiny_tokenizer))
+    records = [{"id": str(i), "instruction": "Why? " * (9 - 2 * i), "output": "Because. " * (i + 1)} for i in range(4)]
+    alone = [answer_token_stats(model, tiny_prompts, [r], max_length=128)[0] for r in records]
+    budget = answer_token_stats(model, tiny_prompts, records, max_length=128, batch_size=8, batch_tokens=1)
+    assert [b["n_tokens"] for b in budget] == [a["n_tokens"] for a in alone] and len({a["n_tokens"] for a in alone}) == 4
+    for b, a in zip(budget, alone, strict=True):
+        assert b["loss_sum"] == pytest.approx(a["loss_sum"], rel=1e-6) and b["n_correct"] == a["n_correct"]
+
 MEMORY_PROBE = textwrap.dedent("""
     import json, sys
     import torch
