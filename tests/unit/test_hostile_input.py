@@ -705,6 +705,43 @@ def _symlinked_overwrite(world: Path) -> None:
     assert not list((world / "runs").glob("*.replaced")) and not (world / "link.replaced").exists()
 
 
+def _alias_bomb(levels: int = 9) -> str:
+    """A flow list whose aliases stand for 9**levels values in about 300 bytes (y-bomb-*)."""
+    text = "&a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]"
+    for i in range(1, levels):
+        text = f"&a{i} [{text}," + ",".join([f"*a{i - 1}"] * 8) + "]"
+    return text
+
+
+def _bounded_repr(world: Path) -> None:
+    """coerce() builds its message only on failure, from a bounded repr: a value sharing one list 10^9 times (what
+    an alias bomb constructs) is refused at once with a short line."""
+    import dataclasses
+
+    from gemma_fast.errors import UserError
+    from gemma_fast.recipe import Recipe, coerce
+
+    value: list = ["lol"] * 9
+    for _ in range(9):
+        value = [value] * 9
+    fld = next(f for f in dataclasses.fields(Recipe) if f.name == "seed")
+    with pytest.raises(UserError) as info:
+        coerce(value, int, fld, "seed", "r.yaml")
+    assert len(str(info.value)) < 300 and str(info.value).startswith("r.yaml: 'seed' must be int, got [[[")
+
+
+MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
+    Row("y-bomb-model", 5, "hang", expect_error(
+        "prepare_data", ["--recipe", "bomb.yaml", "--out", "data/bomb"],
+        r"bomb\.yaml:2:\d+: malformed YAML: its aliases \(\*name\) expand to more than 100,000 values",
+        setup=lambda w: write(w / "bomb.yaml", f"name: bomb\nmodel: {_alias_bomb()}\n")), review=2),
+    Row("y-bomb-set", 5, "traceback", expect_error(
+        "prepare_data", prep(f"robustness.perturbations={_alias_bomb()}"),
+        r"--set robustness\.perturbations: the value '&a8 \[.{30,80}\.\.\..{5,60}' is not valid YAML \(its aliases \(\*name\) expand to more than"),
+        review=2),
+    Row("y-bomb-coerce-message", 5, "hang", _bounded_repr, review=2),
+]
+
 ROUND2_ROWS = [
     Row("d-out-user-files", 1, "data-loss", _out_with_user_files("prepare_data", ["--recipe", "tiny.yaml"], "userdata",
                                                                 ("train.jsonl", "notes.txt")), review=2),
@@ -717,7 +754,7 @@ ROUND2_ROWS = [
     Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
 ]
 
-TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
