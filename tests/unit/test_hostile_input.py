@@ -730,7 +730,33 @@ def _bounded_repr(world: Path) -> None:
     assert len(str(info.value)) < 300 and str(info.value).startswith("r.yaml: 'seed' must be int, got [[[")
 
 
+def _chat_long(flag: str) -> Callable[[Path], None]:
+    """A 100 KB --prompt or --context is refused by its length in characters, before it is tokenized or a token is
+    generated (review 2: a 21 GB attention buffer, OOM-killed): one line, nothing on stdout."""
+    def run(world: Path) -> None:
+        from gemma_fast.prompts import PromptFormat
+
+        real = PromptFormat.encode
+
+        def encode(self, prompt):  # a guard, so that a missing check fails here instead of exhausting memory
+            if sum(len(str(s)) for s in prompt) > 10_000:
+                raise AssertionError("a 100 KB prompt reached the tokenizer")
+            return real(self, prompt)
+
+        PromptFormat.encode = encode
+        try:
+            args = ["--prompt", "x " * 50_000] if flag == "--prompt" else ["--prompt", "What is it?", "--context", "y " * 50_000]
+            result = cli("chat", "--recipe", "tiny.yaml", *args, cwd=world)
+        finally:
+            PromptFormat.encode = real
+        assert_one_line_error(result, r"the prompt is 100,\d{3} characters; with --max-new-tokens 256 it must fit in 128 tokens "
+                                      r"\(train\.max_seq_length.*nothing was generated")
+    return run
+
+
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
+    Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
+    Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
     Row("y-bomb-model", 5, "hang", expect_error(
         "prepare_data", ["--recipe", "bomb.yaml", "--out", "data/bomb"],
         r"bomb\.yaml:2:\d+: malformed YAML: its aliases \(\*name\) expand to more than 100,000 values",
