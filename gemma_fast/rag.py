@@ -242,9 +242,13 @@ def load_index(cfg: RagConfig):
 
 
 class Retriever:
+    """Retrieval from the index at cfg.index, for training, evaluation and chat alike. rag.k is capped at the number
+    of passages in the index when it loads (FAISS allocates k results per query: rag.k=10^9 would ask for 12 GB)."""
+
     def __init__(self, cfg: RagConfig):
         self.cfg = cfg
         self.store = load_index(cfg)
+        self.k = min(cfg.k, self.store.index.ntotal)
         self.terms = sorted(read_glossary(Path(cfg.glossary)), key=len, reverse=True) if cfg.trigger == "terms" else []
         if cfg.trigger == "terms" and not self.terms:
             raise UserError("rag.trigger=terms needs rag.glossary with at least one term")
@@ -256,7 +260,7 @@ class Retriever:
         return any(term.lower() in lowered for term in self.terms)
 
     def search(self, question: str) -> list[tuple[str, float, dict]]:
-        hits = self.store.similarity_search_with_score(question, k=self.cfg.k)
+        hits = self.store.similarity_search_with_score(question, k=self.k)
         return [(doc.page_content, float(score), doc.metadata) for doc, score in hits if score >= self.cfg.min_score]
 
     def passages(self, question: str) -> list[str]:

@@ -754,9 +754,61 @@ def _chat_long(flag: str) -> Callable[[Path], None]:
     return run
 
 
+NOTES = {"resume.md": "Resume a run with --resume: it continues from the newest checkpoint.",
+         "export.md": "Export a run to GGUF with --export-only --gguf q8_0.",
+         "chat.md": "Chat with a run through scripts/chat.py --adapter."}
+
+
+def _index(world: Path, name: str = "notes") -> Path:
+    """rag/<name>: a three-passage index of NOTES, built once through build_rag.py; a fresh copy for each caller
+    that will damage it (name != "notes")."""
+    base = world / "rag" / "notes"
+    if not base.is_dir():
+        for file, text in NOTES.items():
+            write(world / "notes_src" / file, text)
+        built = cli("build_rag", "--recipe", "tiny.yaml", "--out", "rag/notes", "--set", "rag.corpus=notes_src/*.md", cwd=world)
+        assert built.code == 0, built.stderr[-3000:]
+    if name == "notes":
+        return base
+    target = world / "rag" / name
+    shutil.copytree(base, target)
+    return target
+
+
+def _huge_k(world: Path) -> None:
+    """rag.k=10^9 retrieves every passage (3), for evaluation and for training alike: k is capped at the index size
+    when the index loads (review 2: faiss asked for k results per query, OOM-killed at 21.7 GB)."""
+    from langchain_community.vectorstores import FAISS
+
+    _index(world)
+    asked: list[int] = []
+    real = FAISS.similarity_search_with_score
+
+    def search(self, query, k=4, **kw):  # a guard: an uncapped k fails here instead of exhausting memory
+        if k > 1000:
+            raise AssertionError(f"faiss asked for k={k}")
+        hits = real(self, query, k=k, **kw)
+        asked.append((k, len(hits)))
+        return hits
+
+    FAISS.similarity_search_with_score = search
+    try:
+        preds = _preds(world, "k.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
+        sets = ["--set", "rag.index=rag/notes", "--set", "rag.k=1000000000"]
+        scored = cli("evaluate", "--recipe", "tiny.yaml", "--predictions", preds, "--out", "ev_k", *sets, cwd=world)
+        assert scored.code == 0, scored.stderr[-3000:]
+        trained = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/k", "--set", "train.max_steps=1",
+                        "--set", "train.max_seq_length=512", *sets, cwd=world)
+        assert trained.code == 0, trained.stderr[-3000:]
+    finally:
+        FAISS.similarity_search_with_score = real
+    assert len(asked) > 3 and set(asked) == {(3, 3)}  # every passage, for each test and each train question
+
+
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
     Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
     Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
+    Row("g-k-huge", 4, "hang", _huge_k, review=2),
     Row("y-bomb-model", 5, "hang", expect_error(
         "prepare_data", ["--recipe", "bomb.yaml", "--out", "data/bomb"],
         r"bomb\.yaml:2:\d+: malformed YAML: its aliases \(\*name\) expand to more than 100,000 values",
