@@ -805,6 +805,65 @@ def _huge_k(world: Path) -> None:
     assert len(asked) > 3 and set(asked) == {(3, 3)}  # every passage, for each test and each train question
 
 
+def _stale_merged(world: Path) -> None:
+    """<run>/merged is reused for the GGUF only when its record says it is this adapter merged into this base: the
+    plain base planted there (newer than the adapter, as in x-export-stale-merged), a merge without a record, and a
+    merge of the adapter before it was retrained are merged afresh, and <run>/merged is left as it is."""
+    from gemma_fast.export import merged_for_export
+    from gemma_fast.merge import MERGED_FILE, merged_mismatch
+    from gemma_fast.recipe import load_recipe
+
+    run = copy_run(world, "stale")
+    recipe = load_recipe(str(world / "tiny.yaml"))
+    work = world / "stale_work"
+    shutil.copytree(recipe.model, run / "merged")  # the plain base, written after the adapter
+    planted = tree_digest(run / "merged")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        merged, temporary = merged_for_export(recipe, run, work)
+    assert (merged, temporary) == (work / "merged", True)
+    assert f"no readable {MERGED_FILE}" in err.getvalue() and tree_digest(run / "merged") == planted
+    shutil.rmtree(run / "merged")
+    done = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/stale", "--export-only", "--merge", cwd=world)
+    assert done.code == 0, done.stderr[-3000:]
+    assert merged_for_export(recipe, run, work) == (run / "merged", False)  # this adapter, this base: reused
+    assert "made from the base" in merged_mismatch(run / "merged", run / "adapter", str(world / "other_model"))
+    from safetensors.torch import load_file, save_file
+
+    weights = run / "adapter" / "adapter_model.safetensors"
+    save_file({k: v + 0.5 for k, v in load_file(weights).items()}, weights)  # retrained in place
+    assert "made from another adapter" in merged_mismatch(run / "merged", run / "adapter", recipe.model)
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert merged_for_export(recipe, run, work) == (work / "merged", True)
+
+
+def _worse_file_near_tie(world: Path) -> None:
+    """A file whose own measured error is large no longer earns a loose near-tie check: the tolerance is the budget
+    of its type (a share of the merged model's logit scale), so a divergence with margin 1.0 fails q8_0 although the
+    file's |Δlogit| is 3.0; a true near tie (margin 0.1) still passes, and f16's budget is tighter than q8_0's."""
+    from types import SimpleNamespace
+
+    from gemma_fast.roundtrip import NEAR_TIE_SHARE, Item, compare
+
+    def check(kind: str, margin: float) -> dict:
+        item = Item("q1", "p", "t", [1, 2], [1, 2, 5, 6], [1, 2], ref_top=[[5, 9], [6, 9]], ref_top_logits=[[4.0, 1.0], [4.0, 1.0]],
+                    ref_argmax=[5, 6], greedy=[5, 6])
+        ref = SimpleNamespace(items=[item], end_of_turn=106, text=str, margin=lambda it, step, other: (margin, 20.0))
+        worse = {"rows": [{"ids": [1, 2, 5, 6], "argmax": [5, 6], "at_ref_top": [[7.0, 1.0], [4.0, 4.0]], "greedy": [5, 7]}]}
+        return compare(ref, worse, kind)
+
+    loose = check("q8_0", 1.0)
+    assert loose["max_abs_dlogit_top5"] == 3.0 and not loose["pass"]
+    assert "exceeds the q8_0 near-tie budget 0.320" in loose["problems"][0]
+    assert check("q8_0", 0.1)["pass"] and check("q8_0", 0.1)["greedy_near_ties"] == 1
+    assert not check("f16", 0.1)["pass"] and NEAR_TIE_SHARE["f16"] < NEAR_TIE_SHARE["q8_0"] < NEAR_TIE_SHARE["q4_k_m"]
+
+
+EXPORT_ROWS = [  # review 2, class 6: an export that cannot pass wrongly
+    Row("x-export-stale-merged", 6, "silent-wrong", _stale_merged, review=2),
+    Row("x-roundtrip-worse-file", 6, "silent-wrong", _worse_file_near_tie, review=2),
+]
+
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
     Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
     Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
@@ -832,7 +891,7 @@ ROUND2_ROWS = [
     Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
 ]
 
-TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
