@@ -465,13 +465,14 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
 
 def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8) -> dict:
     """train_qlora.py --export-only: the exports of a finished run, without training (the run is not changed otherwise)."""
-    from .identity import check_same_base, recorded_base
+    from .identity import check_adapter_files, check_same_base, recorded_base
 
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"--export-only: {run_dir} holds no finished run (no adapter/adapter_config.json); train first")
     if not gguf and not merge:
         raise UserError("--export-only needs something to export: --gguf TYPE and/or --merge")
+    check_adapter_files(adapter, "--export-only: adapter")
     if recorded_base(adapter) is not None:
         check_same_base(adapter, recipe.model, "--export-only: adapter")
     types = parse_types(gguf) if gguf else []

@@ -54,16 +54,26 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return count
 
 
+def require_file(path: Path, what: str = "") -> None:
+    """A missing path and a folder where a file is wanted are different mistakes, and are said differently."""
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise UserError(f"{label} is a folder, not a file")
+    if not path.is_file():
+        raise UserError(f"{label}: file not found")
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    require_file(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    except RecursionError:  # json's parser recurses per level: a 100,000-deep array exhausts Python's stack
+        raise UserError(f"{path}: JSON nested too deeply to read (thousands of levels)") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -73,22 +83,33 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def read_jsonl_numbered(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a bad line is an error naming the file, line and column."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    rows: list[tuple[int, dict]] = []
+    require_file(path)
     with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
-    return rows
+        return list(jsonl_rows(handle, str(path)))
+
+
+def decoded_lines(lines: Iterable[bytes], where: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of byte lines (a file or stdin opened in binary), read lazily; a line that is not UTF-8
+    is an error naming `where` and the line."""
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{where}:{lineno}: not valid UTF-8 (byte {exc.start} of the line)") from None
+
+
+def jsonl_rows(lines: Iterable[bytes], where: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank JSONL line of `lines`; every way a line can be bad (not UTF-8, not
+    JSON, nested too deeply, not an object) is one error naming `where`, the line (and the column)."""
+    for lineno, line in decoded_lines(lines, where):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}:{lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+        except RecursionError:
+            raise UserError(f"{where}:{lineno}: JSON nested too deeply to read (thousands of levels)") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row

@@ -199,7 +199,18 @@ def load_store(folder: Path, embedding):
 
     from .io import read_jsonl_numbered
 
-    index = faiss.read_index(str(folder / "index.faiss"))
+    problem = faiss_problem(folder / "index.faiss")
+    if problem:
+        raise UserError(f"{folder / 'index.faiss'} {problem}: rebuild it with build_rag.py --overwrite")
+    try:
+        index = faiss.read_index(str(folder / "index.faiss"))
+    except RuntimeError as exc:  # what the header check cannot see
+        raise UserError(f"{folder / 'index.faiss'} is unreadable ({str(exc).splitlines()[-1][:160]}): rebuild it with "
+                        "build_rag.py --overwrite") from None
+    dimension = len(embedding.embed_query("dimension"))
+    if index.d != dimension:
+        raise UserError(f"{folder / 'index.faiss'} holds {index.d}-dimensional vectors, but its embedding model gives "
+                        f"{dimension}: rebuild it with build_rag.py --overwrite")
     rows = read_jsonl_numbered(folder / "docstore.json")
     if len(rows) != index.ntotal:
         raise UserError(f"{folder / 'docstore.json'} has {len(rows)} passages for {index.ntotal} vectors: rebuild the index")
@@ -211,6 +222,35 @@ def load_store(folder: Path, embedding):
         order[i] = row["id"]
     return FAISS(embedding_function=embedding, index=index, docstore=InMemoryDocstore(docs), index_to_docstore_id=order,
                  distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+
+
+FLAT_INDEXES = {b"IxFI": "inner product", b"IxF2": "L2"}  # what save_store writes (faiss' flat indexes)
+
+
+def faiss_problem(path: Path) -> str | None:
+    """Why `path` is not a complete flat FAISS index as save_store writes it, or None; read from its header alone,
+    so a tampered vector count (ntotal) is refused before faiss allocates for it. The layout (faiss/impl/index_write.cpp):
+    fourcc, d (int32), ntotal (int64), two reserved int64, is_trained (uint8), metric (int32) [+ metric_arg (float32)
+    when metric > 1], then the vectors: their count (uint64) and d * ntotal float32."""
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(49)
+    if len(head) < 4 or head[:4] not in FLAT_INDEXES:
+        return f"is not a flat FAISS index as build_rag.py writes (it starts with {head[:4]!r})"
+    if len(head) < 45:
+        return "is truncated (header)"
+    d, ntotal, _, _, _, metric = struct.unpack_from("<iqqq?i", head, 4)
+    pos = 37 + (4 if metric > 1 else 0)
+    if len(head) < pos + 8:
+        return "is truncated (header)"
+    (count,) = struct.unpack_from("<Q", head, pos)
+    if d <= 0 or ntotal < 0 or count != d * ntotal:
+        return f"is damaged (header: dimension {d}, {ntotal:,} vectors, {count:,} values)"
+    if size != pos + 8 + 4 * count:
+        return f"does not hold the {ntotal:,} vectors of dimension {d} its header announces ({size:,} bytes, not {pos + 8 + 4 * count:,})"
+    return None
 
 
 def load_index(cfg: RagConfig):

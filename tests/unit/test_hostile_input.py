@@ -864,6 +864,144 @@ EXPORT_ROWS = [  # review 2, class 6: an export that cannot pass wrongly
     Row("x-roundtrip-worse-file", 6, "silent-wrong", _worse_file_near_tie, review=2),
 ]
 
+def _tiny_gguf(path: Path, cut: int = 0) -> Path:
+    """A small well-formed GGUF (two float tensors), its last `cut` bytes removed."""
+    import gguf
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_tensor("token_embd.weight", np.ones((64, 16), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones((16,), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if cut:
+        path.write_bytes(path.read_bytes()[:-cut])
+    return path
+
+
+def _chat_stdin(data: bytes, *args: str) -> Callable[[Path], Result]:
+    """chat.py with `data` on a non-terminal stdin."""
+    def run(world: Path) -> Result:
+        saved = sys.stdin
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        try:
+            return cli("chat", "--recipe", "tiny.yaml", *args, cwd=world)
+        finally:
+            sys.stdin = saved
+    return run
+
+
+def _stdin_error(data: bytes, args: list[str], pattern: str) -> Callable[[Path], None]:
+    return lambda world: assert_one_line_error(_chat_stdin(data, *args)(world), pattern)
+
+
+def _tampered_index(name: str, damage: Callable[[Path], None], pattern: str) -> Callable[[Path], None]:
+    """index.faiss damaged and the manifest's checksum recomputed to match (so only the file itself can tell):
+    retrieval for an evaluation refuses it in one line before faiss reads a vector."""
+    def run(world: Path) -> None:
+        folder = _index(world, name)
+        damage(folder / "index.faiss")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files_sha256"]["index.faiss"] = hashlib.sha256((folder / "index.faiss").read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        preds = _preds(world, f"{name}.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
+        assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--predictions", preds, "--out", f"ev_{name}",
+                                  "--set", f"rag.index=rag/{name}", cwd=world), pattern)
+    return run
+
+
+def _huge_ntotal(path: Path) -> None:
+    import struct
+
+    data = bytearray(path.read_bytes())
+    d = struct.unpack_from("<i", data, 4)[0]
+    struct.pack_into("<q", data, 8, 10**12)  # ntotal
+    struct.pack_into("<Q", data, 37, 10**12 * d)  # and the vector count with it
+    path.write_bytes(bytes(data))
+
+
+def _other_dimension(path: Path) -> None:
+    import faiss
+    import numpy as np
+
+    index = faiss.IndexFlatIP(8)
+    index.add(np.ones((3, 8), dtype="float32"))
+    faiss.write_index(index, str(path))
+
+
+def _truncated_adapter_export(world: Path) -> None:
+    run = copy_run(world, "cut_adapter")
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/cut_adapter", "--export-only", "--merge", cwd=world),
+                          r"--export-only: adapter runs/cut_adapter/adapter: adapter_model\.safetensors is truncated \(tensor data\); retrain")
+    assert not (run / "merged").exists() and not (run / "merged.partial").exists()
+
+
+def _deep_jsonl(world: Path) -> None:
+    """A 100,000-deep JSON value on a JSONL line: one line naming the file and line, wherever JSONL is read (a
+    predictions file, chat --input, a data source with on_bad_record=error)."""
+    write(world / "in" / "deep.jsonl", '{"id": "a", "prediction": "x", "instruction": "q", "output": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--predictions", "in/deep.jsonl", "--out", "ev_deep", cwd=world),
+                          r"in/deep\.jsonl:2: JSON nested too deeply to read")
+    assert_one_line_error(cli("chat", "--recipe", "tiny.yaml", "--input", "in/deep.jsonl", cwd=world),
+                          r"--input in/deep\.jsonl:2: JSON nested too deeply to read")
+    assert_one_line_error(cli("prepare_data", *prep("data.source=in/deep.jsonl"), cwd=world),
+                          r"in/deep\.jsonl:2: JSON nested too deeply to read")
+
+
+TRACEBACK_ROWS = [  # review 2, class 7: one clear line instead of a traceback
+    Row("c-gguf-not-gguf", 7, "traceback", expect_error(
+        "chat", ["--gguf", "in/notes.gguf", "--prompt", "hi"], r"--gguf in/notes\.gguf is not a GGUF file \(it starts with b'my n'",
+        setup=lambda w: write(w / "in" / "notes.gguf", "my notes, not a model\n")), review=2),
+    Row("c-gguf-empty", 7, "traceback", expect_error(
+        "chat", ["--gguf", "in/empty.gguf", "--prompt", "hi"], r"--gguf in/empty\.gguf is empty",
+        setup=lambda w: write(w / "in" / "empty.gguf", b"")), review=2),
+    Row("c-gguf-truncated", 7, "traceback", expect_error(
+        "chat", ["--gguf", "in/cut.gguf", "--prompt", "hi"], r"--gguf in/cut\.gguf is truncated \(its tensors need 4,352 bytes; the file has 4,252\)",
+        setup=lambda w: _tiny_gguf(w / "in" / "cut.gguf", cut=100)), review=2),
+    Row("c-gguf-truncated-header", 7, "traceback", expect_error(
+        "chat", ["--gguf", "in/head.gguf", "--prompt", "hi"], r"--gguf in/head\.gguf is truncated",
+        setup=lambda w: write(w / "in" / "head.gguf", _tiny_gguf(w / "in" / "whole.gguf").read_bytes()[:40])), review=2),
+    Row("c-input-latin1", 7, "traceback", expect_error(
+        "chat", ["--recipe", "tiny.yaml", "--input", "in/latin1.jsonl"], r"--input in/latin1\.jsonl:2: not valid UTF-8 \(byte 20 of the line\)",
+        setup=lambda w: write(w / "in" / "latin1.jsonl", '{"instruction": "ok"}\n'.encode() + '{"instruction": "caf\xe9"}\n'.encode("latin-1"))),
+        review=2),
+    Row("c-input-numeric-input", 7, "traceback", expect_error(
+        "chat", ["--recipe", "tiny.yaml", "--input", "in/numinput.jsonl"],
+        r"--input in/numinput\.jsonl:2: field 'input' \(the context passage\) must be a string, got int",
+        setup=lambda w: write(w / "in" / "numinput.jsonl", '{"instruction": "a"}\n{"instruction": "b", "input": 42}\n')), review=2),
+    Row("c-input-list-input", 7, "traceback", expect_error(
+        "chat", ["--recipe", "tiny.yaml", "--input", "in/listinput.jsonl"],
+        r"--input in/listinput\.jsonl:1: field 'input' \(the context passage\) must be a string, got list",
+        setup=lambda w: write(w / "in" / "listinput.jsonl", '{"instruction": "b", "input": ["x"]}\n')), review=2),
+    Row("c-input-numeric-instruction", 7, "traceback", expect_error(
+        "chat", ["--recipe", "tiny.yaml", "--input", "in/numq.jsonl"],
+        r"--input in/numq\.jsonl:1: expected a non-empty string in 'instruction' \(or 'prompt'\); 'instruction' is int",
+        setup=lambda w: write(w / "in" / "numq.jsonl", '{"instruction": 7}\n')), review=2),
+    Row("c-stdin-binary", 7, "traceback", _stdin_error(b"What is it?\n\xff\xfe binary\n", ["--max-new-tokens", "2"],
+                                                      r"^error: stdin:2: not valid UTF-8 \(byte 0 of the line\)"), review=2),
+    Row("c-stdin-binary --input -", 7, "traceback", _stdin_error(b'{"instruction": "q"}\n\x80\n', ["--input", "-"],
+                                                                r"--input - \(stdin\):2: not valid UTF-8"), review=2),
+    Row("g-faiss-garbage", 7, "traceback", _tampered_index(
+        "garbage", lambda p: p.write_bytes(os.urandom(4096)), r"rag/garbage/index\.faiss is not a flat FAISS index as build_rag\.py writes"),
+        review=2),
+    Row("g-faiss-other-dimension", 7, "traceback", _tampered_index(
+        "otherdim", _other_dimension, r"rag/otherdim/index\.faiss holds 8-dimensional vectors, but its embedding model gives 384"),
+        review=2),
+    Row("g-faiss-huge-ntotal", 7, "hang", _tampered_index(
+        "huge", _huge_ntotal, r"rag/huge/index\.faiss does not hold the 1,000,000,000,000 vectors of dimension 384 its header announces"),
+        review=2),
+    Row("x-export-truncated-adapter", 7, "traceback", _truncated_adapter_export, review=2),
+    Row("y-deep-50000", 7, "traceback", expect_error(
+        "prepare_data", ["--recipe", "deep.yaml"], r"deep\.yaml:1:\d+: malformed YAML: nested more than 100 levels deep",
+        setup=lambda w: write(w / "deep.yaml", "model: " + "[" * 50_000 + "]" * 50_000 + "\n")), review=2),
+    Row("d-deep-jsonl", 7, "traceback", _deep_jsonl, review=2),
+]
+
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
     Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
     Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
@@ -891,7 +1029,7 @@ ROUND2_ROWS = [
     Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
 ]
 
-TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS + TRACEBACK_ROWS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
