@@ -486,5 +486,11 @@ def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = Fal
 
         done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", torch.float32))
     if types:
-        done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
+        fresh = not (run_dir / "gguf").exists()
+        try:
+            done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
+        except BaseException:
+            if fresh and (run_dir / "gguf").is_dir() and not any((run_dir / "gguf").iterdir()):
+                (run_dir / "gguf").rmdir()  # a failure before the first file leaves no empty gguf/
+            raise
     return done

@@ -30,7 +30,7 @@ def merge_adapter(recipe: Recipe, adapter_dir: Path, target: Path, dtype: torch.
 
     from peft import PeftModel
 
-    from .io import write_json
+    from .io import write_json, writing
 
     target = Path(target)
     partial = target.with_name(f"{target.name}.partial")
@@ -38,9 +38,10 @@ def merge_adapter(recipe: Recipe, adapter_dir: Path, target: Path, dtype: torch.
     try:
         base = load_model(recipe.model, "hf", recipe.train.max_seq_length, on_cpu=True, dtype=dtype)
         merged = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(partial)
-        base.tokenizer.save_pretrained(partial)
-        write_json(partial / MERGED_FILE, made_from(adapter_dir, recipe.model, dtype))
+        with writing(partial):  # a full disk is an OSError naming the folder, also from safetensors
+            merged.save_pretrained(partial)
+            base.tokenizer.save_pretrained(partial)
+            write_json(partial / MERGED_FILE, made_from(adapter_dir, recipe.model, dtype))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

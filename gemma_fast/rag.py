@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserError
-from .io import read_json, write_json
+from .io import read_json, write_json, writing
 from .outputs import check_out_dir, mark, replace_guard
 from .paths import EMBEDDED_ENCODERS, embedded_encoder_dir, looks_like_hub_id
 from .recipe import RagConfig, Recipe
@@ -158,18 +158,21 @@ def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
     out_dir = out_dir.resolve()  # `--out ..` has no usable name for a sibling temp folder
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_store(store, tmp)
-    mark(tmp, "rag")
-    manifest = {
-        "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
-        "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "passages": len(texts), "chunks": len(docs),
-        "corpus_sha256": hashlib.sha256("\x00".join(t for _, t in texts).encode()).hexdigest(),
-        "files_sha256": {name: _sha256(tmp / name) for name in INDEX_FILES},
-        "build_seconds": round(time.perf_counter() - start, 2),
-    }
-    write_json(tmp / MANIFEST, manifest)
-    with replace_guard(out_dir, "rag", overwrite):
-        tmp.rename(out_dir)
+    try:  # a failed write (disk full) or a stop leaves no .partial folder behind
+        save_store(store, tmp)
+        mark(tmp, "rag")
+        manifest = {
+            "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
+            "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "passages": len(texts), "chunks": len(docs),
+            "corpus_sha256": hashlib.sha256("\x00".join(t for _, t in texts).encode()).hexdigest(),
+            "files_sha256": {name: _sha256(tmp / name) for name in INDEX_FILES},
+            "build_seconds": round(time.perf_counter() - start, 2),
+        }
+        write_json(tmp / MANIFEST, manifest)
+        with replace_guard(out_dir, "rag", overwrite):
+            tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -180,7 +183,8 @@ def save_store(store, folder: Path) -> None:
     from .io import write_jsonl
 
     folder.mkdir(parents=True, exist_ok=True)
-    faiss.write_index(store.index, str(folder / "index.faiss"))
+    with writing(folder / "index.faiss"):  # faiss reports a full disk as a RuntimeError
+        faiss.write_index(store.index, str(folder / "index.faiss"))
     rows = []
     for i in range(store.index.ntotal):
         doc_id = store.index_to_docstore_id[i]

@@ -1002,6 +1002,173 @@ TRACEBACK_ROWS = [  # review 2, class 7: one clear line instead of a traceback
     Row("d-deep-jsonl", 7, "traceback", _deep_jsonl, review=2),
 ]
 
+@contextlib.contextmanager
+def _full_disk(module, name: str, match: str):
+    """Patch the writer `module.name` so that a call whose path contains `match` runs under a 64-byte file-size limit
+    (RLIMIT_FSIZE, SIGXFSZ ignored): the real write fails as on a full disk, with the library's own exception
+    (safetensors' SafetensorError, faiss' RuntimeError, an OSError from a plain write). Yields the calls that failed."""
+    import resource
+    import signal
+
+    real, failed = getattr(module, name), []
+
+    def limited(*args, **kwargs):
+        if not any(match in str(a) for a in (*args, *kwargs.values()) if isinstance(a, (str, Path))):
+            return real(*args, **kwargs)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+        try:
+            return real(*args, **kwargs)
+        except BaseException as exc:
+            failed.append(type(exc).__name__)
+            raise
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+
+    setattr(module, name, limited)
+    try:
+        yield failed
+    finally:
+        setattr(module, name, real)
+
+
+def _diskfull_checkpoint(world: Path) -> None:
+    """safetensors fails while Trainer writes checkpoint-2: one line naming the folder and the newest complete
+    checkpoint, the half-written checkpoint-2 removed; --resume then finishes the run."""
+    import peft.peft_model
+
+    with _full_disk(peft.peft_model, "safe_save_file", "checkpoint-2") as failed:
+        result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/df_ckpt", cwd=world)
+    assert failed == ["SafetensorError"]
+    assert_one_line_error(result, r"writing a checkpoint in runs/df_ckpt/checkpoints failed \(runs/df_ckpt/checkpoints/checkpoint-2: "
+                                  r"File too large\); the half-written checkpoint-2 was removed; the newest complete checkpoint is "
+                                  r"runs/df_ckpt/checkpoints/checkpoint-1: free space and --resume")
+    assert sorted(p.name for p in (world / "runs" / "df_ckpt" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1"]
+    resumed = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/df_ckpt", "--resume", cwd=world)
+    assert resumed.code == 0, resumed.stderr[-3000:]
+
+
+def _diskfull_adapter(world: Path) -> None:
+    import peft.peft_model
+
+    with _full_disk(peft.peft_model, "safe_save_file", "adapter.partial") as failed:
+        result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/df_adapter", cwd=world)
+    assert failed == ["SafetensorError"]
+    assert_one_line_error(result, r"saving the adapter to runs/df_adapter/adapter failed \(File too large\); nothing half-written "
+                                  r"was left; the newest complete checkpoint is runs/df_adapter/checkpoints/checkpoint-2: --resume")
+    assert not (world / "runs" / "df_adapter" / "adapter").exists() and not (world / "runs" / "df_adapter" / "adapter.partial").exists()
+
+
+def _diskfull_export(world: Path) -> None:
+    """The export's merge fails to write (--merge, and the merge for --gguf): one line naming the folder; no
+    merged.partial, no merged/, and no empty gguf/ left."""
+    import transformers.modeling_utils
+
+    import gemma_fast.export as export
+
+    run = copy_run(world, "df_export")
+    with _full_disk(transformers.modeling_utils, "safe_save_file", "merged.partial") as failed:
+        result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/df_export", "--export-only", "--merge", cwd=world)
+    assert failed == ["SafetensorError"]
+    assert_one_line_error(result, r"runs/df_export/merged\.partial: File too large \(OSError\); outputs are written to temporary names")
+    assert not (run / "merged").exists() and not (run / "merged.partial").exists()
+    real = export.check_tools
+    export.check_tools = lambda types: None  # the tools are not needed: the merge fails first
+    try:
+        with _full_disk(transformers.modeling_utils, "safe_save_file", "merged.partial"):
+            result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/df_export", "--export-only", "--gguf", "q8_0", cwd=world)
+    finally:
+        export.check_tools = real
+    assert_one_line_error(result, r"runs/df_export/gguf/\.work/merged\.partial: File too large \(OSError\)")
+    assert not (run / "gguf").exists()
+
+
+def _diskfull_rag(world: Path) -> None:
+    import faiss
+
+    for file, text in NOTES.items():
+        write(world / "df_src" / file, text)
+    with _full_disk(faiss, "write_index", "index.faiss") as failed:
+        result = cli("build_rag", "--recipe", "tiny.yaml", "--out", "rag/df", "--set", "rag.corpus=df_src/*.md", cwd=world)
+    assert failed == ["RuntimeError"]
+    assert_one_line_error(result, r"rag/\.df\.partial/index\.faiss: File too large \(OSError\)")
+    assert not (world / "rag" / "df").exists() and not (world / "rag" / ".df.partial").exists()
+
+
+def _diskfull_eval_path(world: Path) -> None:
+    """A plain write that fails (predictions.jsonl): the line names the file (review 2: 'disk full without a path')."""
+    import gemma_fast.evaluation as evaluation
+
+    preds = _preds(world, "full.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
+    with _full_disk(evaluation, "write_jsonl", "predictions.jsonl") as failed:
+        result = cli("evaluate", "--recipe", "tiny.yaml", "--predictions", preds, "--out", "ev_full", cwd=world)
+    assert failed == ["OSError"]
+    assert_one_line_error(result, r"ev_full/predictions\.jsonl: File too large \(OSError\)")
+    assert not [p for p in (world / "ev_full").glob(".*.tmp")]
+
+
+def _damaged_checkpoint(damage: Callable[[Path], None], reason: str, resume: bool = False) -> Callable[[Path], None]:
+    """The newest checkpoint damaged in one of the files resume reads: skipped with a note naming the reason, the
+    resume continues from checkpoint-1 (through the CLI when `resume`, else check_run_dir's choice)."""
+    def run(world: Path) -> None:
+        from gemma_fast.recipe import load_recipe
+        from gemma_fast.train import check_run_dir
+
+        name = "dmg_" + re.sub(r"\W", "", reason)[:20]
+        target = copy_run(world, name)
+        damage(target / "checkpoints" / "checkpoint-2")
+        if resume:
+            result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", f"runs/{name}", "--resume", "--set", "train.max_steps=3", cwd=world)
+            assert result.code == 0, result.stderr[-3000:]
+            assert f"skipped checkpoint-2: {reason}" in result.flat
+            assert json.loads((target / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-1")
+            return
+        notes: list[str] = []
+        saved = os.getcwd()
+        os.chdir(world)
+        try:
+            chosen = check_run_dir(Path("runs") / name, load_recipe("tiny.yaml"), resume=True, overwrite=False, notes=notes)
+        finally:
+            os.chdir(saved)
+        assert chosen.endswith("checkpoint-1") and reason in notes[0], notes
+    return run
+
+
+def _truncate(name: str) -> Callable[[Path], None]:
+    return lambda ckpt: (ckpt / name).write_bytes((ckpt / name).read_bytes()[:200])
+
+
+def _state_types(ckpt: Path) -> None:
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["global_step"] = "2"
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+
+
+def _wrong_rank(ckpt: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(ckpt / "adapter_model.safetensors")
+    save_file({k: torch.zeros(8, v.shape[1]) if ".lora_A." in k else torch.zeros(v.shape[0], 8) for k, v in tensors.items()},
+              ckpt / "adapter_model.safetensors")
+
+
+DISK_ROWS = [  # review 2, class 8: disk full outside the OSError net, damaged checkpoints
+    Row("t-diskfull-train", 8, "traceback", _diskfull_checkpoint, review=2),
+    Row("t-diskfull-adapter-save", 8, "traceback", _diskfull_adapter, review=2),
+    Row("x-export-diskfull", 8, "traceback", _diskfull_export, review=2),
+    Row("df-rag", 8, "traceback", _diskfull_rag, review=2),
+    Row("df-evaluate (no path)", 10, "misleading", _diskfull_eval_path, review=2),
+    Row("r-rng-truncated", 8, "traceback", _damaged_checkpoint(_truncate("rng_state.pth"), "rng_state.pth unreadable", resume=True), review=2),
+    Row("r-scheduler-truncated", 8, "traceback", _damaged_checkpoint(_truncate("scheduler.pt"), "scheduler.pt unreadable"), review=2),
+    Row("r-state-types", 8, "traceback", _damaged_checkpoint(
+        _state_types, "trainer_state.json field 'global_step' is str, expected int"), review=2),
+    Row("r-wrong-rank-weights", 8, "traceback", _damaged_checkpoint(
+        _wrong_rank, "adapter_model.safetensors holds rank-8 LoRA weights"), review=2),
+]
+
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
     Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
     Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
@@ -1029,7 +1196,7 @@ ROUND2_ROWS = [
     Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
 ]
 
-TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS + TRACEBACK_ROWS
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS + TRACEBACK_ROWS + DISK_ROWS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
