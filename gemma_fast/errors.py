@@ -6,3 +6,8 @@ class UserError(Exception):
 
     exit_code = 2
 
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, docker stop, a cluster's pre-emption), raised where the process is, so it stops like
+    Ctrl-C: temporary files and folders are removed on the way out (cli.run installs the handler)."""

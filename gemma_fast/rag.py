@@ -218,10 +218,14 @@ def load_store(folder: Path, embedding):
     rows = read_jsonl_numbered(folder / "docstore.json")
     if len(rows) != index.ntotal:
         raise UserError(f"{folder / 'docstore.json'} has {len(rows)} passages for {index.ntotal} vectors: rebuild the index")
-    docs, order = {}, {}
+    docs, order, first = {}, {}, {}
     for i, (lineno, row) in enumerate(rows):
         if not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str) or not isinstance(row.get("metadata"), dict):
             raise UserError(f"{folder / 'docstore.json'}:{lineno}: expected {{id, text, metadata}}: rebuild the index")
+        if row["id"] in first:  # one passage would stand for two vectors, and the other passage would be lost
+            raise UserError(f"{folder / 'docstore.json'}:{lineno}: duplicate id '{row['id'][:80]}' (first on line "
+                            f"{first[row['id']]}): rebuild the index")
+        first[row["id"]] = lineno
         docs[row["id"]] = Document(page_content=row["text"], metadata=row["metadata"])
         order[i] = row["id"]
     return FAISS(embedding_function=embedding, index=index, docstore=InMemoryDocstore(docs), index_to_docstore_id=order,

@@ -311,8 +311,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return node
 
     def construct_mapping(self, node, deep=False):
+        """Merge keys (`<<: *defaults`) as YAML defines them (keys written here win over merged ones); a key written
+        twice here is an error."""
+        explicit = [(k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        self.flatten_mapping(node)
         seen: dict = {}
-        for key_node, _ in node.value:
+        for key_node, _ in explicit:
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.setdefault(key, key_node.start_mark.line + 1)

@@ -30,7 +30,7 @@ from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
 from .families import TOWERS, family_of_config
 from .models import load_config, load_model, resolve_model
-from .outputs import check_out_dir, holds_files, mark, replace_guard
+from .outputs import check_out_dir, holds_files, mark, output_kind, replace_guard
 from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_loss
@@ -240,8 +240,10 @@ def has_resumable_state(folder: Path) -> bool:
 def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, notes: list[str] | None = None) -> str | None:
     """The checkpoint to resume from, or None. Only checks: nothing is moved or deleted here (see replace_guard).
     Checkpoints that fail the cheap checks are skipped, each with a line in `notes`."""
+    stub = output_kind(out_dir) == "run" and not has_resumable_state(out_dir)  # killed before its first checkpoint
     if not resume:
-        check_out_dir(out_dir, "run", overwrite, hint="--resume continues a run, ")
+        check_out_dir(out_dir, "run", overwrite, hint="it holds a run that stopped before its first checkpoint, so there is "
+                      "nothing to resume: " if stub else "--resume continues a run, ")
         return None
     if not holds_files(out_dir):
         raise UserError(f"--resume: {out_dir} holds no run to continue")
@@ -260,6 +262,10 @@ def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, 
     if checkpoint is None:
         if skipped:
             raise UserError(f"--resume: no usable checkpoint in {out_dir / 'checkpoints'} ({'; '.join(skipped)})")
+        if stub and holds_files(out_dir):
+            raise UserError(f"--resume: {out_dir} holds a run that stopped before its first checkpoint (killed outright: "
+                            "Ctrl-C and SIGTERM save one), so there is nothing to resume; start it again with --overwrite "
+                            "(train.save_steps also writes checkpoints as it goes)")
         raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
     if notes is not None:
         notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]

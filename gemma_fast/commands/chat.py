@@ -16,6 +16,7 @@ Examples:
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -71,11 +72,13 @@ def main() -> None:
     from gemma_fast.chat import Conversation, Settings, Source, open_model, retriever_for
 
     console = cli.console  # stderr
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise cli.UserError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature:g}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise cli.UserError("--max-new-tokens must be at least 1")
     settings = Settings(max_new_tokens=args.max_new_tokens or 256, seed=recipe.seed,
                         temperature=args.temperature if args.temperature is not None else (recipe.eval.temperature if recipe.eval.do_sample else 0.0),
                         top_p=recipe.eval.top_p)
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise cli.UserError("--max-new-tokens must be at least 1")
     questions = None
     if args.input:
         questions = read_jsonl(args.input)

@@ -1169,6 +1169,169 @@ DISK_ROWS = [  # review 2, class 8: disk full outside the OSError net, damaged c
         _wrong_rank, "adapter_model.safetensors holds rank-8 LoRA weights"), review=2),
 ]
 
+def _poll(path: Path, proc, timeout: float = 300) -> None:
+    """Wait until `path` exists (polled, no sleep as synchronisation), failing if the process ends first or time runs out."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        select.select([], [], [], 0.05)
+
+
+def _sigterm_resume(world: Path) -> None:
+    """SIGTERM during training (a real subprocess, train.save_steps=0): a checkpoint is saved and the run exits 143
+    with the command that resumes it; --resume then gives the adapter of an uninterrupted run (|Δ| < 1e-5)."""
+    import signal
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    sets = ["--set", "train.max_steps=20", "--set", "train.save_steps=0", "--set", "lora.dropout=0.0", "--set", "train.batch_size=2"]
+    straight = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/term_straight", *sets, cwd=world)
+    assert straight.code == 0, straight.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_qlora.py"), "--recipe", "tiny.yaml", "--out", "runs/term", *sets],
+                            cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _poll(world / "runs" / "term" / "metrics.jsonl", proc)  # training has begun
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    result = Result(proc.returncode, stderr)
+    assert result.code == 143 and "Traceback" not in stderr and len(result.error_lines) == 1, stderr[-3000:]
+    assert re.search(r"stopped by SIGTERM at step \d+: checkpoint saved in runs/term/checkpoints/checkpoint-\d+; continue with "
+                     r"--resume: python \S*train_qlora\.py --recipe tiny\.yaml --out runs/term .*--resume$", result.error_lines[0]), stderr
+    step = int(re.search(r"at step (\d+)", result.error_lines[0]).group(1))
+    assert 0 < step < 20 and not (world / "runs" / "term" / "adapter").exists()
+    resumed = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/term", "--resume", *sets, cwd=world)
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    a = load_file(world / "runs" / "term_straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(world / "runs" / "term" / "adapter" / "adapter_model.safetensors")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    sys.__stdout__.write(f"\nSIGTERM at step {step} then --resume: adapter max abs diff {diff:.3g} against an uninterrupted run\n")
+    assert a.keys() == b.keys() and diff < 1e-5
+
+
+def _sigterm_before_checkpoint(world: Path) -> None:
+    """A real SIGTERM to this process after the run folder was started and before training (no checkpoint yet): the
+    script stops with exit 143 and one line, and leaves no stub folder, so the same command runs again as is."""
+    import signal
+
+    import gemma_fast.train as train
+
+    real = train.write_base
+
+    def write_base_then_term(folder, spec):
+        real(folder, spec)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def unhandled(signum, frame):  # a guard: without the scripts' handler this fails instead of killing the tests
+        raise AssertionError("SIGTERM reached no gemma_fast handler")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    train.write_base = write_base_then_term
+    try:
+        result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/term_early", cwd=world)
+    finally:
+        train.write_base = real
+        signal.signal(signal.SIGTERM, previous)
+    assert result.code == 143 and "terminated (SIGTERM)" in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not (world / "runs" / "term_early").exists()
+    assert signal.getsignal(signal.SIGTERM) is previous  # cli.run put the caller's handler back
+
+
+def _killed_stub(world: Path) -> None:
+    """What a run killed outright (SIGKILL) before its first checkpoint leaves: the rerun's advice is --overwrite
+    (nothing to resume), --resume says so too, and --overwrite then works."""
+    stub = world / "runs" / "stub"
+    write(stub / ".gemma_fast", json.dumps({"written_by": "gemma_fast", "kind": "run"}))
+    shutil.copyfile(world / "runs" / "r1" / "gemma_fast_base.json", stub / "gemma_fast_base.json")
+    write(stub / "metrics.jsonl", "")
+    assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/stub", cwd=world),
+                          r"runs/stub already holds files: it holds a run that stopped before its first checkpoint, so there is "
+                          r"nothing to resume: --overwrite replaces it")
+    assert_one_line_error(cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/stub", "--resume", cwd=world),
+                          r"--resume: runs/stub holds a run that stopped before its first checkpoint .* start it again with --overwrite")
+    again = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/stub", "--overwrite", cwd=world)
+    assert again.code == 0, again.stderr[-3000:]
+
+
+def _duplicate_docstore_ids(world: Path) -> None:
+    folder = _index(world, "dupids")
+    rows = [json.loads(line) for line in (folder / "docstore.json").open()]
+    rows[2]["id"] = rows[0]["id"]
+    (folder / "docstore.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files_sha256"]["docstore.json"] = hashlib.sha256((folder / "docstore.json").read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    preds = _preds(world, "dupids.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--predictions", preds, "--out", "ev_dupids",
+                              "--set", "rag.index=rag/dupids", cwd=world),
+                          r"rag/dupids/docstore\.json:3: duplicate id '.+' \(first on line 1\): rebuild the index")
+
+
+def _folders_for_files(world: Path) -> None:
+    (world / "afolder.jsonl").mkdir(exist_ok=True)
+    (world / "afolder.gguf").mkdir(exist_ok=True)
+    for script, args, pattern in [
+        ("evaluate", ["--recipe", "tiny.yaml", "--predictions", "afolder.jsonl", "--out", "ev_folder"], r"afolder\.jsonl is a folder, not a file"),
+        ("chat", ["--recipe", "tiny.yaml", "--input", "afolder.jsonl"], r"--input afolder\.jsonl is a folder, not a file"),
+        ("chat", ["--gguf", "afolder.gguf", "--prompt", "hi"], r"--gguf afolder\.gguf is a folder, not a file")]:
+        assert_one_line_error(cli(script, *args, cwd=world), pattern)
+
+
+def _deselected_ids(world: Path) -> None:
+    """Predictions for the whole split scored with eval.max_examples=1: the other two are ids the selection leaves out,
+    not unknown ids; an id not in the split is still called that."""
+    preds = _preds(world, "all3.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split] + [{"id": "zz", "prediction": "x"}])
+    assert_one_line_error(cli("evaluate", "--recipe", "tiny.yaml", "--predictions", preds, "--out", "ev_desel",
+                              "--set", "eval.max_examples=1", cwd=world),
+                          r"4 predictions for 1 references \(0 ids missing, e\.g\. \[\]; 2 for ids of the test split that the "
+                          r"selection \(the first 1\) leaves out, e\.g\. \['.+'\]; 1 for ids not in the test split, e\.g\. \['zz'\]\)")
+
+
+def _merge_keys(world: Path) -> None:
+    """YAML merge keys load as YAML defines them (keys written beside them win); a key written twice is still refused."""
+    from gemma_fast.recipe import load_recipe
+
+    write(world / "merge.yaml", "name: merge\ntrain: &t\n  lr: 1e-3\n  batch_size: 2\neval:\n  <<: {batch_size: 5, max_new_tokens: 7}\n"
+                                "  batch_size: 3\n")
+    recipe = load_recipe(str(world / "merge.yaml"))
+    assert (recipe.eval.batch_size, recipe.eval.max_new_tokens, recipe.train.lr) == (3, 7, 1e-3)
+    write(world / "merge_dup.yaml", "name: m\neval:\n  <<: {batch_size: 5}\n  batch_size: 3\n  batch_size: 4\n")
+    assert_one_line_error(cli("prepare_data", "--recipe", "merge_dup.yaml", cwd=world), r"merge_dup\.yaml:5:\d+: malformed YAML: duplicate key 'batch_size'")
+
+
+def _long_set_path(world: Path) -> None:
+    """A 100 KB --set path is an unusable name, said in one short line; not a failed write of an output."""
+    result = cli("prepare_data", *prep("data.source=" + "x" * 100_000), cwd=world)
+    assert_one_line_error(result, r"cannot use the path x{120}… \(100,000 characters\): File name too long \(OSError\); shorten the name")
+    assert len(result.error_lines[0]) < 400 and "outputs are written" not in result.stderr
+
+
+LOW_ROWS = [  # review 2, class 10: SIGTERM is a stop like Ctrl-C; accepted-but-meaningless values; misleading messages
+    Row("sig-term-nosave + resume", 10, "data-loss", _sigterm_resume, review=2),
+    Row("sig-term-before-checkpoint (no stub)", 10, "misleading", _sigterm_before_checkpoint, review=2),
+    Row("sig-term-nosave-rerun (stub advice)", 10, "misleading", _killed_stub, review=2),
+    Row("c-temperature-neg", 10, "silent-wrong", expect_error(
+        "chat", ["--recipe", "tiny.yaml", "--temperature", "-1", "--prompt", "hi"], r"--temperature must be a finite number >= 0 \(0: greedy\), got -1"),
+        review=2),
+    Row("c-temperature-nan", 10, "silent-wrong", expect_error(
+        "chat", ["--recipe", "tiny.yaml", "--temperature", "nan", "--prompt", "hi"], r"--temperature must be a finite number >= 0 \(0: greedy\), got nan"),
+        review=2),
+    Row("g-docstore-duplicate-ids", 10, "silent-wrong", _duplicate_docstore_ids, review=2),
+    Row("path-folder-as-file", 10, "misleading", _folders_for_files, review=2),
+    Row("e-ids-deselected-called-unknown", 10, "misleading", _deselected_ids, review=2),
+    Row("e-where-lang-semicolon", 10, "silent-wrong", expect_error(
+        "prepare_data", prep("eval.where=lang=en;context=with"), r"eval\.where: lang=en;context=with: not a language code \(e\.g\. en, zh\); "
+                                                                  r"separate conditions with commas"), review=2),
+    Row("y-merge-keys", 10, "misleading", _merge_keys, review=2),
+    Row("path-100k-set", 10, "misleading", _long_set_path, review=2),
+]
+
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
     Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
     Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
@@ -1196,7 +1359,7 @@ ROUND2_ROWS = [
     Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
 ]
 
-TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS + TRACEBACK_ROWS + DISK_ROWS
+TABLE = DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_ROWS + MEMORY_ROWS + EXPORT_ROWS + TRACEBACK_ROWS + DISK_ROWS + LOW_ROWS
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
