@@ -64,9 +64,9 @@ def run(main: Callable[[], None]) -> None:
     """Run a script's main: user errors become one red line and a non-zero exit, never a traceback. SIGTERM stops the
     script like Ctrl-C (exit 143; training saves a checkpoint first, callbacks.SaveAndStopOnCtrlC)."""
     quiet_library_progress()
-    previous = None
+    installed, previous = False, None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous, installed = signal.signal(signal.SIGTERM, _terminate), True
     try:
         main()
     except UserError as exc:
@@ -82,8 +82,8 @@ def run(main: Callable[[], None]) -> None:
         console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(UserError.exit_code)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:  # the caller's handler back (None: one set outside Python, restored as the default)
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # OS errors about a name rather than about writing: a path too long, missing, looping or through a file

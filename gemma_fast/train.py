@@ -134,8 +134,8 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
 # ---------------------------------------------------------------- run folder
 
 
-# The trainer_state.json fields Trainer reads on resume, and the JSON types each must have (TrainerState(**json)
-# takes anything, and a wrong type fails deep inside the resumed run).
+# The JSON types of the trainer_state.json fields Trainer reads on resume (TrainerState(**json) takes any type, and
+# a wrong one fails deep inside the resumed run). Which fields exist at all is the installed TrainerState's.
 STATE_TYPES: dict[str, tuple] = {
     "global_step": (int,), "max_steps": (int,), "epoch": (int, float), "logging_steps": (int, float),
     "eval_steps": (int, float), "save_steps": (int, float), "train_batch_size": (int, type(None)),
@@ -149,9 +149,11 @@ STATE_TYPES: dict[str, tuple] = {
 
 def trainer_state_problem(state: object, step: int) -> str | None:
     """Why a checkpoint's trainer_state.json cannot be resumed from (fields, types, its step), or None."""
+    from transformers.trainer_callback import TrainerState
+
     if not isinstance(state, dict):
         return "is not an object"
-    unknown = sorted(set(state) - set(STATE_TYPES))
+    unknown = sorted(set(state) - {f.name for f in dataclasses.fields(TrainerState)})  # TrainerState(**json) refuses them
     if unknown:
         return f"has unknown field '{unknown[0]}'"
     for key, types in STATE_TYPES.items():
