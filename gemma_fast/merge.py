@@ -69,7 +69,7 @@ def merged_mismatch(merged: Path, adapter_dir: Path, base_spec: str) -> str | No
 
     try:
         record = json.loads((Path(merged) / MERGED_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
         return f"it has no readable {MERGED_FILE} saying what it was made from"
