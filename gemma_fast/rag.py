@@ -34,6 +34,8 @@ SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "，",
 
 def read_glossary(path: Path) -> dict[str, str]:
     """term -> definition from a JSON object, or a CSV/TSV with two columns (term, definition)."""
+    if path.is_dir():
+        raise UserError(f"rag.glossary: {path} is a folder, not a file")
     if not path.is_file():
         raise UserError(f"rag.glossary: {path} not found")
     if path.suffix == ".json":
@@ -264,6 +266,8 @@ def faiss_problem(path: Path) -> str | None:
 def load_index(cfg: RagConfig):
     """The FAISS store at cfg.index, after checking it is ours, intact, and built with the configured encoder."""
     folder = Path(cfg.index)
+    if folder.is_file():
+        raise UserError(f"rag.index {folder} is a file, not an index folder (build_rag.py writes a folder)")
     if not folder.is_dir():
         raise UserError(f"rag.index {folder} not found: build it with scripts/build_rag.py")
     if (folder / LEGACY_PICKLE).exists():

@@ -269,6 +269,8 @@ def available_recipes() -> list[str]:
 def resolve_recipe_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path("."):
+        if candidate.is_dir():
+            raise UserError(f"recipe {candidate} is a folder, not a file")
         if not candidate.is_file():
             raise UserError(f"recipe file not found: {candidate}")
         return candidate

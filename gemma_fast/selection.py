@@ -61,6 +61,8 @@ def parse_where(text: str) -> dict[str, str]:
 
 def read_ids(path: Path) -> list[tuple[int, str]]:
     """(line number, id) from a file of one id per line, or JSONL lines with an `id`; blank and # lines skipped."""
+    if path.is_dir():
+        raise UserError(f"eval.ids: {path} is a folder, not a file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -1275,9 +1275,14 @@ def _duplicate_docstore_ids(world: Path) -> None:
 
 
 def _folders_for_files(world: Path) -> None:
-    (world / "afolder.jsonl").mkdir(exist_ok=True)
-    (world / "afolder.gguf").mkdir(exist_ok=True)
+    for name in ("afolder.jsonl", "afolder.gguf", "afolder.yaml"):
+        (world / name).mkdir(exist_ok=True)
     for script, args, pattern in [
+        ("prepare_data", ["--recipe", "afolder.yaml"], r"recipe afolder\.yaml is a folder, not a file"),
+        ("evaluate", ["--recipe", "tiny.yaml", "--predictions", "nofile.jsonl", "--set", "eval.ids=afolder.jsonl"],
+         r"eval\.ids: afolder\.jsonl is a folder, not a file"),
+        ("build_rag", ["--recipe", "tiny.yaml", "--out", "rag/gl", "--set", "rag.glossary=afolder.jsonl"],
+         r"rag\.glossary: afolder\.jsonl is a folder, not a file"),
         ("evaluate", ["--recipe", "tiny.yaml", "--predictions", "afolder.jsonl", "--out", "ev_folder"], r"afolder\.jsonl is a folder, not a file"),
         ("chat", ["--recipe", "tiny.yaml", "--input", "afolder.jsonl"], r"--input afolder\.jsonl is a folder, not a file"),
         ("chat", ["--gguf", "afolder.gguf", "--prompt", "hi"], r"--gguf afolder\.gguf is a folder, not a file")]:
