@@ -1,10 +1,12 @@
-"""Trainer callbacks: a rich progress bar with metrics.jsonl, Ctrl-C to checkpoint, and the recipe written once
+"""Trainer callbacks: a rich progress bar with metrics.jsonl, Ctrl-C or SIGTERM to checkpoint, and the recipe written once
 training has begun. Imported by train() only after the backend is chosen (transformers must follow Unsloth)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -66,30 +68,66 @@ class ProgressAndMetrics(TrainerCallback):
             self.progress.stop()
 
 
+def resume_command(output_dir: Path) -> str:
+    """The command line that continues this run: this one with --resume (and --out, when the default was used),
+    without --overwrite."""
+    argv = [a for a in sys.argv if a != "--overwrite"]
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", str(Path(output_dir).parent)]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    program = ["python", argv[0]] if argv[0].endswith(".py") else argv[0].split()  # a script, or "gemma-fast train"
+    return shlex.join([*program, *argv[1:]])
+
+
 class SaveAndStopOnCtrlC(TrainerCallback):
-    """The first Ctrl-C asks for a checkpoint at the end of the current step, then a clean stop; a second aborts."""
+    """The first Ctrl-C or SIGTERM (kill, timeout, docker stop, a cluster's pre-emption) asks for a checkpoint at the
+    end of the current step, then a clean stop: leaving the `with` block raises Interrupted with the checkpoint and
+    the command that resumes (exit 130 for Ctrl-C, 143 for SIGTERM). A second signal aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, console):
-        self.requested = False
+        self.requested: str | None = None  # "Ctrl-C" or "SIGTERM" once one came
+        self.signum = 0
         self.console = console
-        self.previous = None
+        self.previous: dict = {}
+        self.output_dir: str | None = None
+        self.step = 0
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handler)
+        self.previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
         return self
 
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+    def __exit__(self, exc_type, exc, tb):
+        self._restore()
+        if self.requested and exc_type is None and self.output_dir:
+            raise self.stopped()
+
+    def _restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handler(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-        self.console.print("[yellow]Ctrl-C: saving a checkpoint after this step (press again to abort)[/]")
+        self.signum, self.requested = signum, "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        self._restore()  # a second signal goes to the previous handlers: abort
+        self.console.print(f"[yellow]{self.requested}: saving a checkpoint after this step (again to abort)[/]")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
+            self.output_dir, self.step = args.output_dir, state.global_step
+
+    def stopped(self):
+        """The Interrupted error that ends a stopped run: where its checkpoint is and how to continue."""
+        from .errors import Interrupted
+
+        checkpoint = Path(self.output_dir) / f"checkpoint-{self.step}"  # what Trainer saved at this step's end
+        error = Interrupted(f"stopped by {self.requested} at step {self.step}: checkpoint saved in {checkpoint}; "
+                            f"continue with --resume: {resume_command(Path(self.output_dir))}")
+        error.exit_code = 128 + self.signum
+        return error
 
 
 class SaveRecipeOnTrainBegin(TrainerCallback):

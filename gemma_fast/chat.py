@@ -221,9 +221,10 @@ def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppCh
 
         spec = source.model or (adapter_base(adapter_folder(Path(source.adapter))) if source.adapter else None) or recipe.model
         if source.adapter:
-            from .identity import check_same_base, recorded_base
+            from .identity import check_adapter_files, check_same_base, recorded_base
 
             adapter = adapter_folder(Path(source.adapter))
+            check_adapter_files(adapter, "--adapter")
             if source.model and recorded_base(adapter) is not None:
                 check_same_base(adapter, source.model, "--adapter")
         with console.status(f"loading {spec}{' + ' + source.adapter if source.adapter else ''}"):
@@ -239,11 +240,14 @@ def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppCh
 
 
 def _open_gguf(path: Path, runtime: str, console, system: str = "") -> TransformersChat | LlamaCppChat:
-    if not path.is_file():
-        raise UserError(f"--gguf {path}: file not found")
     from .families import family_of_gguf
-    from .gguf_tokenizer import _read_metadata
+    from .gguf_tokenizer import _read_metadata, gguf_problem
+    from .io import require_file
 
+    require_file(path, "--gguf")
+    problem = gguf_problem(path)  # before a runtime reads it: a bad file is one line, not a llama.cpp/transformers error
+    if problem:
+        raise UserError(f"--gguf {path} {problem}")
     family = family_of_gguf(str(_read_metadata(path).get("general.architecture")), f"--gguf {path}")
     exact = family.gguf_runtimes  # the runtimes here that run this generation exactly (families.py)
     if not exact:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
 import warnings
 from typing import Callable
 
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import UserError  # noqa: F401  (scripts raise cli.UserError)
+from .errors import Terminated, UserError  # noqa: F401  (scripts raise cli.UserError)
 from .recipe import Recipe, available_recipes, load_recipe
 
 console = Console(stderr=True)
@@ -53,25 +56,48 @@ def quiet_library_progress() -> None:
     warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def run(main: Callable[[], None]) -> None:
-    """Run a script's main: user errors become one red line and a non-zero exit, never a traceback."""
+    """Run a script's main: user errors become one red line and a non-zero exit, never a traceback. SIGTERM stops the
+    script like Ctrl-C (exit 143; training saves a checkpoint first, callbacks.SaveAndStopOnCtrlC)."""
     quiet_library_progress()
+    installed, previous = False, None
+    if threading.current_thread() is threading.main_thread():
+        previous, installed = signal.signal(signal.SIGTERM, _terminate), True
     try:
         main()
     except UserError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except Terminated:
+        console.print("[yellow]terminated (SIGTERM): stopped; temporary files were removed, finished outputs kept[/]")
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
     except OSError as exc:  # read-only, full or busy disk, an --out that is a file, ...: the OS said no
         console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(UserError.exit_code)
+    finally:
+        if installed:  # the caller's handler back (None: one set outside Python, restored as the default)
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+# OS errors about a name rather than about writing: a path too long, missing, looping or through a file
+_NAME_ERRORS = (errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR)
 
 
 def os_error_line(exc: OSError) -> str:
-    """One line for an operating-system error: the path, what the OS said, and what that means for earlier outputs."""
-    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
+    """One line for an operating-system error: the path (clipped when long), what the OS said, and what that means
+    for earlier outputs (for a write; an unusable name is said to be one)."""
+    names = [str(p) for p in (exc.filename, exc.filename2) if p]
+    shown = " -> ".join(n if len(n) <= 200 else f"{n[:120]}… ({len(n):,} characters)" for n in names)
     reason = exc.strerror or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (f"{paths + ': ' if paths else ''}{reason} ({type(exc).__name__}); outputs are written to temporary names and "
+    if exc.errno in _NAME_ERRORS:
+        hint = "; shorten the name (--out, --set or a recipe value)" if exc.errno == errno.ENAMETOOLONG else ""
+        return f"cannot use the path {shown}: {reason} ({type(exc).__name__}){hint}; nothing was written there"
+    return (f"{shown + ': ' if shown else ''}{reason} ({type(exc).__name__}); outputs are written to temporary names and "
             "moved into place only when complete, so nothing earlier was lost or left half-written")

@@ -345,9 +345,16 @@ def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path, overwrite:
         by_id[key] = row["prediction"]
     missing = [r["id"] for r in records if r["id"] not in by_id]
     extra = set(by_id) - {r["id"] for r in records}
-    if missing or extra:
-        raise UserError(f"{predictions_path}: {len(by_id)} predictions for {len(records)} references "
-                        f"({len(missing)} ids missing, e.g. {missing[:1]}; {len(extra)} unknown ids); they must pair up one to one")
+    if missing or extra:  # an id of the split that the selection leaves out is not an unknown id: said apart
+        in_split = {r["id"] for r in load_split(recipe.data_dir, recipe.eval.split)}
+        left_out, unknown = sorted(extra & in_split), sorted(extra - in_split)
+        chosen = describe(selection_summary(recipe.eval, len(records)))
+        parts = [f"{len(missing)} ids missing, e.g. {missing[:1]}"] + \
+            ([f"{len(left_out)} for ids of the {recipe.eval.split} split that the selection ({chosen}) leaves out, e.g. "
+              f"{left_out[:1]}"] if left_out else []) + ([f"{len(unknown)} for ids not in the {recipe.eval.split} split, "
+                                                           f"e.g. {unknown[:1]}"] if unknown else [])
+        raise UserError(f"{predictions_path}: {len(by_id)} predictions for {len(records)} references ({'; '.join(parts)}); "
+                        "they must pair up one to one")
     results = {"predictions": [{"id": r["id"], "prediction": by_id[r["id"]], "loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}
                                for r in records]}
     check_not_inputs([out_dir / "predictions.jsonl"], [predictions_path])

@@ -2,7 +2,7 @@
 
 Route (the same on every backend, offline once the tools are cached):
 1. the LoRA adapter merged into a float32 copy of the base on the CPU (merge.merge_adapter; <run>/merged is reused
-   when it is newer than the adapter);
+   only when its record says it is this adapter merged into this base, by content);
 2. an export folder beside it (weights linked, not copied) with the tokenizer files llama.cpp's converter needs and
    transformers 5 no longer writes: `tokenizer.model` (from the base checkpoint, or rebuilt from the embedded GGUF)
    and `added_tokens_decoder` listing every control and user-defined piece (the space runs "▁▁"… spelled with spaces,
@@ -381,7 +381,10 @@ LICENSE """{family.label} weights: {licence} ({url})"""
 
 
 def merged_for_export(recipe, run_dir: Path, work: Path) -> tuple[Path, bool]:
-    """<run>/merged when it is there and newer than the adapter; else a fresh merge into `work` (True: temporary)."""
+    """<run>/merged when it records being this adapter merged into this base (merge.merged_mismatch, by content);
+    else a fresh merge into `work` (True: temporary), <run>/merged left as it is."""
+    from .merge import merged_mismatch
+
     adapter = run_dir / "adapter"
     weights = next((p for p in (adapter / "adapter_model.safetensors", adapter / "adapter_model.bin") if p.is_file()), None)
     if weights is None:
@@ -390,9 +393,11 @@ def merged_for_export(recipe, run_dir: Path, work: Path) -> tuple[Path, bool]:
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise UserError(f"GGUF export: {adapter} is a {config.get('peft_type')} adapter; only LoRA merges into the weights")
     merged = run_dir / "merged"
-    if (merged / "config.json").is_file() and any(merged.glob("*.safetensors")) and \
-            min(p.stat().st_mtime for p in merged.glob("*.safetensors")) >= weights.stat().st_mtime:
-        return merged, False
+    if (merged / "config.json").is_file() and any(merged.glob("*.safetensors")):
+        why = merged_mismatch(merged, adapter, recipe.model)
+        if why is None:
+            return merged, False
+        say(f"note: not exporting {merged}: {why}; merging afresh for the export ({merged} is left as it is)")
     import torch
 
     from .merge import free_memory, merge_adapter
@@ -495,13 +500,14 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
 
 def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8) -> dict:
     """train_qlora.py --export-only: the exports of a finished run, without training (the run is not changed otherwise)."""
-    from .identity import check_same_base, recorded_base
+    from .identity import check_adapter_files, check_same_base, recorded_base
 
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"--export-only: {run_dir} holds no finished run (no adapter/adapter_config.json); train first")
     if not gguf and not merge:
         raise UserError("--export-only needs something to export: --gguf TYPE and/or --merge")
+    check_adapter_files(adapter, "--export-only: adapter")
     if recorded_base(adapter) is not None:
         check_same_base(adapter, recipe.model, "--export-only: adapter")
     types = parse_types(gguf) if gguf else []
@@ -515,5 +521,11 @@ def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = Fal
 
         done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", torch.float32))
     if types:
-        done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
+        fresh = not (run_dir / "gguf").exists()
+        try:
+            done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
+        except BaseException:
+            if fresh and (run_dir / "gguf").is_dir() and not any((run_dir / "gguf").iterdir()):
+                (run_dir / "gguf").rmdir()  # a failure before the first file leaves no empty gguf/
+            raise
     return done

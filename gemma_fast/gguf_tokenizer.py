@@ -236,3 +236,84 @@ def _float(field: int, value: float) -> bytes:
 
 def _bytes(field: int, value: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(value)) + value
+
+
+# ---------------------------------------------------------------- checking a file before a runtime opens it
+
+
+def gguf_problem(path: Path) -> str | None:
+    """Why `path` cannot be a complete GGUF v2/v3 file, or None: an empty file, another format, a header cut off or
+    inconsistent, or tensor data shorter than the tensors it announces. Every count is checked against the file's
+    size before it is used, so a damaged header costs no memory; the tensor data is not read."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = Path(path).stat().st_size
+    if size == 0:
+        return "is empty"
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head != struct.pack("<I", GGUF_MAGIC):
+        return f"is not a GGUF file (it starts with {head!r}, not b'GGUF')"
+    blob = np.memmap(path, mode="r", dtype=np.uint8)
+    fixed = {int(k): struct.calcsize("<" + f) for k, f in _SCALARS.items()}
+
+    def need(pos: int, n: int) -> int:
+        if n < 0 or pos + n > size:
+            raise EOFError
+        return pos + n
+
+    def skip_value(pos: int, kind: int, depth: int = 0) -> int:
+        if kind in fixed:
+            return need(pos, fixed[kind])
+        if kind == GGUFValueType.STRING:
+            (n,) = struct.unpack_from("<Q", blob, need(pos, 8) - 8)
+            return need(pos + 8, n)
+        if kind != GGUFValueType.ARRAY or depth > 3:
+            raise ValueError(f"unknown metadata value type {kind}")
+        item, n = struct.unpack_from("<IQ", blob, need(pos, 12) - 12)
+        pos += 12
+        if item in fixed:
+            return need(pos, n * fixed[item])
+        if n * 8 > size - pos:  # every string or array item takes at least 8 bytes
+            raise EOFError
+        for _ in range(n):
+            pos = skip_value(pos, item, depth + 1)
+        return pos
+
+    try:
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", blob, need(4, 20) - 20)
+        if version not in (2, 3):
+            return f"is GGUF version {version}; only versions 2 and 3 are read"
+        if n_kv * 12 + n_tensors * 24 > size:  # the smallest key/value and tensor entries
+            return f"is truncated or damaged (its header announces {n_kv:,} metadata entries and {n_tensors:,} tensors)"
+        pos, alignment = 24, 32
+        for _ in range(n_kv):
+            (n,) = struct.unpack_from("<Q", blob, need(pos, 8) - 8)
+            key = bytes(blob[pos + 8:need(pos + 8, n)]).decode("utf-8")
+            (kind,) = struct.unpack_from("<I", blob, need(pos + 8 + n, 4) - 4)
+            start = pos + 12 + n
+            pos = skip_value(start, kind)
+            if key == "general.alignment" and kind == GGUFValueType.UINT32:
+                (alignment,) = struct.unpack_from("<I", blob, start)
+        ends = []
+        for _ in range(n_tensors):
+            (n,) = struct.unpack_from("<Q", blob, need(pos, 8) - 8)
+            pos = need(pos + 8, n)
+            (n_dims,) = struct.unpack_from("<I", blob, need(pos, 4) - 4)
+            if n_dims > 4:
+                return "is damaged (a tensor with more than 4 dimensions)"
+            dims = struct.unpack_from(f"<{n_dims}Q", blob, need(pos + 4, 8 * n_dims) - 8 * n_dims)
+            kind, offset = struct.unpack_from("<IQ", blob, need(pos + 4 + 8 * n_dims, 12) - 12)
+            pos += 4 + 8 * n_dims + 12
+            if kind not in {t.value for t in GGMLQuantizationType}:
+                return f"is damaged (unknown tensor type {kind})"
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+            ends.append(offset + int(np.prod(dims, dtype=object)) // block * type_size)
+        data = pos + (-pos % max(alignment, 1))
+        if data + max(ends, default=0) > size:
+            return f"is truncated (its tensors need {data + max(ends, default=0):,} bytes; the file has {size:,})"
+    except (EOFError, struct.error):
+        return "is truncated (header)"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"is damaged (header: {exc})"
+    return None

@@ -151,3 +151,94 @@ def check_adapter_shape(adapter: Path, recipe, method: str, what: str, targets: 
             mismatches.append(f"lora.target_modules={found} (recipe: {lora.target_modules})")
     if mismatches:
         raise UserError(f"{what} {adapter} was trained with {', '.join(mismatches)}: set the recipe to match; nothing was changed")
+
+
+# ---------------------------------------------------------------- is an adapter folder whole?
+
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensors' header of a safetensors file ({name: {dtype, shape, data_offsets}}), after checking that the file
+    holds every byte it announces and that each tensor's byte range fits its shape and dtype; ValueError says what is
+    wrong."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        if size < 8 or header_len <= 0 or 8 + header_len > size:
+            raise ValueError("is truncated (header)")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (ValueError, RecursionError):
+            raise ValueError("has an unreadable header") from None
+    if not isinstance(header, dict):
+        raise ValueError("has an unreadable header")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    try:
+        for name, info in tensors.items():
+            start, end = info["data_offsets"]
+            count = 1
+            for dim in info["shape"]:
+                count *= int(dim)
+            if end - start != count * _DTYPE_BYTES.get(info["dtype"], end - start):
+                raise ValueError(f"is damaged (tensor {name}: {end - start} bytes for shape {info['shape']} {info['dtype']})")
+        end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
+    except (KeyError, TypeError, IndexError):
+        raise ValueError("has an unreadable header") from None
+    if 8 + header_len + end > size:
+        raise ValueError("is truncated (tensor data)")
+    return tensors
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not whole (safetensors_header), or None."""
+    try:
+        safetensors_header(path)
+    except OSError as exc:
+        return f"is unreadable ({exc.strerror or type(exc).__name__})"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def adapter_problem(folder: Path) -> str | None:
+    """Why the adapter in `folder` cannot be loaded, by cheap checks (headers only), or None: its weights cut off or
+    damaged, or LoRA weights of another rank than its adapter_config.json says (peft would fail with a size-mismatch
+    traceback)."""
+    folder = Path(folder)
+    weights = next((p for p in (folder / "adapter_model.safetensors", folder / "adapter_model.bin") if p.is_file()), None)
+    if weights is None:
+        return "no adapter_model.safetensors"
+    if weights.suffix != ".safetensors":
+        return None
+    try:
+        tensors = safetensors_header(weights)
+    except OSError as exc:
+        return f"adapter_model.safetensors is unreadable ({exc.strerror or type(exc).__name__})"
+    except ValueError as exc:
+        return f"adapter_model.safetensors {exc}"
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return "adapter_config.json unreadable"
+    if not isinstance(config, dict):
+        return "adapter_config.json is not an object"
+    if str(config.get("peft_type", "LORA")).upper() != "LORA" or not isinstance(config.get("r"), int):
+        return None
+    ranks = {config["r"]} | {v for v in (config.get("rank_pattern") or {}).values() if isinstance(v, int)}
+    for name, info in tensors.items():
+        shape = info.get("shape") or []
+        rank = shape[0] if ".lora_A." in name or ".lora_embedding_A" in name else \
+            shape[1] if (".lora_B." in name or ".lora_embedding_B" in name) and len(shape) > 1 else None
+        if rank is not None and rank not in ranks:
+            return (f"adapter_model.safetensors holds rank-{rank} LoRA weights ({name}), but adapter_config.json says "
+                    f"r={config['r']}")
+    return None
+
+
+def check_adapter_files(adapter: Path, what: str) -> None:
+    """Refuse, in one line, an adapter folder whose weights are cut off, damaged or of another shape than its config."""
+    problem = adapter_problem(adapter)
+    if problem:
+        raise UserError(f"{what} {adapter}: {problem}; retrain it, or continue its run with --resume")

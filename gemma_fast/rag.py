@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserError
-from .io import read_json, write_json
+from .io import read_json, write_json, writing
 from .outputs import check_out_dir, mark, replace_guard
 from .paths import EMBEDDED_ENCODERS, embedded_encoder_dir, looks_like_hub_id
 from .recipe import RagConfig, Recipe
@@ -34,6 +34,8 @@ SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "，",
 
 def read_glossary(path: Path) -> dict[str, str]:
     """term -> definition from a JSON object, or a CSV/TSV with two columns (term, definition)."""
+    if path.is_dir():
+        raise UserError(f"rag.glossary: {path} is a folder, not a file")
     if not path.is_file():
         raise UserError(f"rag.glossary: {path} not found")
     if path.suffix == ".json":
@@ -158,18 +160,21 @@ def build_index(cfg: RagConfig, out_dir: Path, overwrite: bool = False) -> dict:
     out_dir = out_dir.resolve()  # `--out ..` has no usable name for a sibling temp folder
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_store(store, tmp)
-    mark(tmp, "rag")
-    manifest = {
-        "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
-        "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "passages": len(texts), "chunks": len(docs),
-        "corpus_sha256": hashlib.sha256("\x00".join(t for _, t in texts).encode()).hexdigest(),
-        "files_sha256": {name: _sha256(tmp / name) for name in INDEX_FILES},
-        "build_seconds": round(time.perf_counter() - start, 2),
-    }
-    write_json(tmp / MANIFEST, manifest)
-    with replace_guard(out_dir, "rag", overwrite):
-        tmp.rename(out_dir)
+    try:  # a failed write (disk full) or a stop leaves no .partial folder behind
+        save_store(store, tmp)
+        mark(tmp, "rag")
+        manifest = {
+            "written_by": "gemma_fast", "embedding_model": cfg.embedding_model, "dimension": store.index.d,
+            "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "passages": len(texts), "chunks": len(docs),
+            "corpus_sha256": hashlib.sha256("\x00".join(t for _, t in texts).encode()).hexdigest(),
+            "files_sha256": {name: _sha256(tmp / name) for name in INDEX_FILES},
+            "build_seconds": round(time.perf_counter() - start, 2),
+        }
+        write_json(tmp / MANIFEST, manifest)
+        with replace_guard(out_dir, "rag", overwrite):
+            tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -180,7 +185,8 @@ def save_store(store, folder: Path) -> None:
     from .io import write_jsonl
 
     folder.mkdir(parents=True, exist_ok=True)
-    faiss.write_index(store.index, str(folder / "index.faiss"))
+    with writing(folder / "index.faiss"):  # faiss reports a full disk as a RuntimeError
+        faiss.write_index(store.index, str(folder / "index.faiss"))
     rows = []
     for i in range(store.index.ntotal):
         doc_id = store.index_to_docstore_id[i]
@@ -199,23 +205,69 @@ def load_store(folder: Path, embedding):
 
     from .io import read_jsonl_numbered
 
-    index = faiss.read_index(str(folder / "index.faiss"))
+    problem = faiss_problem(folder / "index.faiss")
+    if problem:
+        raise UserError(f"{folder / 'index.faiss'} {problem}: rebuild it with build_rag.py --overwrite")
+    try:
+        index = faiss.read_index(str(folder / "index.faiss"))
+    except RuntimeError as exc:  # what the header check cannot see
+        raise UserError(f"{folder / 'index.faiss'} is unreadable ({str(exc).splitlines()[-1][:160]}): rebuild it with "
+                        "build_rag.py --overwrite") from None
+    dimension = len(embedding.embed_query("dimension"))
+    if index.d != dimension:
+        raise UserError(f"{folder / 'index.faiss'} holds {index.d}-dimensional vectors, but its embedding model gives "
+                        f"{dimension}: rebuild it with build_rag.py --overwrite")
     rows = read_jsonl_numbered(folder / "docstore.json")
     if len(rows) != index.ntotal:
         raise UserError(f"{folder / 'docstore.json'} has {len(rows)} passages for {index.ntotal} vectors: rebuild the index")
-    docs, order = {}, {}
+    docs, order, first = {}, {}, {}
     for i, (lineno, row) in enumerate(rows):
         if not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str) or not isinstance(row.get("metadata"), dict):
             raise UserError(f"{folder / 'docstore.json'}:{lineno}: expected {{id, text, metadata}}: rebuild the index")
+        if row["id"] in first:  # one passage would stand for two vectors, and the other passage would be lost
+            raise UserError(f"{folder / 'docstore.json'}:{lineno}: duplicate id '{row['id'][:80]}' (first on line "
+                            f"{first[row['id']]}): rebuild the index")
+        first[row["id"]] = lineno
         docs[row["id"]] = Document(page_content=row["text"], metadata=row["metadata"])
         order[i] = row["id"]
     return FAISS(embedding_function=embedding, index=index, docstore=InMemoryDocstore(docs), index_to_docstore_id=order,
                  distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
 
 
+FLAT_INDEXES = {b"IxFI": "inner product", b"IxF2": "L2"}  # what save_store writes (faiss' flat indexes)
+
+
+def faiss_problem(path: Path) -> str | None:
+    """Why `path` is not a complete flat FAISS index as save_store writes it, or None; read from its header alone,
+    so a tampered vector count (ntotal) is refused before faiss allocates for it. The layout (faiss/impl/index_write.cpp):
+    fourcc, d (int32), ntotal (int64), two reserved int64, is_trained (uint8), metric (int32) [+ metric_arg (float32)
+    when metric > 1], then the vectors: their count (uint64) and d * ntotal float32."""
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(49)
+    if len(head) < 4 or head[:4] not in FLAT_INDEXES:
+        return f"is not a flat FAISS index as build_rag.py writes (it starts with {head[:4]!r})"
+    if len(head) < 45:
+        return "is truncated (header)"
+    d, ntotal, _, _, _, metric = struct.unpack_from("<iqqq?i", head, 4)
+    pos = 37 + (4 if metric > 1 else 0)
+    if len(head) < pos + 8:
+        return "is truncated (header)"
+    (count,) = struct.unpack_from("<Q", head, pos)
+    if d <= 0 or ntotal < 0 or count != d * ntotal:
+        return f"is damaged (header: dimension {d}, {ntotal:,} vectors, {count:,} values)"
+    if size != pos + 8 + 4 * count:
+        return f"does not hold the {ntotal:,} vectors of dimension {d} its header announces ({size:,} bytes, not {pos + 8 + 4 * count:,})"
+    return None
+
+
 def load_index(cfg: RagConfig):
     """The FAISS store at cfg.index, after checking it is ours, intact, and built with the configured encoder."""
     folder = Path(cfg.index)
+    if folder.is_file():
+        raise UserError(f"rag.index {folder} is a file, not an index folder (build_rag.py writes a folder)")
     if not folder.is_dir():
         raise UserError(f"rag.index {folder} not found: build it with scripts/build_rag.py")
     if (folder / LEGACY_PICKLE).exists():
@@ -242,9 +294,13 @@ def load_index(cfg: RagConfig):
 
 
 class Retriever:
+    """Retrieval from the index at cfg.index, for training, evaluation and chat alike. rag.k is capped at the number
+    of passages in the index when it loads (FAISS allocates k results per query: rag.k=10^9 would ask for 12 GB)."""
+
     def __init__(self, cfg: RagConfig):
         self.cfg = cfg
         self.store = load_index(cfg)
+        self.k = min(cfg.k, self.store.index.ntotal)
         self.terms = sorted(read_glossary(Path(cfg.glossary)), key=len, reverse=True) if cfg.trigger == "terms" else []
         if cfg.trigger == "terms" and not self.terms:
             raise UserError("rag.trigger=terms needs rag.glossary with at least one term")
@@ -256,7 +312,7 @@ class Retriever:
         return any(term.lower() in lowered for term in self.terms)
 
     def search(self, question: str) -> list[tuple[str, float, dict]]:
-        hits = self.store.similarity_search_with_score(question, k=self.cfg.k)
+        hits = self.store.similarity_search_with_score(question, k=self.k)
         return [(doc.page_content, float(score), doc.metadata) for doc, score in hits if score >= self.cfg.min_score]
 
     def passages(self, question: str) -> list[str]:

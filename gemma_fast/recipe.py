@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +259,7 @@ class Recipe:
 def _known(values: list[str], registry, key: str, what: str, source: str) -> None:
     unknown = [v for v in values if v not in registry]
     if unknown:
-        raise UserError(f"{source}: {key}: unknown {what} '{unknown[0]}'; valid: {', '.join(registry)}")
+        raise UserError(f"{source}: {key}: unknown {what} '{_clip(unknown[0])}'; valid: {', '.join(registry)}")
 
 
 # ---------------------------------------------------------------- loading
@@ -271,6 +272,8 @@ def available_recipes() -> list[str]:
 def resolve_recipe_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path("."):
+        if candidate.is_dir():
+            raise UserError(f"recipe {candidate} is a folder, not a file")
         if not candidate.is_file():
             raise UserError(f"recipe file not found: {candidate}")
         return candidate
@@ -280,33 +283,102 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     return path
 
 
+MAX_YAML_NODES = 100_000  # values after alias expansion: a recipe has hundreds; a 1 KB alias bomb has billions
+MAX_YAML_DEPTH = 100  # nesting levels: a recipe has three
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load, except that a key given twice in one mapping is an error (plain YAML lets the last one win)."""
+    """safe_load, except that a key given twice in one mapping is an error (plain YAML lets the last one win), and
+    that a document is bounded before anything is built from it: at most MAX_YAML_DEPTH levels deep (deeper input
+    would exhaust Python's recursion) and at most MAX_YAML_NODES values with every alias expanded (a 1 KB alias bomb
+    stands for 10^9 values, which any later walk over the value would expand)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        culprit = _too_large(node) if node is not None else None
+        if culprit is not None:  # the innermost value past the bound: where the aliases are
+            raise yaml.composer.ComposerError(None, None, f"its aliases (*name) expand to more than {MAX_YAML_NODES:,} "
+                                                          "values (an alias bomb?); write the values out", culprit.start_mark)
+        return node
 
     def construct_mapping(self, node, deep=False):
+        """Merge keys (`<<: *defaults`) as YAML defines them (keys written here win over merged ones); a key written
+        twice here is an error."""
+        explicit = [(k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        self.flatten_mapping(node)
         seen: dict = {}
-        for key_node, _ in node.value:
+        for key_node, _ in explicit:
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.setdefault(key, key_node.start_mark.line + 1)
             except TypeError:  # an unhashable key: let SafeLoader report it
                 continue
             if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}' (first on line {first})",
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{_clip(str(key))}' (first on line {first})",
                                                         key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+def _too_large(root: yaml.Node) -> yaml.Node | None:
+    """None when `root` stands for at most MAX_YAML_NODES values with every alias expanded; else the innermost node
+    that stands for more. Sizes are computed once per node (aliases share nodes), without recursion; a node that
+    contains itself counts once."""
+    def children(node: yaml.Node) -> list:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return node.value if isinstance(node, yaml.SequenceNode) else []
+
+    size: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            size[id(node)] = 1 + sum(size.get(id(c), 1) for c in children(node))
+        elif id(node) not in size:
+            size[id(node)] = 1  # placeholder: a cycle back to this node counts it once
+            stack.append((node, True))
+            stack.extend((c, False) for c in children(node) if id(c) not in size)
+    if size[id(root)] <= MAX_YAML_NODES:
+        return None
+    node, seen = root, set()
+    while id(node) not in seen:
+        seen.add(id(node))
+        node = next((c for c in children(node) if size[id(c)] > MAX_YAML_NODES), node)
+    return node
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """A YAML document with the bounded, duplicate-refusing loader; a malformed one is a UserError naming `where`
+    (and the line and column)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{where}{at}: malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     path = resolve_recipe_path(name_or_path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}); save the recipe as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise UserError(f"{path}{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = load_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe must be a mapping of keys to values")
     raw.setdefault("name", path.stem)
@@ -338,7 +410,7 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
-            raise UserError(f"{source}: unknown key '{dotted}'; valid: {', '.join(prefix + k for k in fields)}")
+            raise UserError(f"{source}: unknown key '{_clip(dotted)}'; valid: {', '.join(prefix + k for k in fields)}")
         target = hints[key]
         if dataclasses.is_dataclass(target):
             if not isinstance(value, dict):
@@ -349,54 +421,70 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
     return obj
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    """A user's text for an error message: at most `limit` characters, the cut said."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 4, 4, 80, 80
+
+
+def _show(value: Any) -> str:
+    """repr(value) for an error message, bounded whatever the value (a long string, a deep or alias-shared list)."""
+    return _clip(_REPR.repr(value))
+
+
 def coerce(value: Any, target: Any, fld: dataclasses.Field, dotted: str, source: str) -> Any:
-    """Check and convert one value to its field's type; YAML reads `2e-4` as a string, so floats parse strings."""
-    wanted = getattr(target, "__name__", str(target))
-    bad = UserError(f"{source}: '{dotted}' must be {wanted}, got {value!r}")
+    """Check and convert one value to its field's type; YAML reads `2e-4` as a string, so floats parse strings.
+    Error messages are built only on failure, from a bounded repr of the value."""
+    def bad() -> UserError:
+        return UserError(f"{source}: '{dotted}' must be {getattr(target, '__name__', str(target))}, got {_show(value)}")
+
     if target is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
             return value.lower() in {"true", "yes", "1"}
-        raise bad
+        raise bad()
     if target is int:
         if isinstance(value, bool):
-            raise bad
+            raise bad()
         if isinstance(value, int):
             return _in_range(value, fld, dotted, source)
         if isinstance(value, str):
             try:
                 return _in_range(int(value), fld, dotted, source)
             except ValueError:
-                raise bad from None
-        raise bad
+                raise bad() from None
+        raise bad()
     if target is float:
         if isinstance(value, bool):
-            raise bad
+            raise bad()
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise bad from None
+            raise bad() from None
         if not math.isfinite(number):
-            raise UserError(f"{source}: '{dotted}' must be a finite number, got {value!r}")
+            raise UserError(f"{source}: '{dotted}' must be a finite number, got {_show(value)}")
         return _in_range(number, fld, dotted, source)
     if target is str:
         if isinstance(value, (dict, list)) or value is None:
-            raise bad
+            raise bad()
         text = str(value)
         choices = choices_of(fld)
         if choices and text not in choices:
-            raise UserError(f"{source}: '{dotted}' must be one of {', '.join(choices)}, got {text!r}")
+            raise UserError(f"{source}: '{dotted}' must be one of {', '.join(choices)}, got {_show(text)}")
         return text
     if typing.get_origin(target) is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise UserError(f"{source}: '{dotted}' must be a mapping of strings, e.g. {{output: answer}}, got {value!r}")
+            raise UserError(f"{source}: '{dotted}' must be a mapping of strings, e.g. {{output: answer}}, got {_show(value)}")
         return dict(value)
     if typing.get_origin(target) is list:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
-            raise UserError(f"{source}: '{dotted}' must be a list of strings, got {value!r}")
+            raise UserError(f"{source}: '{dotted}' must be a list of strings, got {_show(value)}")
         return [str(v) for v in value]
     raise TypeError(f"unsupported field type {target!r} for {dotted}")
 
@@ -420,7 +508,7 @@ def _num(x: float) -> str:
 def apply_override(recipe: Recipe, item: str) -> None:
     """Apply one `key.sub=value` override in place, with the same checks as the YAML file."""
     if "=" not in item:
-        raise UserError(f"--set expects key=value, got {item!r}")
+        raise UserError(f"--set expects key=value, got {_show(item)}")
     dotted, text = item.split("=", 1)
     parts = dotted.strip().split(".")
     obj: Any = recipe
@@ -429,7 +517,7 @@ def apply_override(recipe: Recipe, item: str) -> None:
         prefix = ".".join(parts[:depth])
         if part not in fields:
             valid = ", ".join((prefix + "." if prefix else "") + name for name in fields)
-            raise UserError(f"--set: unknown key '{dotted}'; valid: {valid}")
+            raise UserError(f"--set: unknown key '{_clip(dotted)}'; valid: {valid}")
         target = typing.get_type_hints(type(obj))[part]
         if depth < len(parts) - 1:
             if not dataclasses.is_dataclass(target):
@@ -440,8 +528,8 @@ def apply_override(recipe: Recipe, item: str) -> None:
             subkeys = ", ".join(f"{dotted}.{f.name}" for f in dataclasses.fields(target))
             raise UserError(f"--set: '{dotted}' is a section; set one of {subkeys}")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else ""
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {dotted}: the value {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+            raise UserError(f"--set {dotted}: the value {_show(text)} is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
                             "quote it, e.g. --set 'key=\"a, b\"'") from None
         setattr(obj, part, coerce(value, target, fields[part], dotted, source="--set"))

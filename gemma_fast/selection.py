@@ -8,6 +8,7 @@ Imports nothing of the package but errors, so recipe.py can check eval.where at 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -30,6 +31,7 @@ WHERE: dict[str, Callable[[dict], str]] = {  # key -> the record's value it is c
     "source": lambda r: str(r.get("source", "")),
 }
 CONTEXT_VALUES = ("with", "without")
+LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")  # en, zh, zh-Hans, pt_BR
 
 
 def parse_where(text: str) -> dict[str, str]:
@@ -47,12 +49,20 @@ def parse_where(text: str) -> dict[str, str]:
             raise UserError(f"eval.where: '{key}' is given twice; the conditions are ANDed, so give one value per key")
         if key == "context" and value not in CONTEXT_VALUES:
             raise UserError(f"eval.where: context={value}: valid values are {', '.join(CONTEXT_VALUES)}")
+        if key == "lang" and not LANG_CODE.fullmatch(value):
+            raise UserError(f"eval.where: lang={value}: not a language code (e.g. en, zh); separate conditions with "
+                            "commas, e.g. lang=en,context=with")
+        if any(mark in value for mark in "=;"):
+            raise UserError(f"eval.where: {key}={value}: a value holds '=' or ';'; separate conditions with commas, "
+                            "e.g. lang=en,context=with")
         conditions[key] = value
     return conditions
 
 
 def read_ids(path: Path) -> list[tuple[int, str]]:
     """(line number, id) from a file of one id per line, or JSONL lines with an `id`; blank and # lines skipped."""
+    if path.is_dir():
+        raise UserError(f"eval.ids: {path} is a folder, not a file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

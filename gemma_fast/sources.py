@@ -137,15 +137,14 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
                 yield RawRow(where, json.loads(line))
             except json.JSONDecodeError as exc:
                 yield RawRow(f"{where}:{exc.colno}", None, f"malformed JSON: {exc.msg}")
+            except RecursionError:
+                yield RawRow(where, None, "JSON nested too deeply to read (thousands of levels)")
 
 
 def _json_rows(path: Path) -> Iterator[RawRow]:
     from .io import read_json
 
-    try:
-        data = read_json(path)  # a malformed JSON array cannot be read past its error: always fatal
-    except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply to read (thousands of levels); expected an array of records") from None
+    data = read_json(path)  # a malformed JSON array cannot be read past its error: always fatal
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} wrappers
     if not isinstance(data, list):

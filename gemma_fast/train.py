@@ -25,22 +25,18 @@ from .backend import check_gpu_setup, cpu_precision, resolve_backend
 from .data import load_split
 from .errors import UserError
 from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base, write_base
-from .io import write_json, write_jsonl
+from .io import write_json, write_jsonl, writing
 from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
 from .families import TOWERS, family_of_config
 from .guards import FirstBatchCheck, GradientAndMovement, check_moved, guarded
 from .models import load_config, load_model, resolve_model
-from .outputs import check_out_dir, holds_files, mark, replace_guard
+from .outputs import check_out_dir, holds_files, mark, output_kind, replace_guard
 from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_loss
 
 CUDA_ONLY_OPTIMIZERS = ("paged", "8bit", "bnb")
-
-
-class Interrupted(UserError):
-    exit_code = 130
 
 
 def is_main_process() -> bool:
@@ -135,51 +131,91 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
 # ---------------------------------------------------------------- run folder
 
 
+# The JSON types of the trainer_state.json fields Trainer reads on resume (TrainerState(**json) takes any type, and
+# a wrong one fails deep inside the resumed run). Which fields exist at all is the installed TrainerState's.
+STATE_TYPES: dict[str, tuple] = {
+    "global_step": (int,), "max_steps": (int,), "epoch": (int, float), "logging_steps": (int, float),
+    "eval_steps": (int, float), "save_steps": (int, float), "train_batch_size": (int, type(None)),
+    "num_train_epochs": (int, float), "num_input_tokens_seen": (int, float), "total_flos": (int, float),
+    "log_history": (list,), "best_metric": (int, float, type(None)), "best_global_step": (int, type(None)),
+    "best_model_checkpoint": (str, type(None)), "is_local_process_zero": (bool,), "is_world_process_zero": (bool,),
+    "is_hyper_param_search": (bool,), "trial_name": (str, type(None)), "trial_params": (dict, type(None)),
+    "stateful_callbacks": (dict, list, type(None)),
+}
+
+
+def trainer_state_problem(state: object, step: int) -> str | None:
+    """Why a checkpoint's trainer_state.json cannot be resumed from (fields, types, its step), or None."""
+    from transformers.trainer_callback import TrainerState
+
+    if not isinstance(state, dict):
+        return "is not an object"
+    unknown = sorted(set(state) - {f.name for f in dataclasses.fields(TrainerState)})  # TrainerState(**json) refuses them
+    if unknown:
+        return f"has unknown field '{unknown[0]}'"
+    for key, types in STATE_TYPES.items():
+        value = state.get(key)
+        if key in state and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            return f"field '{key}' is {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}"
+    if state.get("global_step") != step:
+        return f"says global_step {state.get('global_step')}, not {step}"
+    if not all(isinstance(row, dict) for row in state.get("log_history", [])):
+        return "field 'log_history' holds a non-object"
+    return None
+
+
 def checkpoint_problem(path: Path) -> str | None:
-    """Why a checkpoint cannot be resumed from, by cheap checks (headers and small files only), or None.
-    Trainer writes trainer_state.json last, so a checkpoint without it was cut off mid-save (SIGKILL, power)."""
+    """Why a checkpoint cannot be resumed from, by cheap checks (headers and small files only), or None: every file
+    resume reads is checked, so a damaged one is skipped rather than crashing the resumed run. Trainer writes
+    trainer_state.json last, so a checkpoint without it was cut off mid-save (SIGKILL, power, a full disk)."""
     import zipfile
+
+    from .identity import adapter_problem
 
     state = path / "trainer_state.json"
     if not state.is_file():
         return "no trainer_state.json (cut off while saving)"
     try:
-        if not isinstance(json.loads(state.read_text(encoding="utf-8")), dict):
-            return "trainer_state.json is not an object"
-    except (OSError, ValueError) as exc:
+        problem = trainer_state_problem(json.loads(state.read_text(encoding="utf-8")), _step_of(path))
+    except (OSError, ValueError, RecursionError) as exc:
         return f"trainer_state.json unreadable ({type(exc).__name__})"
-    weights = [p for p in (path / "adapter_model.safetensors", path / "adapter_model.bin") if p.is_file()]
-    if not weights:
-        return "no adapter_model.safetensors"
-    if weights[0].suffix == ".safetensors":
-        problem = safetensors_problem(weights[0])
-        if problem:
-            return f"adapter_model.safetensors {problem}"
-    optimizer = path / "optimizer.pt"
-    if optimizer.exists():
-        try:  # torch.save writes a zip: a truncated one has no central directory
-            with zipfile.ZipFile(optimizer) as archive:
-                archive.namelist()
-        except (OSError, zipfile.BadZipFile) as exc:
-            return f"optimizer.pt unreadable ({exc})"
+    if problem:
+        return f"trainer_state.json {problem}"
+    problem = adapter_problem(path)  # weights whole, and of the rank adapter_config.json says
+    if problem:
+        return problem
+    for file in sorted(path.iterdir()):  # torch.save files (optimizer, scheduler, RNG states, args) are zips:
+        if file.suffix in (".pt", ".pth") or file.name == "training_args.bin":  # a truncated one has no directory
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    archive.namelist()
+            except (OSError, zipfile.BadZipFile) as exc:
+                return f"{file.name} unreadable ({exc})"
     return None
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """Open the safetensors header and check that the file holds every byte it announces."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            if size < 8 or header_len <= 0 or 8 + header_len > size:
-                return "is truncated (header)"
-            header = json.loads(handle.read(header_len))
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-        if 8 + header_len + max(ends, default=0) > size:
-            return "is truncated (tensor data)"
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        return f"has an unreadable header ({type(exc).__name__})"
-    return None
+def checkpoint_write_failure(exc: BaseException, output_dir: Path, step: int) -> UserError | None:
+    """A failed write while Trainer saved checkpoint-<step> (a full disk: torch.save's RuntimeError, safetensors'
+    SafetensorError, an OSError) as one line naming the newest complete checkpoint, the half-written one removed;
+    None when `exc` is something else."""
+    import errno
+
+    from .io import write_error
+
+    if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+        return None  # another OS error (cli says it, naming its file)
+    half = output_dir / f"checkpoint-{step}"
+    failure = write_error(exc, half)
+    if failure is None:
+        return None
+    removed = ""
+    if half.is_dir() and checkpoint_problem(half):
+        shutil.rmtree(half, ignore_errors=True)
+        removed = f"; the half-written {half.name} was removed"
+    newest = newest_complete_checkpoint(output_dir)
+    return UserError(f"writing a checkpoint in {output_dir} failed ({failure.filename}: {failure.strerror}){removed}; "
+                     + (f"the newest complete checkpoint is {newest}: free space and --resume" if newest else
+                        "no complete checkpoint was written"))
 
 
 def newest_complete_checkpoint(folder: Path, skipped: list[str] | None = None) -> str | None:
@@ -203,8 +239,10 @@ def has_resumable_state(folder: Path) -> bool:
 def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, notes: list[str] | None = None) -> str | None:
     """The checkpoint to resume from, or None. Only checks: nothing is moved or deleted here (see replace_guard).
     Checkpoints that fail the cheap checks are skipped, each with a line in `notes`."""
+    stub = output_kind(out_dir) == "run" and not has_resumable_state(out_dir)  # killed before its first checkpoint
     if not resume:
-        check_out_dir(out_dir, "run", overwrite, hint="--resume continues a run, ")
+        check_out_dir(out_dir, "run", overwrite, hint="it holds a run that stopped before its first checkpoint, so there is "
+                      "nothing to resume: " if stub else "--resume continues a run, ")
         return None
     if not holds_files(out_dir):
         raise UserError(f"--resume: {out_dir} holds no run to continue")
@@ -223,6 +261,10 @@ def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, 
     if checkpoint is None:
         if skipped:
             raise UserError(f"--resume: no usable checkpoint in {out_dir / 'checkpoints'} ({'; '.join(skipped)})")
+        if stub and holds_files(out_dir):
+            raise UserError(f"--resume: {out_dir} holds a run that stopped before its first checkpoint (killed outright: "
+                            "Ctrl-C and SIGTERM save one), so there is nothing to resume; start it again with --overwrite "
+                            "(train.save_steps also writes checkpoints as it goes)")
         raise UserError(f"--resume: no checkpoint in {out_dir / 'checkpoints'} (set train.save_steps to write them)")
     if notes is not None:
         notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]
@@ -259,18 +301,20 @@ def save_adapter(model, tokenizer, out_dir: Path, family=None) -> Path:
     final, partial = out_dir / "adapter", out_dir / "adapter.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        if family is not None:
-            card_licence(partial / "README.md", family)
-        if (out_dir / BASE_FILE).is_file():  # the base travels with a copied adapter
-            shutil.copyfile(out_dir / BASE_FILE, partial / BASE_FILE)
+        with writing(partial):  # a full disk is an OSError here, also from safetensors (SafetensorError)
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+            if family is not None:
+                card_licence(partial / "README.md", family)
+            if (out_dir / BASE_FILE).is_file():  # the base travels with a copied adapter
+                shutil.copyfile(out_dir / BASE_FILE, partial / BASE_FILE)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         checkpoint = newest_complete_checkpoint(out_dir / "checkpoints")
         where = f"the newest complete checkpoint is {checkpoint}: --resume continues from it" if checkpoint else \
             "no checkpoint was written (set train.save_steps to keep one)"
-        raise UserError(f"saving the adapter to {final} failed ({exc.strerror or exc}); {where}") from None
+        raise UserError(f"saving the adapter to {final} failed ({exc.strerror or exc}); nothing half-written was left; "
+                        f"{where}") from None
     if final.exists():  # a resumed run replaces its own earlier adapter
         shutil.rmtree(final)
     partial.rename(final)
@@ -437,9 +481,6 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
                                 processing_class=loaded.tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
         result, wall = run_trainer(trainer, checkpoint, stopper)
-        if stopper.requested:
-            raise Interrupted(f"interrupted at step {trainer.state.global_step}: checkpoint saved in "
-                              f"{newest_complete_checkpoint(Path(args.output_dir))}; continue with --resume")
         if not trainer.is_world_process_zero():
             return {}
         if result.global_step == 0 or (checkpoint and result.global_step <= _step_of(Path(checkpoint))):
@@ -494,13 +535,11 @@ def run_trainer(trainer, checkpoint: str | None, stopper) -> tuple[object, float
     with stopper:
         try:
             result = trainer.train(resume_from_checkpoint=checkpoint)
-        except RuntimeError as exc:  # torch.save on a full disk: "unexpected pos ..." / "file write failed"
-            if not any(text in str(exc) for text in ("unexpected pos", "file write failed", "PytorchStreamWriter")):
+        except Exception as exc:  # a full disk while checkpointing (torch.save, safetensors): checkpoint_write_failure
+            failure = checkpoint_write_failure(exc, Path(output_dir), trainer.state.global_step)
+            if failure is None:
                 raise
-            newest = newest_complete_checkpoint(Path(output_dir))
-            raise UserError(f"writing a checkpoint in {output_dir} failed (disk full? {str(exc).splitlines()[0][:120]}); "
-                            + (f"the newest complete checkpoint is {newest}: free space and --resume" if newest else
-                               "no complete checkpoint was written")) from None
+            raise failure from None
     return result, time.perf_counter() - start
 
 

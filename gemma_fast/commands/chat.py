@@ -16,6 +16,7 @@ Examples:
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -71,11 +72,13 @@ def main() -> None:
     from gemma_fast.chat import Conversation, Settings, Source, open_model, retriever_for
 
     console = cli.console  # stderr
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise cli.UserError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature:g}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise cli.UserError("--max-new-tokens must be at least 1")
     settings = Settings(max_new_tokens=args.max_new_tokens or 256, seed=recipe.seed,
                         temperature=args.temperature if args.temperature is not None else (recipe.eval.temperature if recipe.eval.do_sample else 0.0),
                         top_p=recipe.eval.top_p)
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise cli.UserError("--max-new-tokens must be at least 1")
     questions = None
     if args.input:
         questions = read_jsonl(args.input)
@@ -94,7 +97,7 @@ def main() -> None:
             answer = conversation.ask(record["instruction"], context=record.get("input") or args.context)
             print(json.dumps({"id": record.get("id"), "instruction": record["instruction"], "answer": answer}, ensure_ascii=False), flush=True)
     elif args.prompt or not sys.stdin.isatty():
-        for question in args.prompt or (line.strip() for line in sys.stdin):
+        for question in args.prompt or stdin_questions():
             if question.strip():
                 conversation.ask(question, stream)
                 stream("\n")
@@ -118,24 +121,40 @@ def main() -> None:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    handle = sys.stdin if path == "-" else None
-    try:
-        lines = (handle or open(path, encoding="utf-8")).read().splitlines()
-    except OSError as exc:
-        raise cli.UserError(f"--input {path}: {exc.strerror or exc}") from None
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    """--input's questions: {instruction | prompt | question, [input], [id]} per line, every field checked."""
+    from gemma_fast.io import jsonl_rows, require_file
+
+    where = f"--input {path}"
+    if path == "-":
+        rows = list(jsonl_rows(sys.stdin.buffer, "--input - (stdin)"))
+    else:
+        require_file(Path(path), "--input")
         try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise cli.UserError(f"--input {path}:{number}: not JSON ({exc.msg})") from None
-        text = row.get("instruction") or row.get("prompt") or row.get("question") if isinstance(row, dict) else None
+            with open(path, "rb") as handle:
+                rows = list(jsonl_rows(handle, where))
+        except OSError as exc:
+            raise cli.UserError(f"{where}: {exc.strerror or exc}") from None
+    questions = []
+    for number, row in rows:
+        names = ("instruction", "prompt", "question")
+        key = next((k for k in names if row.get(k)), None) or next((k for k in names if k in row), None)
+        text = row.get(key) if key else None
         if not isinstance(text, str) or not text.strip():
-            raise cli.UserError(f"--input {path}:{number}: expected an object with 'instruction' (or 'prompt')")
-        rows.append({"id": row.get("id", number), "instruction": text, "input": row.get("input") or ""})
-    return rows
+            got = f"'{key}' is {type(text).__name__ if not isinstance(text, str) else 'empty'}" if key else "none of them"
+            raise cli.UserError(f"{where}:{number}: expected a non-empty string in 'instruction' (or 'prompt'); {got}")
+        context = row.get("input")
+        if context is not None and not isinstance(context, str):
+            raise cli.UserError(f"{where}:{number}: field 'input' (the context passage) must be a string, got {type(context).__name__}")
+        questions.append({"id": row.get("id", number), "instruction": text, "input": context or ""})
+    return questions
+
+
+def stdin_questions():
+    """One question per line of stdin, read lazily (each is answered as it arrives); stdin that is not UTF-8 is one
+    error naming the line."""
+    from gemma_fast.io import decoded_lines
+
+    return (line.strip() for _, line in decoded_lines(sys.stdin.buffer, "stdin"))
 
 
 def run() -> None:

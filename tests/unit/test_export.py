@@ -221,7 +221,7 @@ def test_chat_bad_input_is_one_line(tiny_run, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "ok"}\nnot json\n')
     done = chat("--gguf", str(tiny_run["gguf"] / "model-q8_0.gguf"), "--input", str(bad))
-    assert done.returncode == 2 and "bad.jsonl:2: not JSON" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "bad.jsonl:2:1: malformed JSON" in done.stderr and "Traceback" not in done.stderr
     done = chat("--gguf", str(tmp_path / "missing.gguf"), "--prompt", "hi")
     assert done.returncode == 2 and "file not found" in done.stderr
 
