@@ -314,13 +314,16 @@ class Conversation:
         fmt = self.chat.prompts
         body = fmt.body(question, context, passages)
         budget = self.max_length - self.settings.max_new_tokens
+        alone = fmt.prompt(question, context, passages)
+        if len(alone.text) > 8 * max(budget, 1):  # no tokenizer makes fewer tokens than characters / 8: not tokenized
+            raise UserError(f"the prompt is {len(alone.text):,} characters; with --max-new-tokens {self.settings.max_new_tokens} "
+                            f"it must fit in {self.max_length} tokens (train.max_seq_length, at most the model's context): "
+                            "shorten the question or --context, or raise train.max_seq_length (--set); nothing was generated")
         if budget <= 0:
             raise UserError(f"--max-new-tokens {self.settings.max_new_tokens} leaves no room for a prompt in {self.max_length} "
                             "tokens (train.max_seq_length, at most the model's context): lower it, or raise train.max_seq_length")
-        alone = fmt.prompt(question, context, passages)
-        if len(alone.text) > 8 * budget or self.chat.count(alone) > budget:  # no tokenizer makes fewer tokens than chars / 8
-            size = f"{len(alone.text):,} characters" if len(alone.text) > 8 * budget else f"{self.chat.count(alone):,} tokens"
-            raise UserError(f"the prompt is {size}; with --max-new-tokens {self.settings.max_new_tokens} it must fit in "
+        if (tokens := self.chat.count(alone)) > budget:
+            raise UserError(f"the prompt is {tokens:,} tokens; with --max-new-tokens {self.settings.max_new_tokens} it must fit in "
                             f"{self.max_length} tokens (train.max_seq_length, at most the model's context): shorten the "
                             "question or --context, or raise train.max_seq_length (--set); nothing was generated")
         while self.turns and self.chat.count(fmt.prompt(question, context, passages, self.turns)) > budget:

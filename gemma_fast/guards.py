@@ -177,8 +177,15 @@ class GradientAndMovement:
         return Guard()
 
 
-def check_moved(movement: dict) -> None:
-    if movement["tensors"] and not movement["moved"]:
-        raise TrainingFailed(f"the adapter did not move: none of its {movement['tensors']} trainable tensors changed during "
-                             "training (zero gradients while the loss printed, or a learning rate that rounds to nothing); "
-                             "the adapter and train_summary.json are saved for inspection, but this run learned nothing")
+def check_moved(guards: dict) -> str | None:
+    """Fail a run whose adapter never moved because every gradient was zero; a run whose gradients were there but
+    whose learning rate was 0 at every step (a warmup as long as the run) gets a note instead (returned)."""
+    movement, gradients = guards["movement"], guards["gradients"]
+    if not movement["tensors"] or movement["moved"]:
+        return None
+    if gradients["max_norm_after_clipping"] > 0:
+        return (f"the adapter did not move in {gradients['steps']} step(s) although its gradients were non-zero: the "
+                "learning rate was 0 at every update (train.warmup_ratio covers the whole run); train longer")
+    raise TrainingFailed(f"the adapter did not move: none of its {movement['tensors']} trainable tensors changed and every "
+                         "gradient was zero (zero gradients while the loss printed); the adapter and train_summary.json are "
+                         "saved for inspection, but this run learned nothing")

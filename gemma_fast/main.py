@@ -16,6 +16,7 @@ STAGES = {  # stage -> (module in gemma_fast.commands, also scripts/<module>.py;
     "evaluate": ("evaluate", "score base and fine-tuned models on a split, with 95% intervals"),
     "robustness": ("robustness", "the same metrics on perturbed questions, paired with the clean run"),
     "chat": ("chat", "talk to a trained run, a merged model or a GGUF"),
+    "env": ("env", "print library versions, CUDA, driver and GPUs for a bug report"),
 }
 
 

@@ -504,7 +504,11 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             "exports": {},
         }
         write_json(out_dir / "train_summary.json", summary)
-    check_moved(summary["guards"]["movement"])  # after the run is saved: a run that learned nothing exits non-zero
+    idle = check_moved(summary["guards"])  # after the run is saved: a run whose gradients were all zero exits non-zero
+    if idle:
+        console.print(f"[yellow]note:[/] {idle}")
+        summary["notes"] = [*summary["notes"], idle]
+        write_json(out_dir / "train_summary.json", summary)
     # The run is complete (and any replaced run removed); exports that fail leave it intact.
     summary["exports"] = run_exports(exports, model, loaded.tokenizer, out_dir, token)
     del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded

@@ -123,3 +123,11 @@ def test_one_command_for_every_stage_and_scripts_are_shims():
     assert unknown.returncode == 2 and "unknown stage 'trian'" in unknown.stderr
     for script in (ROOT / "scripts").glob("*.py"):
         assert "sys.path" not in script.read_text() and len(script.read_text().splitlines()) < 10, script
+
+
+def test_env_prints_every_library_and_the_gpu_view():
+    from gemma_fast.commands.env import LIBRARIES, environment
+
+    env = environment()
+    assert set(env["libraries"]) == set(LIBRARIES) and env["libraries"]["torch"].startswith("2.13.0")
+    assert env["libraries"]["transformers"] and "cuda_available" in env["cuda"] and env["python"].startswith("3.")

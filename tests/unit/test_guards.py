@@ -101,7 +101,14 @@ def test_an_adapter_that_never_moves_exits_non_zero_after_saving(work, tmp_path,
         return model
 
     monkeypatch.setattr(T, "attach_adapter", frozen)
-    with pytest.raises(TrainingFailed, match=r"the adapter did not move: none of its \d+ trainable tensors changed"):
+    with pytest.raises(TrainingFailed, match=r"the adapter did not move: none of its \d+ trainable tensors changed and every gradient was zero"):
         T.train(recipe(work, "gemma3", "train.weight_decay=0"), tmp_path / "run", console)
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["guards"]["movement"]["moved"] == 0 and (tmp_path / "run" / "adapter").is_dir()
+
+
+def test_a_run_whose_only_update_had_learning_rate_zero_is_noted_not_failed(work, tmp_path):
+    """One step under warmup: the gradients are there, the learning rate is 0, nothing moves; that is said, not failed."""
+    summary = T.train(recipe(work, "gemma3", "train.max_steps=1", "train.warmup_ratio=0.5"), tmp_path / "run", console)
+    assert summary["guards"]["movement"]["moved"] == 0 and summary["guards"]["gradients"]["max_norm_after_clipping"] > 0
+    assert any("learning rate was 0 at every update" in note for note in summary["notes"])
