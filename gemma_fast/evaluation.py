@@ -28,6 +28,7 @@ from .generate import decode_buffer, generate_batched
 from .identity import base_identity, check_same_base, folder_sha256, recorded_base
 from .io import read_jsonl_numbered, write_json, write_jsonl
 from .loss import answer_token_stats
+from .methods import METHODS
 from .models import load_model
 from .outputs import check_not_inputs, check_out_dir, claim_out_dir, mark
 from .rag import attach_passages
@@ -101,7 +102,7 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
     if merged_path and not (merged_path / "config.json").is_file():
         raise UserError(f"--model {merged_path}: not a model folder (no config.json)")
     trained = run_recipe(adapter).get("train", {}).get("method") if adapter else recipe.train.method
-    four_bit = trained == "qlora" and torch.cuda.is_available()  # evaluate the way it was trained
+    four_bit = trained in METHODS and METHODS[trained].weights_4bit and torch.cuda.is_available()  # as it was trained
 
     def load(spec: str, in_4bit: bool):
         return load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit, system=recipe.prompt.system)

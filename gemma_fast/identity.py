@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
+from .methods import method_of
 from .paths import cache_root
 
 BASE_FILE = "gemma_fast_base.json"  # written into adapter/ and the run folder: the base model the adapter was trained on
@@ -128,7 +129,7 @@ def check_adapter_shape(adapter: Path, recipe, method: str, what: str, targets: 
     except (OSError, ValueError):
         return  # a checkpoint without it is judged by the checkpoint checks
     peft_type = str(config.get("peft_type", "")).upper()
-    wanted = "PREFIX_TUNING" if method == "prefix" else "LORA"
+    wanted = method_of(method).peft_type
     if peft_type and peft_type != wanted:
         raise UserError(f"{what} {adapter} holds a {peft_type} adapter, but train.method={method}; nothing was changed")
     if wanted == "PREFIX_TUNING":

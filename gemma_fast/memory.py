@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .architecture import Arch, Layer
 from .families import FAMILIES
+from .methods import method_of
 
 GIB = 2**30
 CUDA_CONTEXT = int(0.5 * GIB)  # CUDA context + cuBLAS/cuDNN workspaces: outside torch's allocator, ~0.3-0.6 GB
@@ -70,7 +71,7 @@ def targeted(name: str, targets: tuple[str, ...]) -> bool:
 def adapter_params(arch: Arch, method: str, targets: tuple[str, ...], r: int, prefix_tokens: int) -> int:
     """Trainable parameters: LoRA's r x (in + out) on every targeted linear layer; prefix tuning's key and value per
     virtual token and layer."""
-    if method == "prefix":
+    if method_of(method).peft_type == "PREFIX_TUNING":
         return prefix_tokens * arch.n_layers * 2 * arch.layers[0].kv_width
     linears = [lin for layer in arch.layers for lin in layer.linears] + list(arch.outer_linears)
     return sum(r * (lin.in_features + lin.out_features) for lin in linears if targeted(lin.name, targets))

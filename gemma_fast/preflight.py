@@ -22,6 +22,7 @@ from .errors import UserError
 from .eval_plan import EvalSetup, eval_estimate
 from .families import FAMILIES, LANGUAGE_MODEL_LINEAR, Family
 from .loss import chunk_rows
+from .methods import method_of
 from .memory import (BYTES, FRAGMENTATION, GIB, Component, Estimate, adapter_params, keeps_scores, runtime_component,
                      targeted, weight_bytes)
 from .recipe import Recipe, apply_override
@@ -136,7 +137,7 @@ def base_weight_bytes(s: Setup) -> tuple[int, str]:
     """bitsandbytes quantises the linear layers only; on the hf path peft's prepare_model_for_kbit_training then casts
     every 16-bit parameter left (embeddings, the tied head, experts, norms) to float32."""
     rest_elem = 4 if s.backend == "hf" else s.weight_elem
-    return weight_bytes(s.arch, s.method == "qlora", s.weight_elem, rest_elem)
+    return weight_bytes(s.arch, method_of(s.method).weights_4bit, s.weight_elem, rest_elem)
 
 
 def layer_activation_bytes_per_token(s: Setup, layer: Layer) -> int:
@@ -154,7 +155,7 @@ def layer_activation_bytes_per_token(s: Setup, layer: Layer) -> int:
     experts = layer.top_k * (4 * layer.expert_width + h) * e  # each routed copy of the token through its experts
     ple = 3 * (s.arch.per_layer_input // s.arch.n_layers) * e  # the per-layer input gate, product and projection
     lora = 0
-    if s.method != "prefix" and s.lora_dropout > 0:  # peft applies dropout per module: a copy of its input + mask
+    if method_of(s.method).peft_type == "LORA" and s.lora_dropout > 0:  # peft applies dropout per module: a copy of its input + mask
         lora = sum(lin.in_features for lin in layer.linears if targeted(lin.name, s.lora_targets)) * (e + 1)
     scores = 0
     if keeps_scores(s.arch.family, s.backend, s.device, s.below_ampere, layer):
@@ -195,7 +196,7 @@ def loss_bytes(s: Setup, in_use: int = 0) -> tuple[int, str]:
         chunk += rows * a.vocab * s.elem  # the softmax gradient cast back to the matmul dtype
     gathered = t * a.hidden * (s.elem + 4)  # answer positions' hidden states + their fp32 gradient
     # under autocast the fp32 head that prepare_model_for_kbit_training made is copied to bf16 for every step
-    head_copy = a.vocab * a.hidden * s.elem if s.method == "qlora" and s.elem != 4 else 0
+    head_copy = a.vocab * a.hidden * s.elem if method_of(s.method).weights_4bit and s.elem != 4 else 0
     detail = f"answer-position head (loss.py): {rows} rows of logits at a time"
     if head_copy:
         detail += f" + a {s.dtype} copy of the fp32 head ({head_copy / GIB:.2f} GiB)"
@@ -361,7 +362,7 @@ def eval_setup(recipe: Recipe, device: Device, arch: Arch, tokens: dict[str, dic
     ev = recipe.eval
     n_adapter = adapter_params(arch, plan.method, tuple(recipe.lora.targets(family)), recipe.lora.r,
                                recipe.prefix.num_virtual_tokens)
-    return EvalSetup(arch, device.kind, backend, plan.method == "qlora", BYTES[weights_dtype], BYTES[dtype], n_adapter,
+    return EvalSetup(arch, device.kind, backend, method_of(plan.method).weights_4bit, BYTES[weights_dtype], BYTES[dtype], n_adapter,
                      ev.batch_size, ev.batch_tokens, max_prompt, max_example, ev.max_new_tokens, ev.answer_stats,
                      below_ampere=device.kind == "cuda" and not device.bf16), source
 
@@ -393,9 +394,9 @@ class Suggestion:
 def _candidates(recipe: Recipe, setup: Setup, device: Device) -> list[list[str]]:
     """Single changes, least intrusive first; each keeps the effective batch where it touches the batch."""
     t, out = recipe.train, []
-    if setup.gradient_checkpointing == "off" and setup.method != "prefix":
+    if setup.gradient_checkpointing == "off" and method_of(setup.method).checkpointing:
         out.append(["train.gradient_checkpointing=true"])
-    if device.kind == "cuda" and setup.method == "lora":
+    if device.kind == "cuda" and setup.method == "lora":  # the method whose 4-bit variant (qlora) saves memory
         out.append(["train.method=qlora"])
     if device.kind == "cuda" and "8bit" not in setup.optimizer:
         out.append(["train.optimizer=adamw_8bit"])
@@ -403,7 +404,7 @@ def _candidates(recipe: Recipe, setup: Setup, device: Device) -> list[list[str]]
     while batch > 1:
         batch //= 2
         out.append([f"train.batch_size={batch}", f"train.grad_accum={t.grad_accum * t.batch_size // batch}"])
-    if setup.method != "prefix":
+    if method_of(setup.method).peft_type == "LORA":
         r = recipe.lora.r
         while r > 8:
             r //= 2

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import adapters, clean, metrics, perturb, selection
+from . import adapters, clean, methods, metrics, perturb, selection
 from .errors import UserError
 from .families import Family
 
@@ -116,7 +116,7 @@ class RobustnessConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = _choice("lora", "qlora", "prefix")
+    method: str = _choice("lora", registry=methods.METHODS)
     epochs: float = _range(1.0, 0)
     max_steps: int = _range(-1, -1)  # > 0 overrides epochs
     batch_size: int = _range(8, 1)
@@ -228,15 +228,15 @@ class Recipe:
                             f"rag.chunk_size={self.rag.chunk_size}")
         if t.early_stopping_patience and not t.eval_steps:
             raise UserError(f"{source}: train.early_stopping_patience needs train.eval_steps > 0 (it watches the validation loss)")
-        if t.method == "prefix":
-            if t.gradient_checkpointing:
-                raise UserError(f"{source}: train.method=prefix does not work with train.gradient_checkpointing=true: PEFT's "
-                                "prefix keys and values are dropped under checkpointing (tensor size mismatch); set it to false")
-            if t.packing:
-                raise UserError(f"{source}: train.method=prefix does not work with train.packing=true (packed rows share one "
-                                "prefix cache); set it to false")
-            if self.backend == "unsloth":
-                raise UserError(f"{source}: train.method=prefix runs on the hf backend (Unsloth patches LoRA only); set backend=hf or auto")
+        method = methods.method_of(t.method)
+        if t.gradient_checkpointing and not method.checkpointing:
+            raise UserError(f"{source}: train.method={t.method} does not work with train.gradient_checkpointing=true: PEFT's "
+                            "prefix keys and values are dropped under checkpointing (tensor size mismatch); set it to false")
+        if t.packing and not method.packing:
+            raise UserError(f"{source}: train.method={t.method} does not work with train.packing=true (packed rows share one "
+                            "prefix cache); set it to false")
+        if self.backend == "unsloth" and not method.on_unsloth:
+            raise UserError(f"{source}: train.method={t.method} runs on the hf backend (Unsloth patches LoRA only); set backend=hf or auto")
         if self.backend == "unsloth" and lora.use_dora:
             raise UserError(f"{source}: lora.use_dora=true runs on the hf backend; set backend=hf")
         if self.backend == "unsloth" and t.packing:

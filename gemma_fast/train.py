@@ -29,6 +29,7 @@ from .io import write_json, write_jsonl, writing
 from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
 from .families import TOWERS, family_of_config
+from .methods import method_of
 from .guards import FirstBatchCheck, GradientAndMovement, check_moved, guarded
 from .models import load_config, load_model, resolve_model
 from .outputs import check_out_dir, holds_files, mark, output_kind, replace_guard
@@ -59,13 +60,15 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
     `has_unsloth` None tries `import unsloth` now, so call this before anything imports transformers, peft or trl."""
     t, notes = recipe.train, []
     method, optimizer = t.method, t.optimizer
-    if method == "qlora" and not cuda:
-        method = "lora"
-        notes.append("train.method=qlora needs a CUDA GPU for 4-bit weights; none found, so this run trains LoRA in float32")
+    if method_of(method).weights_4bit and not cuda:
+        fallback = method_of(method).cpu_fallback
+        notes.append(f"train.method={method} needs a CUDA GPU for 4-bit weights; none found, so this run trains "
+                     f"{fallback} in float32")
+        method = fallback
     backend = recipe.backend
-    if method == "prefix":  # the recipe's own combination rules were checked at load time (Recipe.check)
+    if not method_of(method).on_unsloth:  # the recipe's own combination rules were checked at load time (Recipe.check)
         if backend == "auto" and cuda:
-            notes.append("prefix tuning runs on transformers + peft, not Unsloth")
+            notes.append(f"train.method={method} runs on transformers + peft, not Unsloth")
         backend = "hf"
     chosen, backend_notes = resolve_backend(backend, unsloth_imports=has_unsloth, cuda=cuda)
     notes += backend_notes
@@ -89,7 +92,7 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
 
 def effective_recipe(recipe: Recipe, plan: Plan) -> Recipe:
     """The recipe as it ran, so rerunning from the run folder repeats this run."""
-    return dataclasses.replace(recipe, backend="hf" if plan.method == "prefix" else recipe.backend,
+    return dataclasses.replace(recipe, backend=recipe.backend if method_of(plan.method).on_unsloth else "hf",
                                train=dataclasses.replace(recipe.train, method=plan.method, optimizer=plan.optimizer))
 
 
@@ -99,7 +102,7 @@ def effective_recipe(recipe: Recipe, plan: Plan) -> Recipe:
 def attach_adapter(loaded, recipe: Recipe, method: str):
     from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 
-    if method == "prefix":
+    if method_of(method).peft_type == "PREFIX_TUNING":
         return get_peft_model(loaded.model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=recipe.prefix.num_virtual_tokens))
     lora = recipe.lora
     targets = lora.targets(loaded.family)
@@ -111,7 +114,7 @@ def attach_adapter(loaded, recipe: Recipe, method: str):
             bias="none", use_gradient_checkpointing="unsloth" if recipe.train.gradient_checkpointing else False,
             random_state=recipe.seed, use_rslora=lora.use_rslora,
         )
-    if method == "qlora":
+    if method_of(method).weights_4bit:
         from peft import prepare_model_for_kbit_training
 
         loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
@@ -270,7 +273,7 @@ def check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool, 
         notes += [f"--resume skipped {line}; continuing from {Path(checkpoint).name}" for line in skipped]
     spec = recipe.model
     targets = recipe.lora.targets(family_of_config(load_config(spec, resolve_model(spec)), f"model '{spec}'"))
-    check_adapter_shape(Path(checkpoint), recipe, recipe.train.method if recipe.train.method != "qlora" else "lora",
+    check_adapter_shape(Path(checkpoint), recipe, recipe.train.method,
                         "--resume: checkpoint", targets)
     return checkpoint
 
@@ -360,13 +363,14 @@ class Exports:
 
 def check_exports(exports: Exports, plan: Plan) -> str | None:
     """Fail before training, not after an hour of it. Returns the hub token to use, if pushing."""
-    if exports.merge and plan.method == "prefix":
-        raise UserError("--merge: a prefix-tuning adapter has no weights to merge into the model; only LoRA adapters merge")
+    method = method_of(plan.method)
+    if exports.merge and not method.merges:
+        raise UserError(f"--merge: {method.why_not}; only LoRA adapters merge")
     if exports.gguf:
         from .export import check_tools, parse_types
 
-        if plan.method == "prefix":
-            raise UserError("--gguf: a prefix-tuning adapter has no weights to merge into the model, so no GGUF; only LoRA adapters export")
+        if not method.merges:
+            raise UserError(f"--gguf: {method.why_not}, so no GGUF; only LoRA adapters export")
         check_tools(parse_types(exports.gguf))  # installs the converter (and llama-quantize) now, not after training
     if exports.push_to_hub:
         from huggingface_hub import get_token
@@ -383,7 +387,7 @@ def use_padding_free(loaded, plan: Plan, wanted: bool = True) -> bool:
     computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
     padded cache; train.padding_free=false pads as plain TRL does; a generation whose per-example attention is not
     verified (families.Family.varlen) pads too, and the run's notes say so."""
-    if not wanted or loaded.backend != "hf" or plan.method == "prefix":
+    if not wanted or loaded.backend != "hf" or not method_of(plan.method).padding_free:
         return False
     if not varlen.supports(loaded.model):
         plan.notes.append(f"padding-free batches are not verified for {loaded.family.label}: this run pads its batches (slower)")
@@ -441,7 +445,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         console.print(f"[yellow]note:[/] {note}")
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
-    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora", system=recipe.prompt.system)
+    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=method_of(plan.method).weights_4bit,
+                        system=recipe.prompt.system)
     padding_free = use_padding_free(loaded, plan, t.padding_free)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.prompts, train_records, t.max_seq_length)

@@ -55,9 +55,11 @@ def gpus() -> dict:
 
 
 def environment() -> dict:
-    from gemma_fast import __version__
-
-    return {"gemma_fast": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+    try:
+        version = importlib.metadata.version("gemma-fast")
+    except importlib.metadata.PackageNotFoundError:  # run from a clone without `pip install -e .`
+        version = "not installed"
+    return {"gemma_fast": version, "python": sys.version.split()[0], "platform": platform.platform(),
             "machine": platform.machine(), "libraries": versions(), "cuda": gpus()}
 
 

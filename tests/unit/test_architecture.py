@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
 
 LAYERS = [  # lowest first; a module may import only modules of lower layers
     {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "batching", "gguf_convert"},
-    {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection"},
+    {"io", "outputs", "families", "methods", "backend", "encoders", "adapters", "tools", "selection"},
     {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen", "architecture"},
     {"metrics", "models", "memory", "guards"},
     {"recipe", "report", "testing", "eval_plan"},
