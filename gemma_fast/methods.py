@@ -31,7 +31,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("lora", "LORA"),
     Method("qlora", "LORA", weights_4bit=True, cpu_fallback="lora"),
     Method("prefix", "PREFIX_TUNING", merges=False, on_unsloth=False, packing=False, checkpointing=False,
-           padding_free=False, why_not="a prefix-tuning adapter has learned keys and values, no weights to merge"),
+           padding_free=False, why_not="a prefix-tuning adapter has no weights to merge into the model"),
 ]}
 
 

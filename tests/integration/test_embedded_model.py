@@ -10,7 +10,7 @@ import yaml
 
 from gemma_fast.io import read_jsonl
 from gemma_fast.models import check_chat_tokenizer, load_model
-from gemma_fast.families import template_text
+from gemma_fast.families import FAMILIES, template_text
 from gemma_fast.sources import ASSETS
 from tests.conftest import run_script
 
@@ -28,11 +28,13 @@ def test_tokenizer_conversion_keeps_gemma_chat_tokens(embedded):
         "<bos>", "<start_of_turn>", "user", "\n", "What", "▁is", "▁the", "▁capital", "▁of", "▁France", "?",
         "<end_of_turn>", "\n", "<start_of_turn>", "model", "\n",
     ]
-    check_chat_tokenizer(tok)  # the guard the converter runs does not fire on a good tokenizer
+    check_chat_tokenizer(tok, FAMILIES["gemma3"])  # the guard the converter runs does not fire on a good tokenizer
 
 
 def test_guard_rejects_a_mangled_tokenizer(embedded):
     class Mangled:  # what 5.17's GGUF converter produces: no <bos>, 'user' split in two
+        bos_token = "<bos>"
+
         def __call__(self, text):
             return {"input_ids": [0, 1, 2, 3]}
 
@@ -42,7 +44,7 @@ def test_guard_rejects_a_mangled_tokenizer(embedded):
     from gemma_fast.errors import UserError
 
     with pytest.raises(UserError, match="the Gemma tokenizer loaded wrongly"):
-        check_chat_tokenizer(Mangled())
+        check_chat_tokenizer(Mangled(), FAMILIES["gemma3"])
 
 
 def test_the_model_answers_a_known_fact(embedded):
@@ -59,6 +61,12 @@ def test_prompts_and_examples_equal_gemma3s_own_template_on_the_real_tokenizer(e
     tok, fmt = embedded.tokenizer, embedded.prompts
     tok.chat_template = template_text("gemma3.jinja")
     for record in read_jsonl(ASSETS / "quickstart_docs_qa.jsonl"):
+        named = [t for t in ("<start_of_turn>", "<end_of_turn>") if t in record["instruction"] + record["output"]]
+        if named:  # 12 records name the turn markers: the template would make them control tokens; gemma_fast keeps
+            answer = fmt.example(record, 512)["input_ids"][len(fmt.encode(fmt.record_prompt(record))):]
+            assert answer.count(fmt.tokenize.controls["<end_of_turn>"]) == 1  # only the one that ends the turn
+            assert fmt.tokenize.controls["<start_of_turn>"] not in answer
+            continue  # them text (test_a_forged_turn_stays_text_on_the_real_tokenizer)
         messages = [{"role": "user", "content": fmt.body(record["instruction"], record.get("input", "")).text}]
         want = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         assert fmt.encode(fmt.record_prompt(record)) == tok(want, add_special_tokens=False)["input_ids"], record["id"]

@@ -18,7 +18,7 @@ def test_the_shipped_methods_and_their_rules():
     assert plan.method == "lora" and "needs a CUDA GPU for 4-bit weights" in plan.notes[0]
     plan = plan_run(load_recipe("quickstart", ["train.method=prefix"]), cuda=True, has_unsloth=True)
     assert plan.backend == "hf"
-    with pytest.raises(UserError, match="--merge: a prefix-tuning adapter has learned keys and values"):
+    with pytest.raises(UserError, match="--merge: a prefix-tuning adapter has no weights to merge into the model"):
         check_exports(Exports(merge=True), plan)
 
 
