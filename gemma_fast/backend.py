@@ -116,13 +116,21 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))  # set by accelerate / torchrun for each process
 
 
-def check_gpu_setup() -> None:
+def check_gpu_setup(training: bool = True, on_cpu: bool = False) -> None:
     """Refuse to fall back to the CPU silently when a GPU is there but this torch cannot use it, and refuse
-    several GPUs without a launcher (TRL does not support nn.DataParallel)."""
+    several GPUs without a launcher (TRL does not support nn.DataParallel). Work that stays on the CPU (merging)
+    is never refused for the GPUs it does not use; stages that are not training (evaluate, chat, robustness) are
+    not DDP-aware, so they are told to pick one GPU rather than to use accelerate."""
+    if on_cpu:
+        return
     if torch.cuda.is_available():
-        if torch.cuda.device_count() > 1 and "LOCAL_RANK" not in os.environ:
-            raise UserError(f"{torch.cuda.device_count()} GPUs are visible: run with `accelerate launch --num_processes "
-                            f"{torch.cuda.device_count()} scripts/...`, or pick one with CUDA_VISIBLE_DEVICES=0")
+        count = torch.cuda.device_count()
+        if count > 1 and "LOCAL_RANK" not in os.environ:
+            if training:
+                raise UserError(f"{count} GPUs are visible: run with `accelerate launch --num_processes {count} "
+                                "scripts/train_qlora.py ...`, or pick one with CUDA_VISIBLE_DEVICES=0")
+            raise UserError(f"{count} GPUs are visible and this stage uses one (it is not multi-process aware: two "
+                            "processes would write the same files): run it with CUDA_VISIBLE_DEVICES=0")
         return
     if os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not shutil.which("nvidia-smi"):
         return  # no GPU, or the user hid it on purpose

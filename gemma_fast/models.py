@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -169,7 +170,7 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
     language model alone when the checkpoint is multimodal. GPU placement is one model per process (LOCAL_RANK under
     accelerate launch); `on_cpu` keeps it in RAM (merging). `system` is the recipe's prompt.system."""
     path = resolve_model(spec)
-    check_gpu_setup()
+    check_gpu_setup(training=False, on_cpu=on_cpu)  # train() has already made the training check
     if backend == "auto":
         backend, _ = resolve_backend("auto", cuda=torch.cuda.is_available())
     config = load_config(spec, path)

@@ -81,6 +81,18 @@ def test_several_gpus_without_a_launcher_is_a_clear_error(spoof_gpu, monkeypatch
     assert backend.local_rank() == 1
 
 
+def test_several_gpus_refuse_other_stages_with_one_gpu_advice_and_never_a_cpu_merge(spoof_gpu, monkeypatch, tmp_path):
+    spoof_gpu("t4", count=2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(UserError, match="this stage uses one .*CUDA_VISIBLE_DEVICES=0") as refused:
+        check_gpu_setup(training=False)
+    assert "accelerate launch" not in str(refused.value)  # evaluate/chat/robustness are not DDP-aware
+    check_gpu_setup(on_cpu=True)  # merging runs on the CPU: the GPUs it does not use are no reason to refuse
+    with pytest.raises(UserError, match="this stage uses one"):  # evaluation's load goes through the same check
+        load_model(str(save_tiny_model("gemma3", tmp_path / "g3")), backend="hf")
+    load_model(str(tmp_path / "g3"), backend="hf", on_cpu=True)  # merge_adapter's load
+
+
 def test_a_gpu_torch_cannot_use_is_an_error_not_a_cpu_run(tmp_path, monkeypatch):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'GPU 0: Tesla T4 (UUID: GPU-0)'\n")
