@@ -137,9 +137,12 @@ def _base_tokenizer_files(base_spec: str, merged: Path, folder: Path) -> str:
         if "added_tokens_decoder" in _read_config(config):
             shutil.copyfile(config, folder / "tokenizer_config.json")
     except Exception as exc:  # offline without a cached copy, gated repo, ...
-        raise UserError(f"GGUF export: could not get tokenizer.model of {base_spec} from the hub cache "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); llama.cpp's converter "
-                        "needs it (run once online, or use a local base folder that has it)") from None
+        from .hub import access_error
+
+        raise access_error(base_spec, "GGUF export: the base's tokenizer.model", exc) or UserError(
+            f"GGUF export: could not get tokenizer.model of {base_spec} from the hub cache "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); llama.cpp's converter "
+            "needs it (run once online, or use a local base folder that has it)") from None
     return f"the hub checkpoint {base_spec}"
 
 

@@ -397,7 +397,11 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         console.print(f"[yellow]note:[/] {note}")
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
-    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora", system=recipe.prompt.system)
+    loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=plan.method == "qlora", system=recipe.prompt.system,
+                        gradient_checkpointing=t.gradient_checkpointing)
+    if loaded.loaded_from != loaded.path:  # merge and export read recipe.model: say so when training read another repo
+        plan.notes.append(f"the weights came from '{loaded.loaded_from}', not '{loaded.path}': merge and export read '{recipe.model}'")
+        console.print(f"[yellow]note:[/] {plan.notes[-1]}")
     padding_free = use_padding_free(loaded, plan, t.padding_free)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.prompts, train_records, t.max_seq_length)
@@ -447,7 +451,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
                             f"{', resumed at step ' + str(_step_of(Path(checkpoint))) if checkpoint else ''}); no adapter saved")
         save_adapter(model, loaded.tokenizer, out_dir, loaded.family)
         summary = {
-            "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
+            "recipe": recipe.name, "model": recipe.model, "model_loaded_from": loaded.loaded_from, "backend": loaded.backend, "method": plan.method,
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
             "loss_path": LOSS_PATH if loaded.backend == "hf" else "unsloth", "optimizer": plan.optimizer, "notes": plan.notes,
             "batches": "padding-free, attention per example" if padding_free else "padded",

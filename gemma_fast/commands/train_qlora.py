@@ -40,6 +40,11 @@ def main() -> None:
         from gemma_fast.report import console
 
         console.print(render(preflight(recipe, args.gpu)))
+        from gemma_fast.hub import check_access
+
+        note = check_access(recipe.model)  # a gated google/* repo fails here, not an hour into Colab
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
         return
     from gemma_fast.report import console, table
     from gemma_fast.train import Exports, train
