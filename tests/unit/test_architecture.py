@@ -11,12 +11,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
 
 LAYERS = [  # lowest first; a module may import only modules of lower layers
-    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main"},
-    {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection"},
+    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "gguf_convert"},
+    {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection", "hub"},
     {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen"},
-    {"metrics", "models", "testing_spm"},
+    {"metrics", "models", "guards"},
     {"recipe", "report", "testing"},
-    {"data", "rag", "cli", "callbacks", "merge"},
+    {"data", "rag", "cli", "callbacks", "merge", "testing_spm"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},
     {"train"},
