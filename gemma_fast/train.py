@@ -30,7 +30,7 @@ from .loss import LOSS_PATH, answer_only_trainer
 from .merge import free_memory, merge_adapter
 from .families import TOWERS, family_of_config
 from .guards import FirstBatchCheck, GradientAndMovement, check_moved, guarded
-from .models import load_config, load_model, resolve_model
+from .models import load_config, load_model, resolve_model, under_fsdp
 from .outputs import check_out_dir, holds_files, mark, replace_guard
 from .rag import attach_passages
 from .recipe import Recipe
@@ -71,6 +71,13 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
         if backend == "auto" and cuda:
             notes.append("prefix tuning runs on transformers + peft, not Unsloth")
         backend = "hf"
+    if under_fsdp():  # Unsloth is single-GPU; FSDP shards the transformers + peft model
+        if backend == "unsloth":
+            raise UserError("backend=unsloth does not run under FSDP (accelerate launch --config_file "
+                            "configs/accelerate_fsdp.yaml); set backend=hf or auto")
+        if backend == "auto":
+            notes.append("FSDP runs on transformers + peft, not Unsloth")
+        backend = "hf"
     chosen, backend_notes = resolve_backend(backend, unsloth_imports=has_unsloth, cuda=cuda)
     notes += backend_notes
     if chosen == "unsloth" and recipe.lora.use_dora:  # backend=auto resolved to Unsloth here
@@ -89,6 +96,23 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
         if importlib.util.find_spec("tensorboard") is None:
             raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard")
     return Plan(method, chosen, optimizer, notes)
+
+
+def fsdp_wrap_class(model, family, notes: list[str]) -> str | None:
+    """Under FSDP: the decoder-layer class accelerate wraps, from the family table (families.Family.fsdp_layer) and
+    exported as accelerate reads it (FSDP_TRANSFORMER_CLS_TO_WRAP) before the trainer builds its Accelerator. A class
+    given in the config that this model does not have is replaced, with a note. None when not under FSDP."""
+    if not under_fsdp():
+        return None
+    present = {type(m).__name__ for m in model.modules()}
+    given = [c for c in os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").split(",") if c]
+    if given and all(c in present for c in given):
+        return ",".join(given)
+    if given:
+        notes.append(f"FSDP: {', '.join(c for c in given if c not in present)} is not in this {family.label} model; "
+                     f"wrapping {family.fsdp_layer} (families.py)")
+    os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = family.fsdp_layer
+    return family.fsdp_layer
 
 
 def effective_recipe(recipe: Recipe, plan: Plan) -> Recipe:
@@ -403,6 +427,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         plan.notes.append(f"the weights came from '{loaded.loaded_from}', not '{loaded.path}': merge and export read '{recipe.model}'")
         console.print(f"[yellow]note:[/] {plan.notes[-1]}")
     padding_free = use_padding_free(loaded, plan, t.padding_free)
+    fsdp_wrap = fsdp_wrap_class(loaded.model, loaded.family, plan.notes)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.prompts, train_records, t.max_seq_length)
     val_ds = tokenize_split(loaded.prompts, val_records, t.max_seq_length) if val_records else None
@@ -455,6 +480,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
             "loss_path": LOSS_PATH if loaded.backend == "hf" else "unsloth", "optimizer": plan.optimizer, "notes": plan.notes,
             "batches": "padding-free, attention per example" if padding_free else "padded",
+            "processes": trainer.accelerator.num_processes, "distributed": str(trainer.accelerator.distributed_type.value),
+            "fsdp_wrap": fsdp_wrap,
             "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
             "steps": result.global_step, "train_seconds": round(wall, 1),
             **loss_summary(metrics_path, out_dir / "loss.png"),
