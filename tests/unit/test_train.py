@@ -276,12 +276,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(resumable):
 
 
 def test_ddp_with_two_cpu_processes(resumable):
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # no --cpu: with it accelerate launch starts ONE process (simple_launcher); without a GPU, two ranks run on gloo
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                   "--mixed_precision", "no", "--dynamo_backend", "no"]
     result = subprocess.run([*accelerate, str(ROOT / "scripts" / "train_qlora.py"), "--recipe", "r.yaml", "--out", "ddp",
                              "--set", "train.max_steps=4", "--set", "train.save_steps=0"],
                             cwd=resumable, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((resumable / "ddp" / "train_summary.json").read_text())
-    assert summary["steps"] == 4
+    assert summary["steps"] == 4 and summary["processes"] == 2 and summary["distributed"] == "MULTI_CPU"
+    # the first-batch guard takes the loss's ×num_processes (average_tokens_across_devices) back out
+    assert summary["guards"]["first_batch"]["difference"] < 1e-3
     assert (resumable / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
