@@ -9,7 +9,8 @@ Examples:
   python scripts/train_qlora.py --recipe quickstart --set train.save_steps=5 --out runs/q/r1   # then --resume
   python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo --export-only --gguf q4_k_m   # GGUF of a run
   python scripts/train_qlora.py --recipe kaggle_docs --plan --gpu t4   # what would run, and will it fit? (no weights loaded)
-  accelerate launch --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs          # DDP, 2 GPUs
+  accelerate launch --multi_gpu --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs --set backend=hf --set lora.r=16 --set lora.alpha=32
+      # DDP on 2×T4, as the README says (the recipe's r=128 needs A100-class cards; FSDP: README, "More than one GPU")
 """
 
 from pathlib import Path
