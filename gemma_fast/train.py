@@ -462,8 +462,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
         # transformers + peft: the head and the loss only at answer positions (gemma_fast.loss); Unsloth: its own fused loss
         trainer_class = guarded(answer_only_trainer() if loaded.backend == "hf" else SFTTrainer, first_batch)
-        trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                processing_class=loaded.tokenizer, callbacks=callbacks)
+        trainer = make_trainer(trainer_class, loaded.backend, model=model, args=args, train_dataset=train_ds,
+                               eval_dataset=val_ds, processing_class=loaded.tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
         result, wall = run_trainer(trainer, checkpoint, stopper)
         if stopper.requested:
@@ -488,6 +488,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "adapter_dtype": sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}),
             "guards": {"first_batch": first_batch.result or {"checked": False, "why": "resumed from a checkpoint"},
                        **gradients.summary(model)},
             "licence": dict(zip(("name", "url"), loaded.family.licence)),
@@ -500,6 +501,19 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded
     free_memory()
     return finish_exports(recipe, out_dir, exports, summary, console, cuda)
+
+
+def make_trainer(trainer_class, backend: str, **kwargs):
+    """The trainer, with a LoRA adapter that stays float32 on the transformers + peft path. TRL 1.15/1.16's
+    SFTTrainer.__init__ recasts a quantized model's trainable weights to bf16 (sft_trainer.py, `_is_quantized_model`),
+    which on a T4 means emulated-bf16 LoRA matmuls and AdamW updates that round away, while the run says float32.
+    Recast here, before the optimizer exists (Trainer builds it in train()). Unsloth's trainer drops TRL's recast."""
+    trainer = trainer_class(**kwargs)
+    if backend == "hf":
+        for param in trainer.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.to(torch.float32)
+    return trainer
 
 
 def load_records(recipe: Recipe) -> tuple[list[dict], list[dict]]:

@@ -82,6 +82,28 @@ def test_sft_args_map_the_recipe_onto_trl(tmp_path):
     assert padded["eval_strategy"] == "no" and padded["optim"] == "adamw_8bit"
 
 
+def test_lora_stays_float32_after_trl_builds_the_trainer(tmp_path, tiny_data, tiny_model_dir):
+    """TRL recasts the trainable weights of a model it sees as quantized (`is_loaded_in_4bit`, spoofed here: bitsandbytes
+    needs CUDA) to bf16 in SFTTrainer.__init__; make_trainer puts them back to float32, the dtype the run reports."""
+    from trl import SFTConfig
+
+    from gemma_fast.loss import answer_only_trainer
+    from gemma_fast.models import load_model
+    from gemma_fast.train import Plan, attach_adapter, make_trainer, sft_args, tokenize_split
+
+    r = recipe(tiny_model_dir, tiny_data)
+    loaded = load_model(str(tiny_model_dir), backend="hf")
+    loaded.model.is_loaded_in_4bit = True  # what a bitsandbytes 4-bit load sets, and what TRL checks
+    model = attach_adapter(loaded, r, "lora")
+    records = [{"instruction": "What is gemma?", "input": "", "output": "A model."}] * 4
+    args = SFTConfig(**sft_args(r, Plan("lora", "hf", "adamw_torch"), torch.float32, tmp_path, has_eval=False, cuda=False,
+                                cpu_amp=None, padding_free=False, backend="hf"))
+    kwargs = dict(model=model, args=args, train_dataset=tokenize_split(loaded.prompts, records, 256), processing_class=loaded.tokenizer)
+    trainable = lambda m: {p.dtype for p in m.parameters() if p.requires_grad}  # noqa: E731
+    assert trainable(answer_only_trainer()(**kwargs).model) == {torch.bfloat16}  # TRL's recast, which the spoof triggers
+    assert trainable(make_trainer(answer_only_trainer(), "hf", **kwargs).model) == {torch.float32}
+
+
 # ---------------------------------------------------------------- methods on the tiny families
 
 
