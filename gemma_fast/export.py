@@ -496,7 +496,8 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
     return summary
 
 
-def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8) -> dict:
+def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8,
+               merge_dtype=None) -> dict:
     """train_qlora.py --export-only: the exports of a finished run, without training (the run is not changed otherwise)."""
     from .identity import check_same_base, recorded_base
 
@@ -516,7 +517,7 @@ def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = Fal
 
         from .merge import merge_adapter
 
-        done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", torch.float32))
+        done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", merge_dtype or torch.float32))
     if types:
         done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
     return done

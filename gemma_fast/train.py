@@ -27,7 +27,8 @@ from .errors import UserError
 from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base, write_base
 from .io import write_json, write_jsonl
 from .loss import LOSS_PATH, answer_only_trainer
-from .merge import free_memory, merge_adapter
+from .export_ram import check_export_ram, export_command, run_export_process
+from .merge import free_memory
 from .families import TOWERS, family_of_config
 from .guards import FirstBatchCheck, GradientAndMovement, check_moved, guarded
 from .models import load_config, load_model, resolve_model, under_fsdp
@@ -413,6 +414,10 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
 
     from .callbacks import ProgressAndMetrics, SaveAndStopOnCtrlC, SaveRecipeOnTrainBegin, peak_memory_mb
     token = check_exports(exports, plan)
+    if is_main_process():  # the exports run after training, on the CPU: refuse now if this machine's RAM cannot hold them
+        check_export_ram(recipe.model, exports.merge, exports.gguf, exports.roundtrip, merge_dtype(cuda),
+                         export_command(out_dir / "recipe.yaml", out_dir, exports.merge, exports.gguf, exports.roundtrip,
+                                        merge_dtype(cuda)))
     resume_notes: list[str] = []
     checkpoint = check_run_dir(out_dir, recipe, resume, overwrite, resume_notes)
     train_records, val_records = load_records(recipe)
@@ -560,17 +565,25 @@ def loss_summary(metrics_path: Path, plot_path: Path) -> dict:
             "best_eval_loss": min(eval_losses) if eval_losses else None}
 
 
-def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
-    """The exports that reload the base (--merge, --gguf), once the training state has left memory."""
-    if exports.merge:
-        merge_dtype = torch.bfloat16 if cuda else torch.float32  # half the RAM of fp32 for a GPU-sized model
-        summary["exports"]["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged", merge_dtype))
-    write_json(out_dir / "train_summary.json", summary)
-    if exports.gguf:  # after the summary is saved: a failed round trip leaves the run and the files for inspection
-        from .export import export_gguf, parse_types
+def merge_dtype(cuda: bool) -> torch.dtype:
+    return torch.bfloat16 if cuda else torch.float32  # after a GPU run: half the RAM of float32 for a GPU-sized model
 
-        summary["exports"]["gguf"] = export_gguf(recipe, out_dir, parse_types(exports.gguf), console, exports.roundtrip)["roundtrip"]
-        write_json(out_dir / "train_summary.json", summary)
+
+def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
+    """The exports that reload the base (--merge, --gguf), in a fresh process (export_ram.py says why) once the run is
+    saved: `--export-only` on this run, its output streamed here. A failure leaves the run complete and names the
+    command that retries the exports."""
+    write_json(out_dir / "train_summary.json", summary)
+    if not exports.merge and not exports.gguf:
+        return summary
+    command = export_command(out_dir / "recipe.yaml", out_dir, exports.merge, exports.gguf, exports.roundtrip, merge_dtype(cuda))
+    console.print(f"[dim]exporting in a fresh process: {' '.join(command[1:])}[/]", highlight=False)
+    run_export_process(command, out_dir)
+    if exports.merge:
+        summary["exports"]["merged"] = str(out_dir / "merged")
+    if exports.gguf:
+        summary["exports"]["gguf"] = str(out_dir / "gguf" / "roundtrip.json")
+    write_json(out_dir / "train_summary.json", summary)
     return summary
 
 

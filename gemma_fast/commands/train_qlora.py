@@ -28,6 +28,8 @@ def main() -> None:
                                                               "writes <run>/gguf/ with Ollama Modelfiles and roundtrip.json")
     p.add_argument("--roundtrip", type=int, default=8, metavar="N", help="test prompts the GGUF round trip checks (0: skip)")
     p.add_argument("--export-only", action="store_true", help="do not train: export the finished run in --out (--gguf, --merge)")
+    p.add_argument("--merge-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="dtype of --merge's copy (default float32; training passes bfloat16 after a GPU run: half the RAM)")
     p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
     p.add_argument("--plan", action="store_true", help="print what would run and its peak memory estimate, then stop")
     p.add_argument("--gpu", default=None, metavar="NAME", help="with --plan: plan for this GPU (t4, v100, l4, a100-40gb, "
@@ -55,9 +57,16 @@ def main() -> None:
     if args.export_only:
         if not args.out:
             raise cli.UserError("--export-only needs --out: the finished run folder to export")
-        from gemma_fast.export import export_run
+        import torch
 
-        done = export_run(recipe, Path(args.out), console, gguf=args.gguf, merge=args.merge, roundtrip=args.roundtrip)
+        from gemma_fast.export import export_run
+        from gemma_fast.export_ram import check_export_ram, export_command
+
+        dtype = getattr(torch, args.merge_dtype)
+        check_export_ram(recipe.model, args.merge, args.gguf, args.roundtrip, dtype,
+                         export_command(Path(args.recipe), Path(args.out), args.merge, args.gguf, args.roundtrip, dtype))
+        done = export_run(recipe, Path(args.out), console, gguf=args.gguf, merge=args.merge, roundtrip=args.roundtrip,
+                          merge_dtype=dtype)
         console.print(table(f"exported {args.out}", ["", "value"], list(done.items())))
         return
     out_dir = Path(args.out) if args.out else recipe.default_out("train")

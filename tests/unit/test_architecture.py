@@ -15,7 +15,7 @@ LAYERS = [  # lowest first; a module may import only modules of lower layers
     {"io", "outputs", "families", "backend", "encoders", "adapters", "tools", "selection", "hub"},
     {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen"},
     {"metrics", "models", "guards"},
-    {"recipe", "report", "testing"},
+    {"recipe", "report", "testing", "export_ram"},
     {"data", "rag", "cli", "callbacks", "merge", "testing_spm"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},
