@@ -53,9 +53,20 @@ def find_adapter(path: Path, recipe: Recipe) -> Path:
 
 
 def run_recipe(adapter: Path) -> dict:
-    """The recipe an adapter's run saved (as it ran), or {} when the adapter was copied without it."""
+    """The recipe an adapter's run saved (as it ran), or {} when the adapter was copied without it. Also for a run's
+    merged/ folder (the run's recipe.yaml sits beside it)."""
     saved = next((p for p in (adapter / "recipe.yaml", adapter.parent / "recipe.yaml") if p.is_file()), None)
     return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved else {}
+
+
+def trained_in_4bit(recipe: Recipe, run_path: Path | None) -> bool:
+    """Whether a model is loaded in 4-bit to be evaluated or chatted with as it trained: a QLoRA run, on CUDA. The
+    run's saved recipe says how it trained (`run_path`: a run's adapter/ or merged/ folder), else `recipe` does."""
+    import torch
+
+    saved = run_recipe(run_path) if run_path is not None else {}
+    method = (saved.get("train") or {}).get("method") if saved else recipe.train.method
+    return method == "qlora" and torch.cuda.is_available()
 
 
 @dataclass
@@ -94,13 +105,12 @@ class Candidate:
 
 
 def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | None, compare_base: bool) -> list[Candidate]:
-    import torch
-
     adapter = find_adapter(adapter_path, recipe) if adapter_path else None
     if merged_path and not (merged_path / "config.json").is_file():
         raise UserError(f"--model {merged_path}: not a model folder (no config.json)")
-    trained = run_recipe(adapter).get("train", {}).get("method") if adapter else recipe.train.method
-    four_bit = trained == "qlora" and torch.cuda.is_available()  # evaluate the way it was trained
+    # evaluate the way it was trained: a QLoRA run's base, adapter and merged copy all in 4-bit on CUDA, so that
+    # --compare base compares like with like (a 16-bit merged copy of a 7B base would not fit a T4 either)
+    four_bit = trained_in_4bit(recipe, adapter or merged_path)
 
     def load(spec: str, in_4bit: bool):
         return load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit, system=recipe.prompt.system)
@@ -112,7 +122,7 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
 
     if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
         out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))] if compare_base else []
-        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path), False))]
+        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path), four_bit))]
     if not adapter:
         return [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))]
     shared: list = []
