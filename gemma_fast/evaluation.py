@@ -192,6 +192,7 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     partial.mkdir(parents=True, exist_ok=True)
     write_json(meta, settings)
     todo = sorted((r for r in records if r["id"] not in done), key=prompt_chars)
+    check_prompt_lengths(cand.prompts, todo, recipe.train.max_seq_length, f"{recipe.data_dir / recipe.eval.split}.jsonl ({cand.name})")
     task = progress.add_task(cand.name, total=len(records), completed=len(records) - len(todo))
     batch_size = recipe.eval.batch_size
     with cand.context(), path.open("a", encoding="utf-8") as handle:
@@ -211,6 +212,21 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
             handle.flush()  # each finished batch survives a crash
             progress.advance(task, len(batch))
     return done
+
+
+def check_prompt_lengths(prompts, records: list[dict], max_length: int, where: str) -> None:
+    """Refuse, before anything generates, prompts that are not shorter than train.max_seq_length: training refuses them
+    (prompts.PromptFormat.example), and generation would not say it cut them (Unsloth's forward keeps the start of an
+    over-long row, the system turn and context, and drops the question). Answers may run past max_seq_length: only the
+    prompt's forward is cut, and Gemma's positions reach 8k."""
+    if not records:
+        return
+    lengths = [len(ids) for ids in prompts.encode_many([prompts.record_prompt(r) for r in records])]
+    long = [(r["id"], n) for r, n in zip(records, lengths) if n >= max_length]
+    if long:
+        raise UserError(f"{where}: {len(long)} prompt(s) not shorter than train.max_seq_length={max_length} tokens (id "
+                        f"{long[0][0]}: {long[0][1]}); nothing was generated: raise train.max_seq_length or shorten the "
+                        "context (rag.k, eval.where, eval.ids)")
 
 
 def prompt_chars(record: dict) -> int:
