@@ -359,12 +359,20 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
     return None
 
 
-def use_padding_free(loaded, plan: Plan, wanted: bool = True) -> bool:
+CUDA_PADDING_FREE = "GEMMA_FAST_CUDA_PADDING_FREE"  # =1: padding-free batches on CUDA too (to measure them there)
+
+
+def use_padding_free(loaded, plan: Plan, wanted: bool = True, cuda: bool = False) -> bool:
     """transformers + peft: concatenate each batch into one row and attend per example (varlen.py), so the backbone
     computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
     padded cache; train.padding_free=false pads as plain TRL does; a generation whose per-example attention is not
-    verified (families.Family.varlen) pads too, and the run's notes say so."""
+    verified (families.Family.varlen) pads too, and the run's notes say so. On CUDA it pads by default: one SDPA
+    launch per example was measured faster on a CPU only (docs/benchmarks.md), and a GPU may lose to a padded batch."""
     if not wanted or loaded.backend != "hf" or plan.method == "prefix":
+        return False
+    if cuda and os.environ.get(CUDA_PADDING_FREE) != "1":
+        plan.notes.append(f"padding-free batches (train.padding_free) are measured on CPUs only: this GPU run pads its "
+                          f"batches ({CUDA_PADDING_FREE}=1 turns them on, to measure them)")
         return False
     if not varlen.supports(loaded.model):
         plan.notes.append(f"padding-free batches are not verified for {loaded.family.label}: this run pads its batches (slower)")
@@ -431,7 +439,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     if loaded.loaded_from != loaded.path:  # merge and export read recipe.model: say so when training read another repo
         plan.notes.append(f"the weights came from '{loaded.loaded_from}', not '{loaded.path}': merge and export read '{recipe.model}'")
         console.print(f"[yellow]note:[/] {plan.notes[-1]}")
-    padding_free = use_padding_free(loaded, plan, t.padding_free)
+    padding_free = use_padding_free(loaded, plan, t.padding_free, cuda)
     fsdp_wrap = fsdp_wrap_class(loaded.model, loaded.family, plan.notes)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.prompts, train_records, t.max_seq_length)
