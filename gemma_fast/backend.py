@@ -70,7 +70,8 @@ def native_bf16(capability: tuple[int, int] | None = None) -> bool:
 
 def select_dtype(backend: str, cuda: bool, bf16_native: bool) -> torch.dtype:
     """The dtype asked for at load. Gemma's activations overflow fp16, so on T4/V100 the plain path trains in fp32;
-    Unsloth gets fp16 and upcasts what overflows itself (it loads Gemma 3 in fp32 there: the run records that)."""
+    Unsloth gets fp16: it trains Gemma 1/2 in fp16, and for Gemma 3/3n/4 its trainer turns AMP off and trains in
+    float32 ("forced float32"; train_summary.json records unsloth_forced_float32)."""
     if not cuda:
         return torch.float32
     if bf16_native:

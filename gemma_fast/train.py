@@ -491,6 +491,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         summary = {
             "recipe": recipe.name, "model": recipe.model, "model_loaded_from": loaded.loaded_from, "backend": loaded.backend, "method": plan.method,
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
+            "unsloth_forced_float32": loaded.unsloth_forced_float32,
             "loss_path": LOSS_PATH if loaded.backend == "hf" else "unsloth", "optimizer": plan.optimizer, "notes": plan.notes,
             "batches": "padding-free, attention per example" if padding_free else "padded",
             "processes": trainer.accelerator.num_processes, "distributed": str(trainer.accelerator.distributed_type.value),

@@ -137,3 +137,35 @@ def test_gemma2_keeps_its_attention_softcapping(tmp_path):
     loaded = load_model(str(save_tiny_model("gemma2", tmp_path / "g2")), backend="hf")
     assert loaded.model.config._attn_implementation == "eager"
     assert load_model(str(save_tiny_model("gemma3", tmp_path / "g3")), backend="hf").model.config._attn_implementation != "eager"
+
+
+@pytest.mark.parametrize("family, forced", [("gemma", False), ("gemma2", False), ("gemma3", True), ("gemma4", True)])
+def test_unsloth_forced_float32_is_recorded_on_fp16_only_gpus(spoof_gpu, monkeypatch, tmp_path, family, forced):
+    """On a T4 Unsloth trains Gemma 3/3n/4 in float32 with AMP off (its FORCE_FLOAT32; the family table's fp16_gpu_path),
+    Gemma 1/2 in fp16. The model's own stamp (_unsloth_forced_float32) wins where Unsloth sets it."""
+    import sys
+    import types
+
+    import transformers
+
+    stamp = {}
+    folder = str(save_tiny_model(family, tmp_path / family))
+    model, tokenizer = transformers.AutoModelForCausalLM.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
+
+    class FastLanguageModel:  # loaded before CUDA is spoofed: transformers would look for the GPU
+        @staticmethod
+        def from_pretrained(model_name, **kwargs):
+            model.__dict__.pop("_unsloth_forced_float32", None)
+            model.__dict__.update(stamp)
+            return model, tokenizer
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    spoof_gpu("t4")
+    assert load_model(folder, backend="unsloth").unsloth_forced_float32 is forced
+    stamp["_unsloth_forced_float32"] = not forced
+    assert load_model(folder, backend="unsloth").unsloth_forced_float32 is (not forced)
+    spoof_gpu("a100")
+    stamp.clear()
+    assert load_model(folder, backend="unsloth").unsloth_forced_float32 is False  # native bf16: no forcing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_model(folder, backend="hf").unsloth_forced_float32 is None
