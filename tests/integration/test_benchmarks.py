@@ -97,3 +97,41 @@ def test_shipped_architectures_have_their_public_sizes():
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(AutoConfig.for_model(raw.pop("model_type"), **raw))
         assert abs(sum(p.numel() for p in model.parameters()) / 1e9 - billions) < 0.02, arch
+
+
+def test_eval_benchmark_runs_on_a_random_weight_folder_with_a_stand_in_tokenizer(tmp_path):
+    """What a GPU machine without internet has: train_throughput's random-weight model, whose stand-in tokenizer is
+    smaller than its vocabulary. Ids the tokenizer cannot spell decode to nothing; tokens are counted from the ids."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from gemma_fast.families import FAMILIES
+    from gemma_fast.testing import tiny_tokenizer
+
+    raw = {k: v for k, v in FAMILIES["gemma"].tiny.items() if k != "config"}
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model("gemma", vocab_size=4096, **raw)).save_pretrained(tmp_path / "random")
+    tiny_tokenizer("gemma3").save_pretrained(tmp_path / "random")  # 512 tokens for a 4096-token model, as in the bench
+    result = subprocess.run([sys.executable, "bench/eval_throughput.py", "--prompts", "3", "--batch-sizes", "3",
+                             "--max-new-tokens", "5", "--model", str(tmp_path / "random"), "--backend", "hf"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((ROOT / "bench" / "results" / "eval_throughput.json").read_text())
+    assert report["results"][0]["answer_tokens"] >= 3 and report["backend"] == "hf" and report["load_in_4bit"] is False
+    assert report["versions"]["torch"] == torch.__version__ and "unsloth" in report["versions"]  # None where absent
+
+
+def test_shared_data_is_looked_up_inside_the_repository_first(tmp_path, monkeypatch):
+    from bench import common
+
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(common, "ROOT", repo)
+    beside = tmp_path / "shared" / "data" / "x.json"
+    beside.parent.mkdir(parents=True)
+    beside.write_text("[]")
+    assert common.shared_file("data", "x.json") == beside  # a developer's checkout: shared/ beside the repository
+    inside = repo / "shared" / "data" / "x.json"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("[]")
+    assert common.shared_file("data", "x.json") == inside  # a device call carries shared/ inside it
+
