@@ -135,3 +135,34 @@ def test_shared_data_is_looked_up_inside_the_repository_first(tmp_path, monkeypa
     inside.write_text("[]")
     assert common.shared_file("data", "x.json") == inside  # a device call carries shared/ inside it
 
+
+def _fake_site(path, names):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        for name in names:
+            info = tarfile.TarInfo(f"./{name}/__init__.py")
+            archive.addfile(info, io.BytesIO(b""))
+    return path
+
+
+def test_gpu_smoke_dry_run_checks_the_staged_site_and_prints_the_plan(tmp_path):
+    """bench/gpu_smoke.sh --dry-run on a CPU machine: the staged site must hold what the steps import; the plan lists
+    every step with its time limit. A fake tarball stands in for the staged one (staging needs PyPI)."""
+    from bench.gpu_smoke import STAGED
+
+    def dry(site):
+        return subprocess.run(["bash", "bench/gpu_smoke.sh", "--dry-run"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env={**__import__("os").environ, "SMOKE_SITE": str(site), "SMOKE_WORK": str(tmp_path / "w")})
+
+    done = dry(_fake_site(tmp_path / "site.tar.gz", STAGED))
+    assert done.returncode == 0, done.stderr
+    for step in ("import_unsloth", "gemma1", "prepare", "train_qlora", "evaluate_32", "gemma4_step", "eval_peak_7b"):
+        assert f"  {step}" in done.stdout
+    assert "train.method=qlora --set train.max_steps=10" in done.stdout and "budget: 470 s" in done.stdout
+    assert not (tmp_path / "w").exists()  # a dry run loads and writes nothing
+    missing = dry(_fake_site(tmp_path / "thin.tar.gz", [n for n in STAGED if n != "peft"]))
+    assert missing.returncode == 1 and "lacks peft" in missing.stderr
+    absent = dry(tmp_path / "none.tar.gz")
+    assert absent.returncode == 1 and "run bench/stage_gpu_site.sh" in absent.stderr
