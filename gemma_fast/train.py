@@ -586,7 +586,9 @@ def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dic
     if not exports.merge and not exports.gguf:
         return summary
     command = export_command(out_dir / "recipe.yaml", out_dir, exports.merge, exports.gguf, exports.roundtrip, merge_dtype(cuda))
-    console.print(f"[dim]exporting in a fresh process: {' '.join(command[1:])}[/]", highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[dim]exporting in a fresh process: {escape(' '.join(command[1:]))}[/]", highlight=False)
     run_export_process(command, out_dir)
     if exports.merge:
         summary["exports"]["merged"] = str(out_dir / "merged")
