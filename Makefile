@@ -33,7 +33,8 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 # requirements.txt with the GPU file's transformers/trl pins in one resolution, then unsloth + unsloth_zoo with
-# --no-deps (they declare certifi>=2026.10.19, newer than the registry has, and CUDA-only packages). Never `pip check`.
+# --no-deps (they declare CUDA-only packages: torchvision, xformers, triton, bitsandbytes, cut_cross_entropy, torchao).
+# Never `pip check`.
 $(LANE_STAMP): requirements.txt requirements-gpu.txt tools/gpu_pins.py pyproject.toml
 	test -x $(LANE_PY) || $(PYTHON) -m venv $(LANE)
 	$(LANE_PY) -m pip install -q --upgrade pip

@@ -2,11 +2,15 @@
 """Evaluation generation throughput: one question at a time (what the seed project did) vs the batched path.
 
 Same prompts, same greedy decoding and max_new_tokens at every batch size; prompts are the Kaggle docs v2 test
-questions when ../shared/data is present (their real length distribution), else the quickstart test split.
+questions when shared/data is present (inside the repository, where a device call carries it, else beside it: their
+real length distribution), else the quickstart test split; the result names which.
 Before each batch size is timed, one full batch generates the full max_new_tokens, so first-shape allocations (and
 any compilation for that shape) stay out of the timing. Answer tokens are counted from the generated ids.
 Usage: .venv/bin/python bench/eval_throughput.py [--prompts 48] [--batch-sizes 1,8,16] [--max-new-tokens 64]
-         [--model embedded:gemma-3-270m]
+         [--model embedded:gemma-3-270m | FOLDER] [--backend auto|unsloth|hf] [--load-in-4bit]
+FOLDER may be any model folder, e.g. train_throughput.py's random-weight gemma-7b (its stand-in tokenizer is smaller
+than the model's vocabulary: random weights generate ids it cannot spell, which decode to nothing; the timing and
+token counts come from the ids) or gemma_fast.testing.save_tiny_model's tiny Gemma, on a GPU machine without internet.
 Prints a table and writes bench/results/eval_throughput.json. On a GPU the same script measures the GPU.
 """
 
@@ -18,8 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import save, stamp  # noqa: E402
-KAGGLE_TEST = ROOT.parent / "shared" / "data" / "kaggle_docs" / "kaggle_docs_QA_v2.json"
+from bench.common import save, shared_file, stamp  # noqa: E402
+KAGGLE_TEST = shared_file("data", "kaggle_docs", "kaggle_docs_QA_v2.json")
 
 
 def load_prompts(n: int, prompts_format) -> tuple[list, str]:
@@ -78,13 +82,15 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,16")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--model", default="embedded:gemma-3-270m")
+    parser.add_argument("--backend", default="auto", choices=("auto", "unsloth", "hf"))
+    parser.add_argument("--load-in-4bit", action="store_true", help="NF4 weights, as a QLoRA run is evaluated (CUDA)")
     args = parser.parse_args()
     import torch
 
     from gemma_fast.generate import generate_batched
     from gemma_fast.models import load_model
 
-    loaded = load_model(args.model, "auto")
+    loaded = load_model(args.model, args.backend, load_in_4bit=args.load_in_4bit)
     prompts, source = load_prompts(args.prompts, loaded.prompts)
     counter = TokenCounter(loaded.model, loaded.prompts.stop_ids)
     results = []
@@ -105,6 +111,7 @@ def main() -> None:
         r["speedup_vs_batch_1"] = round(r["questions_per_s"] / results[0]["questions_per_s"], 2)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
     save("eval_throughput", stamp(device=device, model=args.model, backend=loaded.backend, dtype=str(loaded.dtype),
+                                  load_in_4bit=args.load_in_4bit,
                                   prompts=len(prompts), prompt_source=source, max_new_tokens=args.max_new_tokens, results=results))
 
 

@@ -6,16 +6,19 @@
 # On the device:       run(carry=[".gpu_site/site-py3.12.tar.gz"], command="bench/stage_gpu_site.sh --check &&
 #                          PYTHONPATH=$PWD/.gpu_site/site python3 bench/train_throughput.py ...")
 # --check first asserts that the device's python3 is the version the wheels were staged for, then unpacks the
-# site into .gpu_site/site (121 MiB, so carry only the 36 MiB tarball), lists what the image lacks, and imports
-# the staged stack (unsloth first) against the image's torch.
+# site into .gpu_site/site (carry only the tarball: ~37 MiB), lists what the image lacks, imports the staged stack
+# (unsloth first) against the image's torch, and prints the version of every library a result depends on
+# (bench/common.py LIBRARIES), staged or the image's. bench/gpu_smoke.sh runs it first.
 #
 # The device image is expected to have (not staged: too big to carry, or built against its own torch):
-#   torch with CUDA, triton, transformers (<= 5.17, Unsloth's ceiling), peft, accelerate, huggingface_hub,
-#   tokenizers, safetensors, numpy, pandas, pyarrow, httpx, requests, tqdm, psutil, regex, packaging, filelock.
+#   torch with CUDA, triton, transformers (<= 5.17, Unsloth's ceiling), huggingface_hub, tokenizers, safetensors,
+#   numpy, pandas, pyarrow, httpx, requests, tqdm, psutil, regex, packaging, filelock, matplotlib (loss.png).
 # Staged, with --no-deps, at the CPU core's pins where it has them (datasets' own caps: dill < 0.4.2,
 # multiprocess < 0.70.20, fsspec <= 2026.2.0):
 #   the Unsloth stack: unsloth, unsloth_zoo, trl, bitsandbytes, cut_cross_entropy, msgspec, pillow
 #     (unsloth_zoo imports PIL on `import unsloth`), jinja2 + markupsafe (trl's SFTTrainer imports jinja2);
+#   peft 0.21.2 and accelerate 1.15.0 (the core's pins: small pure-Python wheels, so the image's own versions
+#     never decide a result);
 #   datasets and its light dependencies: dill, multiprocess, xxhash, fsspec;
 #   the project's own: rich (+ markdown-it-py, mdurl, pygments), pyyaml, gguf, sentencepiece.
 # Left out: torchao (Unsloth imports it only for fp8 / QAT) and tyro (only Unsloth's CLI uses it).
@@ -46,8 +49,8 @@ if [ "$mode" = check ]; then
   tar -C "$dest/site" -xzf "$dest/site-py$device_py.tar.gz"
   python3 - "$dest/site" <<'EOF'
 import importlib.util, pathlib, sys
-image = ["torch", "triton", "transformers", "peft", "accelerate", "huggingface_hub", "tokenizers", "safetensors",
-         "numpy", "pandas", "pyarrow", "httpx", "requests", "tqdm", "psutil", "regex", "packaging", "filelock"]
+image = ["torch", "triton", "transformers", "huggingface_hub", "tokenizers", "safetensors",
+         "numpy", "pandas", "pyarrow", "httpx", "requests", "tqdm", "psutil", "regex", "packaging", "filelock", "matplotlib"]
 missing = [m for m in image if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"stage_gpu_site: the device image lacks {', '.join(missing)}; stage them too or use another image")
@@ -63,9 +66,14 @@ print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), transformers {tra
 if tuple(int(x) for x in transformers.__version__.split(".")[:2]) > (5, 17):
     print("stage_gpu_site: warning: Unsloth declares transformers <= 5.17.0", file=sys.stderr)
 EOF
-  # Unsloth first: it patches transformers, peft and trl as it is imported.
-  PYTHONPATH="$PWD/$dest/site${PYTHONPATH:+:$PYTHONPATH}" python3 -c \
-    'import unsloth, bitsandbytes, trl, datasets, rich, yaml, gguf, sentencepiece; print("staged stack imports: ok")'
+  # Unsloth first: it patches transformers, peft and trl as it is imported. Then every library's version, from
+  # its installed metadata (the staged copy where one is staged: PYTHONPATH comes before the image's site).
+  PYTHONPATH="$PWD/$dest/site${PYTHONPATH:+:$PYTHONPATH}" python3 -c '
+import unsloth, bitsandbytes, trl, peft, accelerate, datasets, rich, yaml, gguf, sentencepiece
+print("staged stack imports: ok")
+import sys; sys.path.insert(0, ".")
+from bench.common import library_versions
+print("versions: " + ", ".join("%s %s" % (k, v or "-") for k, v in library_versions().items()))'
   exit 0
 fi
 
@@ -75,6 +83,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PY" 
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$tmp/wheels" \
   "unsloth==$UNSLOTH" "unsloth_zoo==$UNSLOTH" trl==1.15.0 bitsandbytes==0.50.2 cut_cross_entropy==25.1.1 \
+  peft==0.21.2 accelerate==1.15.0 \
   msgspec==0.22.0 pillow==13.0.0 jinja2==3.1.6 markupsafe==3.0.4 \
   datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 fsspec==2026.2.0 \
   rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 pygments==2.21.0 pyyaml==6.0.3 gguf==0.19.0 sentencepiece==0.2.3

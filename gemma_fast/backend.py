@@ -70,7 +70,8 @@ def native_bf16(capability: tuple[int, int] | None = None) -> bool:
 
 def select_dtype(backend: str, cuda: bool, bf16_native: bool) -> torch.dtype:
     """The dtype asked for at load. Gemma's activations overflow fp16, so on T4/V100 the plain path trains in fp32;
-    Unsloth gets fp16 and upcasts what overflows itself (it loads Gemma 3 in fp32 there: the run records that)."""
+    Unsloth gets fp16: it trains Gemma 1/2 in fp16, and for Gemma 3/3n/4 its trainer turns AMP off and trains in
+    float32 ("forced float32"; train_summary.json records unsloth_forced_float32)."""
     if not cuda:
         return torch.float32
     if bf16_native:
@@ -116,13 +117,21 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))  # set by accelerate / torchrun for each process
 
 
-def check_gpu_setup() -> None:
+def check_gpu_setup(training: bool = True, on_cpu: bool = False) -> None:
     """Refuse to fall back to the CPU silently when a GPU is there but this torch cannot use it, and refuse
-    several GPUs without a launcher (TRL does not support nn.DataParallel)."""
+    several GPUs without a launcher (TRL does not support nn.DataParallel). Work that stays on the CPU (merging)
+    is never refused for the GPUs it does not use; stages that are not training (evaluate, chat, robustness) are
+    not DDP-aware, so they are told to pick one GPU rather than to use accelerate."""
+    if on_cpu:
+        return
     if torch.cuda.is_available():
-        if torch.cuda.device_count() > 1 and "LOCAL_RANK" not in os.environ:
-            raise UserError(f"{torch.cuda.device_count()} GPUs are visible: run with `accelerate launch --num_processes "
-                            f"{torch.cuda.device_count()} scripts/...`, or pick one with CUDA_VISIBLE_DEVICES=0")
+        count = torch.cuda.device_count()
+        if count > 1 and "LOCAL_RANK" not in os.environ:
+            if training:
+                raise UserError(f"{count} GPUs are visible: run with `accelerate launch --num_processes {count} "
+                                "scripts/train_qlora.py ...`, or pick one with CUDA_VISIBLE_DEVICES=0")
+            raise UserError(f"{count} GPUs are visible and this stage uses one (it is not multi-process aware: two "
+                            "processes would write the same files): run it with CUDA_VISIBLE_DEVICES=0")
         return
     if os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not shutil.which("nvidia-smi"):
         return  # no GPU, or the user hid it on purpose

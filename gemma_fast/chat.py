@@ -227,8 +227,12 @@ def open_model(source: Source, recipe, console) -> TransformersChat | LlamaCppCh
             check_adapter_files(adapter, "--adapter")
             if source.model and recorded_base(adapter) is not None:
                 check_same_base(adapter, source.model, "--adapter")
+        from .evaluation import trained_in_4bit
+
+        run_path = adapter if source.adapter else (Path(source.model) if source.model and Path(source.model).is_dir() else None)
+        four_bit = trained_in_4bit(recipe, run_path)  # a QLoRA run answers as it trained and was evaluated: 4-bit on CUDA
         with console.status(f"loading {spec}{' + ' + source.adapter if source.adapter else ''}"):
-            loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length, system=recipe.prompt.system)
+            loaded = load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=four_bit, system=recipe.prompt.system)
             model = loaded.model
             if source.adapter:
                 from peft import PeftModel

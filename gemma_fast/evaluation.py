@@ -55,9 +55,20 @@ def find_adapter(path: Path, recipe: Recipe) -> Path:
 
 
 def run_recipe(adapter: Path) -> dict:
-    """The recipe an adapter's run saved (as it ran), or {} when the adapter was copied without it."""
+    """The recipe an adapter's run saved (as it ran), or {} when the adapter was copied without it. Also for a run's
+    merged/ folder (the run's recipe.yaml sits beside it)."""
     saved = next((p for p in (adapter / "recipe.yaml", adapter.parent / "recipe.yaml") if p.is_file()), None)
     return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved else {}
+
+
+def trained_in_4bit(recipe: Recipe, run_path: Path | None) -> bool:
+    """Whether a model is loaded in 4-bit to be evaluated or chatted with as it trained: a QLoRA run, on CUDA. The
+    run's saved recipe says how it trained (`run_path`: a run's adapter/ or merged/ folder), else `recipe` does."""
+    import torch
+
+    saved = run_recipe(run_path) if run_path is not None else {}
+    method = (saved.get("train") or {}).get("method") if saved else recipe.train.method
+    return method in METHODS and METHODS[method].weights_4bit and torch.cuda.is_available()
 
 
 @dataclass
@@ -96,13 +107,12 @@ class Candidate:
 
 
 def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | None, compare_base: bool) -> list[Candidate]:
-    import torch
-
     adapter = find_adapter(adapter_path, recipe) if adapter_path else None
     if merged_path and not (merged_path / "config.json").is_file():
         raise UserError(f"--model {merged_path}: not a model folder (no config.json)")
-    trained = run_recipe(adapter).get("train", {}).get("method") if adapter else recipe.train.method
-    four_bit = trained in METHODS and METHODS[trained].weights_4bit and torch.cuda.is_available()  # as it was trained
+    # evaluate the way it was trained: a QLoRA run's base, adapter and merged copy all in 4-bit on CUDA, so that
+    # --compare base compares like with like (a 16-bit merged copy of a 7B base would not fit a T4 either)
+    four_bit = trained_in_4bit(recipe, adapter or merged_path)
 
     def load(spec: str, in_4bit: bool):
         return load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit, system=recipe.prompt.system)
@@ -114,7 +124,7 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
 
     if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
         out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))] if compare_base else []
-        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path), False))]
+        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path), four_bit))]
     if not adapter:
         return [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))]
     shared: list = []
@@ -184,11 +194,12 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     partial.mkdir(parents=True, exist_ok=True)
     write_json(meta, settings)
     todo = [r for r in records if r["id"] not in done]
+    prompts = [cand.prompts.record_prompt(r) for r in todo]
+    lengths = [len(ids) for ids in cand.prompts.encode_many(prompts)]
+    check_prompt_lengths(todo, lengths, recipe.train.max_seq_length, f"{recipe.data_dir / recipe.eval.split}.jsonl ({cand.name})")
     task = progress.add_task(cand.name, total=len(records), completed=len(records) - len(todo))
     ev = recipe.eval
     with cand.context(), path.open("a", encoding="utf-8") as handle:
-        prompts = [cand.prompts.record_prompt(r) for r in todo]
-        lengths = [len(ids) for ids in cand.prompts.encode_many(prompts)]
         # shortest first; each batch within eval.batch_size prompts and eval.batch_tokens tokens of KV cache
         for idx in token_batches(lengths, ev.batch_size, ev.batch_tokens, ev.max_new_tokens + decode_buffer(cand.model)):
             batch = [todo[i] for i in idx]
@@ -206,6 +217,18 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
             handle.flush()  # each finished batch survives a crash
             progress.advance(task, len(batch))
     return done
+
+
+def check_prompt_lengths(records: list[dict], lengths: list[int], max_length: int, where: str) -> None:
+    """Refuse, before anything generates, prompts that are not shorter than train.max_seq_length: training refuses them
+    (prompts.PromptFormat.example), and generation would not say it cut them (Unsloth's forward keeps the start of an
+    over-long row, the system turn and context, and drops the question). Answers may run past max_seq_length: only the
+    prompt's forward is cut, and Gemma's positions reach 8k."""
+    long = [(r["id"], n) for r, n in zip(records, lengths) if n >= max_length]
+    if long:
+        raise UserError(f"{where}: {len(long)} prompt(s) not shorter than train.max_seq_length={max_length} tokens (id "
+                        f"{long[0][0]}: {long[0][1]}); nothing was generated: raise train.max_seq_length or shorten the "
+                        "context (rag.k, eval.where, eval.ids)")
 
 
 def row_key(record: dict) -> str:

@@ -137,9 +137,12 @@ def _base_tokenizer_files(base_spec: str, merged: Path, folder: Path) -> str:
         if "added_tokens_decoder" in _read_config(config):
             shutil.copyfile(config, folder / "tokenizer_config.json")
     except Exception as exc:  # offline without a cached copy, gated repo, ...
-        raise UserError(f"GGUF export: could not get tokenizer.model of {base_spec} from the hub cache "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); llama.cpp's converter "
-                        "needs it (run once online, or use a local base folder that has it)") from None
+        from .hub import access_error
+
+        raise access_error(base_spec, "GGUF export: the base's tokenizer.model", exc) or UserError(
+            f"GGUF export: could not get tokenizer.model of {base_spec} from the hub cache "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); llama.cpp's converter "
+            "needs it (run once online, or use a local base folder that has it)") from None
     return f"the hub checkpoint {base_spec}"
 
 
@@ -498,7 +501,8 @@ def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prom
     return summary
 
 
-def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8) -> dict:
+def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8,
+               merge_dtype=None) -> dict:
     """train_qlora.py --export-only: the exports of a finished run, without training (the run is not changed otherwise)."""
     from .identity import check_adapter_files, check_same_base, recorded_base
 
@@ -519,7 +523,7 @@ def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = Fal
 
         from .merge import merge_adapter
 
-        done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", torch.float32))
+        done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", merge_dtype or torch.float32))
     if types:
         fresh = not (run_dir / "gguf").exists()
         try:

@@ -102,8 +102,12 @@ def guarded(trainer_class, first_batch: FirstBatchCheck):
                 loss = out[0] if return_outputs else out
                 labels = inputs.get("labels")
                 count = int((labels[:, 1:] != -100).sum()) if labels is not None else 0
-                # the returned loss is sum / num_items_in_batch under accumulation, else the micro-batch's mean
+                # the returned loss is sum / num_items_in_batch under accumulation, else the micro-batch's mean; with
+                # several processes num_items_in_batch counts them all and the loss is multiplied by their number
+                # (Trainer / AnswerOnlySFTTrainer: average_tokens_across_devices), which the mean here takes back out
                 mean = float(loss.detach()) * (float(num_items_in_batch) / count if num_items_in_batch and count else 1.0)
+                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                    mean /= max(self.accelerator.num_processes // self.get_tp_size(), 1)
                 first_batch.check(model, inputs, mean)
             return out
 

@@ -136,7 +136,10 @@ def head_of(model) -> tuple[torch.Tensor, float | None]:
     head = base.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise ValueError("answer-position loss: an output projection with a bias is not supported (Gemma has none)")
-    return head.weight, getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    weight = head.weight
+    if hasattr(weight, "full_tensor"):  # FSDP2 leaves the head sharded (a DTensor) after the forward: gather it whole
+        weight = weight.full_tensor()
+    return weight, getattr(base.config.get_text_config(), "final_logit_softcapping", None)
 
 
 def supports(model) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import torch
 from .backend import check_gpu_setup, local_rank, model_dtype, native_bf16, resolve_backend, select_dtype
 from .errors import UserError
 from .families import FAMILIES, Family, family_of_config
+from .hub import access_error
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root, looks_like_hub_id
 from .prompts import PromptFormat, prompt_format
 
@@ -114,6 +116,8 @@ class LoadedModel:
     dtype: torch.dtype
     path: str
     prompts: PromptFormat  # how this model's prompts are written and tokenized
+    loaded_from: str = ""  # the repo or folder the weights came from (the loader's own record of it)
+    unsloth_forced_float32: bool | None = None  # Unsloth trains this model in float32 (no fp16 on T4/V100); None: not Unsloth
 
     @property
     def family(self) -> Family:
@@ -134,7 +138,8 @@ def load_config(spec: str, path: str):
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read the config of model '{spec}': {str(exc).splitlines()[0]}") from None
+        raise access_error(spec, "model", exc) or \
+            UserError(f"cannot read the config of model '{spec}': {str(exc).splitlines()[0]}") from None
 
 
 def load_tokenizer(spec: str, system: str = "") -> tuple[Any, PromptFormat]:
@@ -146,7 +151,8 @@ def load_tokenizer(spec: str, system: str = "") -> tuple[Any, PromptFormat]:
     try:
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     except OSError as exc:
-        raise UserError(f"cannot load the tokenizer of '{spec}': {str(exc).splitlines()[0]}") from None
+        raise access_error(spec, "tokenizer", exc) or \
+            UserError(f"cannot load the tokenizer of '{spec}': {str(exc).splitlines()[0]}") from None
     return tokenizer, prompt_format(tokenizer, config, system)
 
 
@@ -163,13 +169,20 @@ def text_only(config, family: Family):
     return text if text is not config and getattr(text, "model_type", "") == family.text_model_type else None
 
 
+def under_fsdp() -> bool:
+    """accelerate launch with an FSDP config (configs/accelerate_fsdp.yaml) exports this to every process."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
 def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, load_in_4bit: bool = False,
-               on_cpu: bool = False, dtype: torch.dtype | None = None, system: str = "") -> LoadedModel:
+               on_cpu: bool = False, dtype: torch.dtype | None = None, system: str = "",
+               gradient_checkpointing: bool | None = None) -> LoadedModel:
     """Load `spec` on `backend` ("unsloth" | "hf", or "auto": resolved here; a run passes its plan's answer), its
     language model alone when the checkpoint is multimodal. GPU placement is one model per process (LOCAL_RANK under
-    accelerate launch); `on_cpu` keeps it in RAM (merging). `system` is the recipe's prompt.system."""
+    accelerate launch; FSDP places the shards itself); `on_cpu` keeps it in RAM (merging). `system` is the recipe's
+    prompt.system; `gradient_checkpointing` (training) is passed to Unsloth's loader, None leaves its default."""
     path = resolve_model(spec)
-    check_gpu_setup()
+    check_gpu_setup(training=False, on_cpu=on_cpu)  # train() has already made the training check
     if backend == "auto":
         backend, _ = resolve_backend("auto", cuda=torch.cuda.is_available())
     config = load_config(spec, path)
@@ -181,8 +194,14 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
         if backend == "unsloth":
             from unsloth import FastLanguageModel  # already imported by resolve_backend, before transformers
 
+            extra = _unsloth_text_only(FastLanguageModel, text_config) if text_config is not None else {}
+            if gradient_checkpointing is not None:
+                extra["use_gradient_checkpointing"] = "unsloth" if gradient_checkpointing else False
+            # use_exact_model_name: the repo asked for, never Unsloth's mirror of it (google/gemma-7b-it would become
+            # unsloth/gemma-7b-it-bnb-4bit): the tokenizer, merge and export stages read that same repo
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit,
+                use_exact_model_name=True, **extra,
                 **(_unsloth_text_only(text_config) if text_config is not None else {}),
             )
             tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # multimodal Gemma 3 comes with a processor
@@ -194,23 +213,32 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
                 kwargs.update(config=text_config, key_mapping=TEXT_ONLY_KEYS)
             if family.eager_attention:
                 kwargs["attn_implementation"] = "eager"  # SDPA silently drops Gemma 2's attention logit softcapping
-            if cuda:
+            if cuda and not under_fsdp():
                 kwargs["device_map"] = {"": local_rank()}  # straight onto this process's GPU, not via CPU RAM
             if load_in_4bit:
                 from transformers import BitsAndBytesConfig
 
+                # Under FSDP the packed 4-bit weights must be stored in a float dtype, or accelerate leaves them out
+                # of the shards (every rank would hold the whole model)
+                storage = {"bnb_4bit_quant_storage": dtype} if under_fsdp() else {}
                 kwargs["quantization_config"] = BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+                    **storage,
                 )
             tokenizer = AutoTokenizer.from_pretrained(path)
             with _quiet_load_report(text_config is not None):  # the towers' weights are listed as unused: by design
                 model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
-        raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+        raise access_error(spec, "model", exc) or UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
     tokenizer = prepare_tokenizer(tokenizer)
     prompts = prompt_format(tokenizer, config, system)
     model.generation_config.eos_token_id = prompts.stop_ids
-    return LoadedModel(model, tokenizer, backend, model_dtype(model), path, prompts)
+    loaded_from = str(getattr(model.config, "_name_or_path", "") or path)
+    forced = getattr(model, "_unsloth_forced_float32", None) if backend == "unsloth" else None
+    if backend == "unsloth" and forced is None:  # not stamped: Unsloth's rule, the family table's copy of it
+        forced = cuda and not native_bf16() and family.fp16_gpu_path == "float32"
+    return LoadedModel(model, tokenizer, backend, model_dtype(model), path, prompts, loaded_from,
+                       None if forced is None else bool(forced))
 
 
 @contextmanager

@@ -27,11 +27,12 @@ from .errors import UserError
 from .identity import BASE_FILE, check_adapter_shape, check_same_base, recorded_base, write_base
 from .io import write_json, write_jsonl, writing
 from .loss import LOSS_PATH, answer_only_trainer
-from .merge import free_memory, merge_adapter
+from .export_ram import check_export_ram, export_command, run_export_process
+from .merge import free_memory
 from .families import TOWERS, family_of_config
 from .methods import method_of
 from .guards import FirstBatchCheck, GradientAndMovement, check_moved, guarded
-from .models import load_config, load_model, resolve_model
+from .models import load_config, load_model, resolve_model, under_fsdp
 from .outputs import check_out_dir, holds_files, mark, output_kind, replace_guard
 from .rag import attach_passages
 from .recipe import Recipe
@@ -70,6 +71,13 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
         if backend == "auto" and cuda:
             notes.append(f"train.method={method} runs on transformers + peft, not Unsloth")
         backend = "hf"
+    if under_fsdp():  # Unsloth is single-GPU; FSDP shards the transformers + peft model
+        if backend == "unsloth":
+            raise UserError("backend=unsloth does not run under FSDP (accelerate launch --config_file "
+                            "configs/accelerate_fsdp.yaml); set backend=hf or auto")
+        if backend == "auto":
+            notes.append("FSDP runs on transformers + peft, not Unsloth")
+        backend = "hf"
     chosen, backend_notes = resolve_backend(backend, unsloth_imports=has_unsloth, cuda=cuda)
     notes += backend_notes
     if chosen == "unsloth" and recipe.lora.use_dora:  # backend=auto resolved to Unsloth here
@@ -88,6 +96,23 @@ def plan_run(recipe: Recipe, cuda: bool, has_unsloth: bool | None = None) -> Pla
         if importlib.util.find_spec("tensorboard") is None:
             raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard")
     return Plan(method, chosen, optimizer, notes)
+
+
+def fsdp_wrap_class(model, family, notes: list[str]) -> str | None:
+    """Under FSDP: the decoder-layer class accelerate wraps, from the family table (families.Family.fsdp_layer) and
+    exported as accelerate reads it (FSDP_TRANSFORMER_CLS_TO_WRAP) before the trainer builds its Accelerator. A class
+    given in the config that this model does not have is replaced, with a note. None when not under FSDP."""
+    if not under_fsdp():
+        return None
+    present = {type(m).__name__ for m in model.modules()}
+    given = [c for c in os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").split(",") if c]
+    if given and all(c in present for c in given):
+        return ",".join(given)
+    if given:
+        notes.append(f"FSDP: {', '.join(c for c in given if c not in present)} is not in this {family.label} model; "
+                     f"wrapping {family.fsdp_layer} (families.py)")
+    os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = family.fsdp_layer
+    return family.fsdp_layer
 
 
 def effective_recipe(recipe: Recipe, plan: Plan) -> Recipe:
@@ -382,12 +407,20 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
     return None
 
 
-def use_padding_free(loaded, plan: Plan, wanted: bool = True) -> bool:
+CUDA_PADDING_FREE = "GEMMA_FAST_CUDA_PADDING_FREE"  # =1: padding-free batches on CUDA too (to measure them there)
+
+
+def use_padding_free(loaded, plan: Plan, wanted: bool = True, cuda: bool = False) -> bool:
     """transformers + peft: concatenate each batch into one row and attend per example (varlen.py), so the backbone
     computes no padding (about half of a Kaggle docs batch). Unsloth pads its own way; prefix tuning needs the
     padded cache; train.padding_free=false pads as plain TRL does; a generation whose per-example attention is not
-    verified (families.Family.varlen) pads too, and the run's notes say so."""
+    verified (families.Family.varlen) pads too, and the run's notes say so. On CUDA it pads by default: one SDPA
+    launch per example was measured faster on a CPU only (docs/benchmarks.md), and a GPU may lose to a padded batch."""
     if not wanted or loaded.backend != "hf" or not method_of(plan.method).padding_free:
+        return False
+    if cuda and os.environ.get(CUDA_PADDING_FREE) != "1":
+        plan.notes.append(f"padding-free batches (train.padding_free) are measured on CPUs only: this GPU run pads its "
+                          f"batches ({CUDA_PADDING_FREE}=1 turns them on, to measure them)")
         return False
     if not varlen.supports(loaded.model):
         plan.notes.append(f"padding-free batches are not verified for {loaded.family.label}: this run pads its batches (slower)")
@@ -437,6 +470,10 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
 
     from .callbacks import ProgressAndMetrics, SaveAndStopOnCtrlC, SaveRecipeOnTrainBegin, peak_memory_mb
     token = check_exports(exports, plan)
+    if is_main_process():  # the exports run after training, on the CPU: refuse now if this machine's RAM cannot hold them
+        check_export_ram(recipe.model, exports.merge, exports.gguf, exports.roundtrip, merge_dtype(cuda),
+                         export_command(out_dir / "recipe.yaml", out_dir, exports.merge, exports.gguf, exports.roundtrip,
+                                        merge_dtype(cuda)))
     resume_notes: list[str] = []
     checkpoint = check_run_dir(out_dir, recipe, resume, overwrite, resume_notes)
     train_records, val_records = load_records(recipe)
@@ -446,8 +483,12 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
     loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=method_of(plan.method).weights_4bit,
-                        system=recipe.prompt.system)
-    padding_free = use_padding_free(loaded, plan, t.padding_free)
+                        system=recipe.prompt.system, gradient_checkpointing=t.gradient_checkpointing)
+    if loaded.loaded_from != loaded.path:  # merge and export read recipe.model: say so when training read another repo
+        plan.notes.append(f"the weights came from '{loaded.loaded_from}', not '{loaded.path}': merge and export read '{recipe.model}'")
+        console.print(f"[yellow]note:[/] {plan.notes[-1]}")
+    padding_free = use_padding_free(loaded, plan, t.padding_free, cuda)
+    fsdp_wrap = fsdp_wrap_class(loaded.model, loaded.family, plan.notes)
     model = attach_adapter(loaded, recipe, plan.method)
     train_ds = tokenize_split(loaded.prompts, train_records, t.max_seq_length)
     val_ds = tokenize_split(loaded.prompts, val_records, t.max_seq_length) if val_records else None
@@ -482,8 +523,8 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             ([EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience else [])
         # transformers + peft: the head and the loss only at answer positions (gemma_fast.loss); Unsloth: its own fused loss
         trainer_class = guarded(answer_only_trainer() if loaded.backend == "hf" else SFTTrainer, first_batch)
-        trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                processing_class=loaded.tokenizer, callbacks=callbacks)
+        trainer = make_trainer(trainer_class, loaded.backend, model=model, args=args, train_dataset=train_ds,
+                               eval_dataset=val_ds, processing_class=loaded.tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the rich bar and metrics.jsonl replace it
         result, wall = run_trainer(trainer, checkpoint, stopper)
         if not trainer.is_world_process_zero():
@@ -493,16 +534,20 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
                             f"{', resumed at step ' + str(_step_of(Path(checkpoint))) if checkpoint else ''}); no adapter saved")
         save_adapter(model, loaded.tokenizer, out_dir, loaded.family)
         summary = {
-            "recipe": recipe.name, "model": recipe.model, "backend": loaded.backend, "method": plan.method,
+            "recipe": recipe.name, "model": recipe.model, "model_loaded_from": loaded.loaded_from, "backend": loaded.backend, "method": plan.method,
             "dtype": str(loaded.dtype).removeprefix("torch."), "cpu_precision": cpu_amp,
+            "unsloth_forced_float32": loaded.unsloth_forced_float32,
             "loss_path": LOSS_PATH if loaded.backend == "hf" else "unsloth", "optimizer": plan.optimizer, "notes": plan.notes,
             "batches": "padding-free, attention per example" if padding_free else "padded",
+            "processes": trainer.accelerator.num_processes, "distributed": str(trainer.accelerator.distributed_type.value),
+            "fsdp_wrap": fsdp_wrap,
             "adapter": str(out_dir / "adapter"), "resumed_from": checkpoint, "train_records": len(train_records),
             "steps": result.global_step, "train_seconds": round(wall, 1),
             **loss_summary(metrics_path, out_dir / "loss.png"),
             "tokens_per_s": round((trainer.state.num_input_tokens_seen - progress.tokens_at_start) / wall, 1) if wall else None,
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "adapter_dtype": sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}),
             "guards": {"first_batch": first_batch.result or {"checked": False, "why": "resumed from a checkpoint"},
                        **gradients.summary(model)},
             "licence": dict(zip(("name", "url"), loaded.family.licence)),
@@ -519,6 +564,19 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded
     free_memory()
     return finish_exports(recipe, out_dir, exports, summary, console, cuda)
+
+
+def make_trainer(trainer_class, backend: str, **kwargs):
+    """The trainer, with a LoRA adapter that stays float32 on the transformers + peft path. TRL 1.15/1.16's
+    SFTTrainer.__init__ recasts a quantized model's trainable weights to bf16 (sft_trainer.py, `_is_quantized_model`),
+    which on a T4 means emulated-bf16 LoRA matmuls and AdamW updates that round away, while the run says float32.
+    Recast here, before the optimizer exists (Trainer builds it in train()). Unsloth's trainer drops TRL's recast."""
+    trainer = trainer_class(**kwargs)
+    if backend == "hf":
+        for param in trainer.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.to(torch.float32)
+    return trainer
 
 
 def load_records(recipe: Recipe) -> tuple[list[dict], list[dict]]:
@@ -563,17 +621,27 @@ def loss_summary(metrics_path: Path, plot_path: Path) -> dict:
             "best_eval_loss": min(eval_losses) if eval_losses else None}
 
 
-def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
-    """The exports that reload the base (--merge, --gguf), once the training state has left memory."""
-    if exports.merge:
-        merge_dtype = torch.bfloat16 if cuda else torch.float32  # half the RAM of fp32 for a GPU-sized model
-        summary["exports"]["merged"] = str(merge_adapter(recipe, out_dir / "adapter", out_dir / "merged", merge_dtype))
-    write_json(out_dir / "train_summary.json", summary)
-    if exports.gguf:  # after the summary is saved: a failed round trip leaves the run and the files for inspection
-        from .export import export_gguf, parse_types
+def merge_dtype(cuda: bool) -> torch.dtype:
+    return torch.bfloat16 if cuda else torch.float32  # after a GPU run: half the RAM of float32 for a GPU-sized model
 
-        summary["exports"]["gguf"] = export_gguf(recipe, out_dir, parse_types(exports.gguf), console, exports.roundtrip)["roundtrip"]
-        write_json(out_dir / "train_summary.json", summary)
+
+def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
+    """The exports that reload the base (--merge, --gguf), in a fresh process (export_ram.py says why) once the run is
+    saved: `--export-only` on this run, its output streamed here. A failure leaves the run complete and names the
+    command that retries the exports."""
+    write_json(out_dir / "train_summary.json", summary)
+    if not exports.merge and not exports.gguf:
+        return summary
+    command = export_command(out_dir / "recipe.yaml", out_dir, exports.merge, exports.gguf, exports.roundtrip, merge_dtype(cuda))
+    from rich.markup import escape
+
+    console.print(f"[dim]exporting in a fresh process: {escape(' '.join(command[1:]))}[/]", highlight=False)
+    run_export_process(command, out_dir)
+    if exports.merge:
+        summary["exports"]["merged"] = str(out_dir / "merged")
+    if exports.gguf:
+        summary["exports"]["gguf"] = str(out_dir / "gguf" / "roundtrip.json")
+    write_json(out_dir / "train_summary.json", summary)
     return summary
 
 

@@ -9,11 +9,8 @@ Resolves, with pip's own resolver and nothing installed (`pip install --dry-run 
 The final set is step 1 with step 2's changes applied. It prints torch, torchvision, transformers, trl, triton,
 bitsandbytes, unsloth (and a few more) and exits 1 if any differs from the intended versions below.
 
-Set aside (the one requirement this check does not resolve): unsloth and unsloth_zoo 2026.10.9 declare
-`certifi>=2026.10.19`, which the package registry used here does not have yet (PyPI proper does, so a Colab install
-is unaffected). Step 2 therefore resolves unsloth and unsloth_zoo with --no-deps, and their declared requirements
-(read from the wheels' metadata, markers honoured, extras ignored) minus that certifi line in the same resolution as
-the rest of requirements-gpu.txt. Nothing else is set aside.
+Nothing is set aside: both steps resolve the files exactly as they are. (Until the registry served
+certifi 2026.10.19.post1, unsloth and unsloth_zoo 2026.10.9's `certifi>=2026.10.19` had to be resolved apart.)
 
 Packages with no wheel on the index (pure-Python sdists such as rouge-score) are built into a local wheel first
 (`pip wheel --no-deps`), as pip would on the real machine, because a cross-platform dry run accepts wheels only.
@@ -40,8 +37,6 @@ from gpu_pins import CORE, GPU, norm, read_pins  # noqa: E402
 
 PYTHON_VERSION = "3.12"
 PLATFORMS = [f"manylinux_2_{v}_x86_64" for v in range(35, 16, -1)] + ["manylinux2014_x86_64"]
-SET_ASIDE = {"certifi"}  # unsloth/unsloth_zoo 2026.10.9: certifi>=2026.10.19, not on the registry here (see above)
-NO_DEPS = {"unsloth", "unsloth-zoo"}
 
 
 def intended() -> dict[str, str]:
@@ -115,22 +110,6 @@ def fake_installed(venv: Path, resolved: dict[str, dict]) -> None:
         (dist / "RECORD").write_text("")
 
 
-def declared_requirements(items: dict[str, dict]) -> list[str]:
-    """unsloth's and unsloth_zoo's own Requires-Dist, minus extras, minus each other, minus SET_ASIDE."""
-    from packaging.requirements import Requirement
-
-    reqs = []
-    for key in sorted(NO_DEPS):
-        for text in items[key]["metadata"].get("requires_dist", []):
-            req = Requirement(text)
-            if req.marker and "extra" in str(req.marker):
-                continue
-            if norm(req.name) in NO_DEPS or norm(req.name) in SET_ASIDE:
-                continue
-            reqs.append(text)
-    return reqs
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", metavar="DIR", help="keep the reports and the scratch venv in DIR")
@@ -155,16 +134,9 @@ def main() -> int:
         venv = work / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         fake_installed(venv, step1)
-        gpu = read_pins(gpu_file)
-        no_deps_pins = [f"{gpu[k][0]}=={gpu[k][1]}" for k in sorted(NO_DEPS)]
-        unsloth = resolve(["--ignore-installed", "--no-deps", *no_deps_pins], work / "unsloth.json", wheelhouse)
-        rest = work / "requirements-gpu-resolved.txt"
-        rest.write_text(
-            f"# {gpu_file.name} without unsloth/unsloth_zoo, plus their declared requirements minus certifi\n"
-            + "".join(f"{name}=={version}\n" for key, (name, version) in gpu.items() if key not in NO_DEPS)
-            + "".join(f"{req}\n" for req in declared_requirements(unsloth)), encoding="utf-8")
-        step2 = resolve(["-r", str(rest)], work / "step2.json", wheelhouse, python=str(venv / "bin" / "python"))
-        final = {**step1, **step2, **unsloth}
+        read_pins(gpu_file)  # every line `name==version`, or one line naming the bad one
+        step2 = resolve(["-r", str(gpu_file)], work / "step2.json", wheelhouse, python=str(venv / "bin" / "python"))
+        final = {**step1, **step2}
 
         versions = {key: final[key]["metadata"]["version"] if key in final else "-" for key in SHOWN}
         want = intended()
@@ -178,7 +150,6 @@ def main() -> int:
                 wrong.append(key)
             note = "" if expected is None else ("  ok" if ok else f"  EXPECTED {expected}")
             print(f"  {key:18} {versions[key]:14}{note}")
-        print(f"  (set aside: {', '.join(sorted(SET_ASIDE))} >= 2026.10.19 from unsloth/unsloth_zoo's metadata)")
         if wrong:
             print(f"\nFAIL: {', '.join(f'{k} {versions[k]} (intended {want[k]})' for k in wrong)}: "
                   "the GPU install does not give the pinned stack", file=sys.stderr)

@@ -5,8 +5,8 @@ The lane (`make test-unsloth`, venv .venv-unsloth) runs the GPU file's Python-le
 Colab user runs is the code CI runs. It reads the pins from the two files, so they can never drift:
   - the core requirements.txt, with every package the GPU file also pins replaced by the GPU file's pin
     (transformers 5.17.0, trl 1.15.0; torch is the same 2.13.0 in both, here the local CPU wheel);
-  - unsloth and unsloth_zoo installed with --no-deps: they declare certifi>=2026.10.19, newer than the package
-    registry here has, and CUDA-only dependencies (xformers, triton, bitsandbytes, cut_cross_entropy, torchvision);
+  - unsloth and unsloth_zoo installed with --no-deps: they declare CUDA-only dependencies (torchvision, xformers,
+    triton, bitsandbytes, cut_cross_entropy, torchao) that a CPU lane must not install;
   - no CUDA-only package: torchvision (the registry's is a CUDA build that breaks transformers' imports on a CPU
     torch), xformers, triton, bitsandbytes, cut_cross_entropy.
 

@@ -9,7 +9,8 @@ Examples:
   python scripts/train_qlora.py --recipe quickstart --set train.save_steps=5 --out runs/q/r1   # then --resume
   python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo --export-only --gguf q4_k_m   # GGUF of a run
   python scripts/train_qlora.py --recipe kaggle_docs --plan --gpu t4   # what would run, and will it fit? (no weights loaded)
-  accelerate launch --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs          # DDP, 2 GPUs
+  accelerate launch --multi_gpu --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs --set backend=hf --set lora.r=16 --set lora.alpha=32
+      # DDP on 2×T4, as the README says (the recipe's r=128 needs A100-class cards; FSDP: README, "More than one GPU")
 """
 
 from pathlib import Path
@@ -27,6 +28,8 @@ def main() -> None:
                                                               "writes <run>/gguf/ with Ollama Modelfiles and roundtrip.json")
     p.add_argument("--roundtrip", type=int, default=8, metavar="N", help="test prompts the GGUF round trip checks (0: skip)")
     p.add_argument("--export-only", action="store_true", help="do not train: export the finished run in --out (--gguf, --merge)")
+    p.add_argument("--merge-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="dtype of --merge's copy (default float32; training passes bfloat16 after a GPU run: half the RAM)")
     p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
     p.add_argument("--plan", action="store_true", help="print what would run and the peak memory of its training and of the "
                                                        "evaluation after it, then stop")
@@ -41,6 +44,11 @@ def main() -> None:
         from gemma_fast.report import console
 
         console.print(render(preflight(recipe, args.gpu)))
+        from gemma_fast.hub import check_access
+
+        note = check_access(recipe.model)  # a gated google/* repo fails here, not an hour into Colab
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
         return
     from gemma_fast.report import console, table
     from gemma_fast.train import Exports, train
@@ -50,9 +58,16 @@ def main() -> None:
     if args.export_only:
         if not args.out:
             raise cli.UserError("--export-only needs --out: the finished run folder to export")
-        from gemma_fast.export import export_run
+        import torch
 
-        done = export_run(recipe, Path(args.out), console, gguf=args.gguf, merge=args.merge, roundtrip=args.roundtrip)
+        from gemma_fast.export import export_run
+        from gemma_fast.export_ram import check_export_ram, export_command
+
+        dtype = getattr(torch, args.merge_dtype)
+        check_export_ram(recipe.model, args.merge, args.gguf, args.roundtrip, dtype,
+                         export_command(Path(args.recipe), Path(args.out), args.merge, args.gguf, args.roundtrip, dtype))
+        done = export_run(recipe, Path(args.out), console, gguf=args.gguf, merge=args.merge, roundtrip=args.roundtrip,
+                          merge_dtype=dtype)
         console.print(table(f"exported {args.out}", ["", "value"], list(done.items())))
         return
     out_dir = Path(args.out) if args.out else recipe.default_out("train")

@@ -84,3 +84,72 @@ def test_dense_params_count_the_dense_model_through_lora_and_4bit_packing():
             packed = torch.zeros((module.weight.numel() + 1) // 2, 1, dtype=torch.uint8)
             module.weight = torch.nn.Parameter(packed, requires_grad=False)
     assert dense_params(model) == true_count
+
+
+def test_eval_benchmark_runs_on_a_random_weight_folder_with_a_stand_in_tokenizer(tmp_path):
+    """What a GPU machine without internet has: train_throughput's random-weight model, whose stand-in tokenizer is
+    smaller than its vocabulary. Ids the tokenizer cannot spell decode to nothing; tokens are counted from the ids."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from gemma_fast.families import FAMILIES
+    from gemma_fast.testing import tiny_tokenizer
+
+    raw = {k: v for k, v in FAMILIES["gemma"].tiny.items() if k != "config"}
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model("gemma", vocab_size=4096, **raw)).save_pretrained(tmp_path / "random")
+    tiny_tokenizer("gemma3").save_pretrained(tmp_path / "random")  # 512 tokens for a 4096-token model, as in the bench
+    result = subprocess.run([sys.executable, "bench/eval_throughput.py", "--prompts", "3", "--batch-sizes", "3",
+                             "--max-new-tokens", "5", "--model", str(tmp_path / "random"), "--backend", "hf"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((ROOT / "bench" / "results" / "eval_throughput.json").read_text())
+    assert report["results"][0]["answer_tokens"] >= 3 and report["backend"] == "hf" and report["load_in_4bit"] is False
+    assert report["versions"]["torch"] == torch.__version__ and "unsloth" in report["versions"]  # None where absent
+
+
+def test_shared_data_is_looked_up_inside_the_repository_first(tmp_path, monkeypatch):
+    from bench import common
+
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(common, "ROOT", repo)
+    beside = tmp_path / "shared" / "data" / "x.json"
+    beside.parent.mkdir(parents=True)
+    beside.write_text("[]")
+    assert common.shared_file("data", "x.json") == beside  # a developer's checkout: shared/ beside the repository
+    inside = repo / "shared" / "data" / "x.json"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("[]")
+    assert common.shared_file("data", "x.json") == inside  # a device call carries shared/ inside it
+
+
+def _fake_site(path, names):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        for name in names:
+            info = tarfile.TarInfo(f"./{name}/__init__.py")
+            archive.addfile(info, io.BytesIO(b""))
+    return path
+
+
+def test_gpu_smoke_dry_run_checks_the_staged_site_and_prints_the_plan(tmp_path):
+    """bench/gpu_smoke.sh --dry-run on a CPU machine: the staged site must hold what the steps import; the plan lists
+    every step with its time limit. A fake tarball stands in for the staged one (staging needs PyPI)."""
+    from bench.gpu_smoke import STAGED
+
+    def dry(site):
+        return subprocess.run(["bash", "bench/gpu_smoke.sh", "--dry-run"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env={**__import__("os").environ, "SMOKE_SITE": str(site), "SMOKE_WORK": str(tmp_path / "w")})
+
+    done = dry(_fake_site(tmp_path / "site.tar.gz", STAGED))
+    assert done.returncode == 0, done.stderr
+    for step in ("import_unsloth", "gemma1", "prepare", "train_qlora", "evaluate_32", "gemma4_step", "eval_peak_7b"):
+        assert f"  {step}" in done.stdout
+    assert "train.method=qlora --set train.max_steps=10" in done.stdout and "budget: 470 s" in done.stdout
+    assert not (tmp_path / "w").exists()  # a dry run loads and writes nothing
+    missing = dry(_fake_site(tmp_path / "thin.tar.gz", [n for n in STAGED if n != "peft"]))
+    assert missing.returncode == 1 and "lacks peft" in missing.stderr
+    absent = dry(tmp_path / "none.tar.gz")
+    assert absent.returncode == 1 and "run bench/stage_gpu_site.sh" in absent.stderr

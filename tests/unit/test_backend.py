@@ -81,6 +81,18 @@ def test_several_gpus_without_a_launcher_is_a_clear_error(spoof_gpu, monkeypatch
     assert backend.local_rank() == 1
 
 
+def test_several_gpus_refuse_other_stages_with_one_gpu_advice_and_never_a_cpu_merge(spoof_gpu, monkeypatch, tmp_path):
+    spoof_gpu("t4", count=2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(UserError, match="this stage uses one .*CUDA_VISIBLE_DEVICES=0") as refused:
+        check_gpu_setup(training=False)
+    assert "accelerate launch" not in str(refused.value)  # evaluate/chat/robustness are not DDP-aware
+    check_gpu_setup(on_cpu=True)  # merging runs on the CPU: the GPUs it does not use are no reason to refuse
+    with pytest.raises(UserError, match="this stage uses one"):  # evaluation's load goes through the same check
+        load_model(str(save_tiny_model("gemma3", tmp_path / "g3")), backend="hf")
+    load_model(str(tmp_path / "g3"), backend="hf", on_cpu=True)  # merge_adapter's load
+
+
 def test_a_gpu_torch_cannot_use_is_an_error_not_a_cpu_run(tmp_path, monkeypatch):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'GPU 0: Tesla T4 (UUID: GPU-0)'\n")
@@ -125,3 +137,35 @@ def test_gemma2_keeps_its_attention_softcapping(tmp_path):
     loaded = load_model(str(save_tiny_model("gemma2", tmp_path / "g2")), backend="hf")
     assert loaded.model.config._attn_implementation == "eager"
     assert load_model(str(save_tiny_model("gemma3", tmp_path / "g3")), backend="hf").model.config._attn_implementation != "eager"
+
+
+@pytest.mark.parametrize("family, forced", [("gemma", False), ("gemma2", False), ("gemma3", True), ("gemma4", True)])
+def test_unsloth_forced_float32_is_recorded_on_fp16_only_gpus(spoof_gpu, monkeypatch, tmp_path, family, forced):
+    """On a T4 Unsloth trains Gemma 3/3n/4 in float32 with AMP off (its FORCE_FLOAT32; the family table's fp16_gpu_path),
+    Gemma 1/2 in fp16. The model's own stamp (_unsloth_forced_float32) wins where Unsloth sets it."""
+    import sys
+    import types
+
+    import transformers
+
+    stamp = {}
+    folder = str(save_tiny_model(family, tmp_path / family))
+    model, tokenizer = transformers.AutoModelForCausalLM.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
+
+    class FastLanguageModel:  # loaded before CUDA is spoofed: transformers would look for the GPU
+        @staticmethod
+        def from_pretrained(model_name, **kwargs):
+            model.__dict__.pop("_unsloth_forced_float32", None)
+            model.__dict__.update(stamp)
+            return model, tokenizer
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    spoof_gpu("t4")
+    assert load_model(folder, backend="unsloth").unsloth_forced_float32 is forced
+    stamp["_unsloth_forced_float32"] = not forced
+    assert load_model(folder, backend="unsloth").unsloth_forced_float32 is (not forced)
+    spoof_gpu("a100")
+    stamp.clear()
+    assert load_model(folder, backend="unsloth").unsloth_forced_float32 is False  # native bf16: no forcing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_model(folder, backend="hf").unsloth_forced_float32 is None

@@ -82,6 +82,28 @@ def test_sft_args_map_the_recipe_onto_trl(tmp_path):
     assert padded["eval_strategy"] == "no" and padded["optim"] == "adamw_8bit"
 
 
+def test_lora_stays_float32_after_trl_builds_the_trainer(tmp_path, tiny_data, tiny_model_dir):
+    """TRL recasts the trainable weights of a model it sees as quantized (`is_loaded_in_4bit`, spoofed here: bitsandbytes
+    needs CUDA) to bf16 in SFTTrainer.__init__; make_trainer puts them back to float32, the dtype the run reports."""
+    from trl import SFTConfig
+
+    from gemma_fast.loss import answer_only_trainer
+    from gemma_fast.models import load_model
+    from gemma_fast.train import Plan, attach_adapter, make_trainer, sft_args, tokenize_split
+
+    r = recipe(tiny_model_dir, tiny_data)
+    loaded = load_model(str(tiny_model_dir), backend="hf")
+    loaded.model.is_loaded_in_4bit = True  # what a bitsandbytes 4-bit load sets, and what TRL checks
+    model = attach_adapter(loaded, r, "lora")
+    records = [{"instruction": "What is gemma?", "input": "", "output": "A model."}] * 4
+    args = SFTConfig(**sft_args(r, Plan("lora", "hf", "adamw_torch"), torch.float32, tmp_path, has_eval=False, cuda=False,
+                                cpu_amp=None, padding_free=False, backend="hf"))
+    kwargs = dict(model=model, args=args, train_dataset=tokenize_split(loaded.prompts, records, 256), processing_class=loaded.tokenizer)
+    trainable = lambda m: {p.dtype for p in m.parameters() if p.requires_grad}  # noqa: E731
+    assert trainable(answer_only_trainer()(**kwargs).model) == {torch.bfloat16}  # TRL's recast, which the spoof triggers
+    assert trainable(make_trainer(answer_only_trainer(), "hf", **kwargs).model) == {torch.float32}
+
+
 # ---------------------------------------------------------------- methods on the tiny families
 
 
@@ -276,12 +298,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(resumable):
 
 
 def test_ddp_with_two_cpu_processes(resumable):
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # no --cpu: with it accelerate launch starts ONE process (simple_launcher); without a GPU, two ranks run on gloo
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                   "--mixed_precision", "no", "--dynamo_backend", "no"]
     result = subprocess.run([*accelerate, str(ROOT / "scripts" / "train_qlora.py"), "--recipe", "r.yaml", "--out", "ddp",
                              "--set", "train.max_steps=4", "--set", "train.save_steps=0"],
                             cwd=resumable, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((resumable / "ddp" / "train_summary.json").read_text())
-    assert summary["steps"] == 4
+    assert summary["steps"] == 4 and summary["processes"] == 2 and summary["distributed"] == "MULTI_CPU"
+    # the first-batch guard takes the loss's ×num_processes (average_tokens_across_devices) back out
+    assert summary["guards"]["first_batch"]["difference"] < 1e-3
     assert (resumable / "ddp" / "adapter" / "adapter_model.safetensors").is_file()

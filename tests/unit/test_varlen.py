@@ -69,3 +69,37 @@ def test_a_padded_batch_is_refused_not_mixed_up():
     use_varlen(model)
     with pytest.raises(RuntimeError, match="padding-free"):
         model(input_ids=torch.ones(2, 5, dtype=torch.long))
+
+
+def test_boundaries_are_read_once_per_batch_not_per_layer(monkeypatch):
+    """Every layer gets the same cu_seq_lens tensor; reading it is a host sync on a GPU, so it is read once per batch.
+    A new batch's tensor, or one changed in place, is read again."""
+    from gemma_fast import varlen
+
+    reads = []
+    real = varlen.boundaries
+    monkeypatch.setattr(varlen, "boundaries", lambda *a: reads.append(1) or real(*a))
+    model = _model("gemma3", "eager")
+    use_varlen(model)
+    _, _, _, packed, position_ids, cu = _batches(model.config.vocab_size)
+    kwargs = dict(input_ids=packed, position_ids=position_ids, max_length_q=max(LENGTHS), max_length_k=max(LENGTHS))
+    first = model(**kwargs, cu_seq_lens_q=cu, cu_seq_lens_k=cu).logits
+    assert model.config.num_hidden_layers > 1 and len(reads) == 1
+    again = model(**kwargs, cu_seq_lens_q=cu.clone(), cu_seq_lens_k=cu).logits  # the next batch: a new tensor
+    assert len(reads) == 2 and torch.equal(first, again)
+    cu[1:] = torch.tensor([30, 42, 42], dtype=cu.dtype)  # changed in place: not the boundaries cached for it
+    assert varlen.cached_boundaries(cu, None, 42) == [0, 30, 42, 42] and len(reads) == 3
+
+
+def test_padding_free_is_off_on_cuda_until_measured_there(tiny_model_dir, monkeypatch):
+    from gemma_fast.models import load_model
+    from gemma_fast.train import CUDA_PADDING_FREE, Plan, use_padding_free
+
+    loaded = load_model(str(tiny_model_dir), backend="hf")
+    plan = Plan("lora", "hf", "adamw_torch")
+    monkeypatch.delenv(CUDA_PADDING_FREE, raising=False)
+    assert use_padding_free(loaded, plan, True, cuda=True) is False
+    assert "measured on CPUs only" in plan.notes[0] and CUDA_PADDING_FREE in plan.notes[0]
+    monkeypatch.setenv(CUDA_PADDING_FREE, "1")
+    assert use_padding_free(loaded, Plan("lora", "hf", "adamw_torch"), True, cuda=True) is True
+    assert use_padding_free(load_model(str(tiny_model_dir), backend="hf"), Plan("lora", "hf", "adamw_torch"), True) is True  # CPU

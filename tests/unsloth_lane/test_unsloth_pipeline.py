@@ -51,6 +51,7 @@ def test_unsloth_backend_trains_on_cpu_and_merges(unsloth_run):
     assert summary["dtype"] in ("float32", "torch.float32")  # UNSLOTH_CPU_BF16=0: the model's actual dtype
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "merged" / "config.json").is_file() and list((out / "merged").glob("*.safetensors"))
+    assert "exporting in a fresh process" in step.output  # the merge never runs beside Unsloth's patched classes
 
 
 def test_unsloth_is_imported_before_transformers_peft_and_trl(unsloth_run):
