@@ -59,7 +59,7 @@ def tiny_run(tmp_path_factory, tools):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--run", str(root / "run"),
                            "--gguf", "q8_0", "--roundtrip", "4"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    return {"root": root, "model": model, "run": root / "run", "gguf": root / "run" / "gguf", "export_only": done, **tools}
+    return {"root": root, "model": model, "run": root / "run", "gguf": root / "run" / "gguf", "stage": done, **tools}
 
 
 def test_files_modelfiles_and_summary(tiny_run):
@@ -71,7 +71,7 @@ def test_files_modelfiles_and_summary(tiny_run):
     assert not (gguf / ".work").exists() and not list(gguf.glob("*.partial"))
     summary = json.loads((tiny_run["run"] / "train_summary.json").read_text())
     assert summary["exports"]["gguf"] == str(gguf / "roundtrip.json")
-    assert "round trip against the merged model" in tiny_run["export_only"].stderr + tiny_run["export_only"].stdout
+    assert "round trip against the merged model" in tiny_run["stage"].stderr + tiny_run["stage"].stdout
 
 
 def test_vocabulary_scores_and_types_equal_the_original(tiny_run):
