@@ -229,7 +229,7 @@ def choose(names: list[str], label: str = "export") -> list[Exporter]:
                         + (", or --to NAME (--list shows them)" if label == "export" else ""))
     unknown = [n for n in names if n not in EXPORTERS]
     if unknown:
-        raise UserError(f"--to {','.join(names)}: '{unknown[0]}' is not an export; valid: {', '.join(EXPORTERS)} "
+        raise UserError(f"--to: '{unknown[0]}' is not an export; valid: {', '.join(EXPORTERS)} "
                         "(gemma-fast export --list says what each writes)")
     chosen = [e for e in EXPORTERS.values() if e.name in names]
     for e in chosen:

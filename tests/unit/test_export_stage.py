@@ -127,7 +127,7 @@ def test_merge_into_an_out_folder(world):
     (["--recipe", "tiny.yaml", "--run", "runs", "--merge"], r"export: runs holds no finished run \(no adapter/adapter_config\.json\)"),
     (["--run", "runs/r1"], r"export needs something to export: --merge and/or --gguf TYPE, or --to NAME"),
     (["--run", "runs/r1", "--gguf", "q5_k"], r"--gguf q5_k: 'q5_k' is not one of f16, bf16, q8_0, q4_k_m"),
-    (["--run", "runs/r1", "--to", "onnx"], r"--to onnx: 'onnx' is not an export; valid: merged, gguf-f16, gguf-bf16, gguf-q8_0, "
+    (["--run", "runs/r1", "--merge", "--to", "onnx"], r"--to: 'onnx' is not an export; valid: merged, gguf-f16, gguf-bf16, gguf-q8_0, "
                                            r"gguf-q4_k_m, ollama"),
     (["--run", "runs/r1", "--to", "ollama"], r"ollama reads what a gguf-\* export writes; ask for one too"),
     (["--run", "runs/r1", "--merge", "--roundtrip", "-1"], r"--roundtrip -1: must be >= 0"),
