@@ -15,7 +15,7 @@ LAYERS = [  # lowest first; a module may import only modules of lower layers
     {"io", "outputs", "families", "methods", "backend", "encoders", "adapters", "tools", "selection", "hub"},
     {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "generate", "varlen", "architecture"},
     {"metrics", "models", "memory", "guards"},
-    {"recipe", "report", "testing", "eval_plan", "export_ram"},
+    {"recipe", "report", "testing", "eval_plan", "export_ram", "generation"},
     {"data", "rag", "cli", "callbacks", "merge", "testing_spm"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},
