@@ -60,16 +60,14 @@ class TokenCounter:
         return out
 
 
-def warm_up(loaded, counter: TokenCounter, prompts: list, batch_size: int, max_new_tokens: int) -> int:
+def warm_up(generator, counter: TokenCounter, prompts: list, settings) -> int:
     """One full batch of the longest prompts, generating the full max_new_tokens (no early stop), so the timed run
     meets no new shape. Returns the tokens it generated and leaves the counter at 0."""
-    from gemma_fast.generate import generate_batched
-
-    config = loaded.model.generation_config
-    counter.tokens, config.min_new_tokens = 0, max_new_tokens
+    config = generator.model.generation_config
+    counter.tokens, config.min_new_tokens = 0, settings.max_new_tokens
     try:
-        longest = sorted(prompts, key=lambda p: len(p.text))[-batch_size:]
-        generate_batched(loaded.model, loaded.tokenizer, loaded.prompts, longest, batch_size, max_new_tokens)
+        longest = sorted(prompts, key=lambda p: len(p.text))[-settings.batch_size:]
+        generator.generate(longest, settings)
     finally:
         config.min_new_tokens = None
     tokens, counter.tokens = counter.tokens, 0
@@ -87,19 +85,21 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from gemma_fast.generate import generate_batched
+    from gemma_fast.generation import GenerationSettings, TransformersGenerator
     from gemma_fast.models import load_model
 
     loaded = load_model(args.model, args.backend, load_in_4bit=args.load_in_4bit)
+    generator = TransformersGenerator(loaded.model, loaded.tokenizer, loaded.prompts, args.model, loaded.backend)
     prompts, source = load_prompts(args.prompts, loaded.prompts)
     counter = TokenCounter(loaded.model, loaded.prompts.stop_ids)
     results = []
     for bs in (int(b) for b in args.batch_sizes.split(",")):
-        warmup_tokens = warm_up(loaded, counter, prompts, bs, args.max_new_tokens)
+        settings = GenerationSettings(args.max_new_tokens, batch_size=bs)  # greedy
+        warmup_tokens = warm_up(generator, counter, prompts, settings)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        generate_batched(loaded.model, loaded.tokenizer, loaded.prompts, prompts, bs, args.max_new_tokens)
+        generator.generate(prompts, settings)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

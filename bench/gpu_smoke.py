@@ -212,20 +212,20 @@ def step_gemma1() -> None:
     backend, notes = resolve_backend("auto")  # imports Unsloth first
     import torch
 
-    from gemma_fast.evaluation import _for_inference
-    from gemma_fast.generate import generate_batched
+    from gemma_fast.generation import GenerationSettings, TransformersGenerator, for_inference
     from gemma_fast.loss import answer_token_stats
     from gemma_fast.models import load_model
 
     folder, out = str(WORK / "tiny" / "gemma"), {"backend": backend, "notes": notes}
     loaded = load_model(folder, backend, 256, load_in_4bit=torch.cuda.is_available())
     out.update(dtype=str(loaded.dtype), model_class=type(loaded.model).__name__, unsloth_forced_float32=loaded.unsloth_forced_float32)
-    _for_inference(loaded.model, loaded.backend)
+    for_inference(loaded.model, loaded.backend)
     records = _records(8)
     fallbacks = _count_fallbacks()
     stats = answer_token_stats(loaded.model, loaded.prompts, records, 256, batch_size=8)
     out["answer_stats"] = {"rows": len(stats), "tokens": sum(s["n_tokens"] for s in stats), "hook_fired": not fallbacks}
-    answers = generate_batched(loaded.model, loaded.tokenizer, loaded.prompts, [loaded.prompts.record_prompt(r) for r in records], 8, 16)
+    generator = TransformersGenerator(loaded.model, loaded.tokenizer, loaded.prompts, folder, loaded.backend)
+    answers = generator.generate([loaded.prompts.record_prompt(r) for r in records], GenerationSettings(16, batch_size=8))
     out["generate"] = {"answers": len(answers), "peak_gib": _peak_gib()}
     _save("gemma1", out)
     from transformers import AutoModelForCausalLM  # a second copy, on the CPU, in this (patched) process
@@ -281,7 +281,7 @@ def step_eval_peak_7b() -> None:
         return
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from gemma_fast.evaluation import _for_inference
+    from gemma_fast.generation import for_inference
     from gemma_fast.models import load_model
     from gemma_fast.testing import tiny_tokenizer
 
@@ -299,7 +299,7 @@ def step_eval_peak_7b() -> None:
     out["build_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     loaded = load_model(str(folder), backend, 512, load_in_4bit=True)
-    _for_inference(loaded.model, loaded.backend)
+    for_inference(loaded.model, loaded.backend)
     torch.cuda.synchronize()
     out.update(load_s=round(time.perf_counter() - started, 1), weights_gib=round(torch.cuda.memory_allocated() / 2**30, 3),
                dtype=str(loaded.dtype))

@@ -23,13 +23,11 @@ from .backend import resolve_backend
 from .bertscore import encoder_label
 from .data import load_split
 from .errors import UserError
-from .batching import token_batches
-from .generate import decode_buffer, generate_batched
+from .generation import GenerationSettings, Weights, for_inference, open_transformers
 from .identity import base_identity, check_same_base, folder_sha256, recorded_base
 from .io import read_jsonl_numbered, write_json, write_jsonl
 from .loss import answer_token_stats
 from .methods import METHODS
-from .models import load_model
 from .outputs import check_not_inputs, check_out_dir, claim_out_dir, mark
 from .rag import attach_passages
 from .recipe import Recipe
@@ -77,18 +75,19 @@ class Candidate:
 
     name: str
     identity: object  # what must match for a partial file to be reused: content digests, not paths
-    loader: Callable[[], tuple]  # -> (model, tokenizer, prompt format, context); context e.g. the PEFT model's disable_adapter
+    loader: Callable[[], tuple]  # -> (generator, scorer, context); context e.g. the PEFT model's disable_adapter
     loaded: tuple | None = None
+    runtime: str = "transformers"  # the generator's generation.RUNTIMES name, known before it loads
 
     def _get(self) -> tuple:
         if self.loaded is None:
             self.loaded = self.loader()
         return self.loaded
 
-    model = property(lambda self: self._get()[0])
-    tokenizer = property(lambda self: self._get()[1])
-    prompts = property(lambda self: self._get()[2])  # prompts.PromptFormat
-    context = property(lambda self: self._get()[3])
+    generator = property(lambda self: self._get()[0])  # generation.Generator
+    scorer = property(lambda self: self._get()[1])  # the transformers model answer-token stats run on (None: none)
+    context = property(lambda self: self._get()[2])
+    prompts = property(lambda self: self.generator.prompts)  # prompts.PromptFormat
 
     def renamed(self, name: str) -> "Candidate":
         """The same loaded model under another name (robustness runs one model on several inputs)."""
@@ -114,39 +113,33 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
     # --compare base compares like with like (a 16-bit merged copy of a 7B base would not fit a T4 either)
     four_bit = trained_in_4bit(recipe, adapter or merged_path)
 
-    def load(spec: str, in_4bit: bool):
-        return load_model(spec, recipe.backend, recipe.train.max_seq_length, load_in_4bit=in_4bit, system=recipe.prompt.system)
+    def load(spec: str, with_adapter: Path | None = None):
+        generator = open_transformers(Weights(spec, with_adapter, backend=recipe.backend, max_seq_length=recipe.train.max_seq_length,
+                                              load_in_4bit=four_bit, system=recipe.prompt.system))
+        for_inference(generator.model, generator.backend)
+        return generator
 
-    def plain(spec: str, in_4bit: bool):
-        loaded = load(spec, in_4bit)
-        _for_inference(loaded.model, loaded.backend)
-        return loaded.model, loaded.tokenizer, loaded.prompts, nullcontext
+    def plain(spec: str):
+        generator = load(spec)
+        return generator, generator.model, nullcontext
 
     if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
-        out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))] if compare_base else []
-        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path), four_bit))]
+        out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model))] if compare_base else []
+        return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path)))]
     if not adapter:
-        return [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model, four_bit))]
+        return [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model))]
     shared: list = []
 
     def with_adapter():  # one load serves both: the base runs with the adapter switched off
         if not shared:
-            from peft import PeftModel
-
-            loaded = load(recipe.model, four_bit)
-            try:
-                model = PeftModel.from_pretrained(loaded.model, str(adapter))
-            except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch: another architecture or LoRA rank
-                raise UserError(f"adapter {adapter} does not fit model '{recipe.model}' (another architecture or shape): "
-                                f"{str(exc).strip().splitlines()[0][:300]}") from None
-            _for_inference(model, loaded.backend)
-            shared.append((model, loaded.tokenizer, loaded.prompts))
+            shared.append(load(recipe.model, adapter))
         return shared[0]
 
     base_id = base_identity(recipe.model)
-    out = [Candidate("base", base_id, lambda: (*with_adapter(), with_adapter()[0].disable_adapter))] if compare_base else []
+    out = [Candidate("base", base_id, lambda: (with_adapter(), with_adapter().model, with_adapter().model.disable_adapter))] \
+        if compare_base else []
     return out + [Candidate("fine-tuned", {"base": base_id, "adapter_sha256": folder_sha256(adapter)},
-                            lambda: (*with_adapter(), nullcontext))]
+                            lambda: (with_adapter(), with_adapter().model, nullcontext))]
 
 
 def prefer_unsloth_first(recipe: Recipe, console) -> None:
@@ -155,13 +148,6 @@ def prefer_unsloth_first(recipe: Recipe, console) -> None:
 
     for note in resolve_backend(recipe.backend, cuda=torch.cuda.is_available())[1]:
         console.print(f"[yellow]note:[/] {note}")
-
-
-def _for_inference(model, backend: str) -> None:
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel  # Unsloth's faster generation path, applied to the adapter too
-
-        FastLanguageModel.for_inference(model)
 
 
 # ---------------------------------------------------------------- generation, resumable
@@ -177,6 +163,7 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
                 "temperature": recipe.eval.temperature, "top_p": recipe.eval.top_p, "seed": recipe.seed,
                 "max_seq_length": recipe.train.max_seq_length, "rag": dataclasses.asdict(recipe.rag),
                 **({"system": recipe.prompt.system} if recipe.prompt.system else {}),
+                **({"runtime": cand.runtime} if cand.runtime != "transformers" else {}),
                 **({} if recipe.eval.answer_stats else {"answer_stats": False})}
     path, meta = partial / f"{cand.name}.jsonl", partial / f"{cand.name}.settings.json"
     keys = {r["id"]: row_key(r) for r in records}
@@ -199,23 +186,23 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     check_prompt_lengths(todo, lengths, recipe.train.max_seq_length, f"{recipe.data_dir / recipe.eval.split}.jsonl ({cand.name})")
     task = progress.add_task(cand.name, total=len(records), completed=len(records) - len(todo))
     ev = recipe.eval
+
+    def save(idx: list[int], answers: list[str]) -> None:  # each finished batch survives a crash
+        batch = [todo[i] for i in idx]
+        stats = (answer_token_stats(cand.scorer, cand.prompts, batch, recipe.train.max_seq_length, len(batch),
+                                    batch_tokens=ev.batch_tokens)
+                 if ev.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
+        for record, pred, stat in zip(batch, answers, stats):
+            row = {"id": record["id"], "key": keys[record["id"]], "prediction": pred, **stat}
+            done[record["id"]] = row
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        progress.advance(task, len(batch))
+
     with cand.context(), path.open("a", encoding="utf-8") as handle:
-        # shortest first; each batch within eval.batch_size prompts and eval.batch_tokens tokens of KV cache
-        for idx in token_batches(lengths, ev.batch_size, ev.batch_tokens, ev.max_new_tokens + decode_buffer(cand.model)):
-            batch = [todo[i] for i in idx]
-            stats = (answer_token_stats(cand.model, cand.prompts, batch, recipe.train.max_seq_length, len(batch),
-                                        batch_tokens=ev.batch_tokens)
-                     if ev.answer_stats else [NO_STATS] * len(batch))  # generation only: a CPU saving
-            predictions = generate_batched(
-                cand.model, cand.tokenizer, cand.prompts, [prompts[i] for i in idx], len(batch), ev.max_new_tokens,
-                do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p, seed=recipe.seed,
-            )
-            for record, pred, stat in zip(batch, predictions, stats):
-                row = {"id": record["id"], "key": keys[record["id"]], "prediction": pred, **stat}
-                done[record["id"]] = row
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()  # each finished batch survives a crash
-            progress.advance(task, len(batch))
+        # the generator batches (transformers: shortest first, each batch within eval.batch_size prompts and
+        # eval.batch_tokens tokens of KV cache); answer-token stats run on the same batches
+        cand.generator.generate(prompts, GenerationSettings.from_eval(ev, recipe.seed), on_batch=save)
     return done
 
 

@@ -3,6 +3,7 @@ clean run by a paired bootstrap; the summary score is the mean relative drop of 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import metrics as M
 from .errors import UserError
 from .evaluation import candidates, compare, load_eval_records, prefer_unsloth_first, run_candidate, score, summarise
-from .generate import generate_batched
+from .generation import GenerationSettings
 from .io import write_json, write_jsonl
 from .outputs import check_out_dir, claim_out_dir
 from .perturb import Context, apply_spec, needs_model, parse_spec
@@ -22,11 +23,12 @@ from .selection import selection_summary
 
 def model_translator(cand, recipe: Recipe):
     """The model under test as a translator (self_translate; labelled as such in every report)."""
+    greedy = dataclasses.replace(GenerationSettings.from_eval(recipe.eval, recipe.seed), temperature=0.0)
+
     def translate(questions: list[str], target: str) -> list[str]:
         prompts = [cand.prompts.prompt(f"Translate into {target}. Reply with the translation only.\n\n{q}") for q in questions]
         with cand.context():
-            return generate_batched(cand.model, cand.tokenizer, cand.prompts, prompts, recipe.eval.batch_size,
-                                    recipe.eval.max_new_tokens, batch_tokens=recipe.eval.batch_tokens)
+            return cand.generator.generate(prompts, greedy)
 
     return translate
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .generation import GenerationSettings, TransformersGenerator
 
 MIN_TOP1 = 0.95
 # The near-tie budget per file type, as a share of the merged model's logit scale at the step where the answers part
@@ -89,9 +90,10 @@ class Reference:
         self.model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
         self.config = self.model.config
         self.prompts = prompt_format(self.tokenizer, self.config, system)
-        self.stop_ids = self.prompts.stop_ids
         self.end_of_turn = self.prompts.end_of_turn_id
         self.max_new_tokens = max_new_tokens
+        self.settings = GenerationSettings(max_new_tokens, batch_size=1)  # greedy, one prompt at a time: no padding
+        self.generator = TransformersGenerator(self.model, self.tokenizer, self.prompts, f"{merged} (merged)")
         self.items = [self._item(r) for r in records]
 
     @torch.no_grad()
@@ -105,12 +107,7 @@ class Reference:
         positions = list(range(min(len(prompt_ids), len(ref_ids)) - 1, len(ref_ids) - 1)) or [len(ref_ids) - 1]
         logits = self.model(torch.tensor([ref_ids])).logits[0]
         top = logits[positions].topk(TOP_K)
-        out = self.model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-                                  max_new_tokens=self.max_new_tokens, do_sample=False, eos_token_id=self.stop_ids,
-                                  pad_token_id=self.tokenizer.pad_token_id)
-        greedy = [t for t in out[0, len(prompt_ids):].tolist()]
-        if greedy and greedy[-1] in self.stop_ids:
-            greedy = greedy[:-1]
+        greedy = self.generator.generate_ids([prompt_ids], self.settings)[0]
         return Item(str(record.get("id", "")), prompt, text, prompt_ids, ref_ids, positions, top.indices.tolist(),
                     top.values.tolist(), logits[positions].argmax(-1).tolist(), greedy)
 
@@ -146,17 +143,13 @@ def transformers_outputs(gguf: Path, ref: Reference) -> dict:
     filled = fill_from_gguf(model, gguf, info.get("missing_keys") or [])
     model.eval()
     load_s = time.perf_counter() - start
+    generator = TransformersGenerator(model, ref.tokenizer, ref.prompts, f"{gguf.name} (transformers)")  # the reference's stop ids
     rows = []
     with torch.no_grad():
         for item in ref.items:
             logits = model(torch.tensor([item.ref_ids])).logits[0]
             at_top = [[float(logits[p, t]) for t in top] for p, top in zip(item.positions, item.ref_top)]
-            out = model.generate(torch.tensor([item.prompt_ids]), attention_mask=torch.ones(1, len(item.prompt_ids), dtype=torch.long),
-                                 max_new_tokens=ref.max_new_tokens, do_sample=False, eos_token_id=ref.stop_ids,
-                                 pad_token_id=ref.tokenizer.pad_token_id)
-            greedy = out[0, len(item.prompt_ids):].tolist()
-            if greedy and greedy[-1] in ref.stop_ids:
-                greedy = greedy[:-1]
+            greedy = generator.generate_ids([item.prompt_ids], ref.settings)[0]
             rows.append({"ids": tokenizer(item.text, add_special_tokens=False)["input_ids"], "argmax": logits[item.positions].argmax(-1).tolist(),
                          "at_ref_top": at_top, "greedy": greedy})
     del model
@@ -206,7 +199,7 @@ def fill_from_gguf(model, gguf: Path, missing: list[str]) -> list[str]:
 def llama_cpp_outputs(gguf: Path, ref: Reference, runtime: Path) -> dict:
     """ik-llama-cpp-python in a child process: a crash there is a failed check, not a dead export."""
     start = time.perf_counter()
-    request = {"gguf": str(gguf), "runtime": str(runtime), "max_new_tokens": ref.max_new_tokens, "stop_ids": ref.stop_ids,
+    request = {"gguf": str(gguf), "runtime": str(runtime), "max_new_tokens": ref.max_new_tokens, "stop_ids": ref.prompts.stop_ids,
                "n_ctx": MAX_TOKENS + ref.max_new_tokens,
                "items": [{"text": it.text, "ref_ids": it.ref_ids, "prompt_ids": it.prompt_ids, "positions": it.positions,
                           "ref_top": it.ref_top} for it in ref.items]}

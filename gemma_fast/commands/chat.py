@@ -40,7 +40,10 @@ def parse_args() -> argparse.Namespace:
                    help="retrieve passages into each prompt: from the recipe's rag.index, or from this index folder")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="answer length limit (default 256)")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the recipe's eval settings)")
-    p.add_argument("--runtime", choices=["auto", "llama.cpp", "transformers"], default="auto", help="for --gguf")
+    from gemma_fast.generation import RUNTIMES
+
+    p.add_argument("--runtime", choices=["auto", *RUNTIMES], default="auto",
+                   help="what runs the model (auto: a GGUF on llama.cpp where installed, else transformers)")
     p.add_argument("--no-history", action="store_true", help="interactive: answer each question on its own")
     return p.parse_args()
 
@@ -69,23 +72,24 @@ def main() -> None:
     if args.gguf and args.model:
         raise cli.UserError("--gguf and --model name two models; give one")
     recipe = resolve_recipe(args)
-    from gemma_fast.chat import Conversation, Settings, Source, open_model, retriever_for
+    from gemma_fast.chat import Conversation, Source, open_model, retriever_for
+    from gemma_fast.generation import GenerationSettings
 
     console = cli.console  # stderr
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise cli.UserError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature:g}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise cli.UserError("--max-new-tokens must be at least 1")
-    settings = Settings(max_new_tokens=args.max_new_tokens or 256, seed=recipe.seed,
-                        temperature=args.temperature if args.temperature is not None else (recipe.eval.temperature if recipe.eval.do_sample else 0.0),
-                        top_p=recipe.eval.top_p)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens or 256, seed=recipe.seed,
+                                  temperature=args.temperature if args.temperature is not None else
+                                  (recipe.eval.temperature if recipe.eval.do_sample else 0.0), top_p=recipe.eval.top_p)
     questions = None
     if args.input:
         questions = read_jsonl(args.input)
     retriever = retriever_for(recipe, args.rag)
-    chat = open_model(Source(model=args.model, adapter=args.adapter, gguf=args.gguf, runtime=args.runtime), recipe, console)
+    generator = open_model(Source(model=args.model, adapter=args.adapter, gguf=args.gguf, runtime=args.runtime), recipe, console)
     interactive = not args.prompt and questions is None and sys.stdin.isatty()
-    conversation = Conversation(chat, settings, retriever, args.context, history=interactive and not args.no_history,
+    conversation = Conversation(generator, settings, retriever, args.context, history=interactive and not args.no_history,
                                 max_length=recipe.train.max_seq_length)
 
     def stream(piece: str) -> None:

@@ -188,10 +188,10 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     partial = tmp_path / "eval" / "partial" / "base.jsonl"  # as if the run had died after three answers
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:3]))
     generated = []
-    import gemma_fast.evaluation as E
+    from gemma_fast.generation import TransformersGenerator as G
 
-    real = E.generate_batched
-    monkeypatch.setattr(E, "generate_batched", lambda model, tok, fmt, prompts, *a, **k: generated.extend(prompts) or real(model, tok, fmt, prompts, *a, **k))
+    real = G.generate
+    monkeypatch.setattr(G, "generate", lambda self, prompts, *a, **k: generated.extend(prompts) or real(self, prompts, *a, **k))
     second = evaluate(bilingual, tmp_path / "eval", console)
     assert len(generated) == 5  # only the missing ones
     assert [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == predictions
@@ -202,17 +202,17 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
 def test_evaluation_batches_by_a_token_budget(tmp_path, bilingual, monkeypatch):
     """eval.batch_tokens splits what eval.batch_size would keep together: each generation call holds at most that many
     tokens of prompt + new tokens (a prompt longer than the budget alone), and every record is still answered once."""
-    import gemma_fast.evaluation as E
+    from gemma_fast.generation import TransformersGenerator as G
 
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
     calls = []
-    real = E.generate_batched
+    real = G._generate_batch
 
-    def spy(model, tok, fmt, prompts, *a, **k):
-        calls.append([len(ids) for ids in fmt.encode_many(prompts)])
-        return real(model, tok, fmt, prompts, *a, **k)
+    def spy(self, rows, *a, **k):  # one model.generate call
+        calls.append([len(ids) for ids in rows])
+        return real(self, rows, *a, **k)
 
-    monkeypatch.setattr(E, "generate_batched", spy)
+    monkeypatch.setattr(G, "_generate_batch", spy)
     bilingual.eval.batch_size, bilingual.eval.batch_tokens = 8, 60  # prompts here are 15-25 tokens, + 4 new tokens
     summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
     assert summary["examples"] == 8 and sum(len(c) for c in calls) == 8
@@ -220,7 +220,7 @@ def test_evaluation_batches_by_a_token_budget(tmp_path, bilingual, monkeypatch):
     assert [max(c) for c in calls] == sorted(max(c) for c in calls)  # shortest prompts first
 
 def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model_dir, monkeypatch):
-    import gemma_fast.evaluation as E
+    from gemma_fast.generation import TransformersGenerator as G
 
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
     rows = [{"id": f"k{i}", "instruction": f"How many hours in week {i}?", "input": "Kaggle gives 30 GPU hours a week.",
@@ -229,8 +229,8 @@ def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model
     base = [f"model={tiny_model_dir}", f"data.dir={tmp_path / 'data'}", "eval.max_new_tokens=4", "train.max_seq_length=128",
             "eval.where=context=with"]
     asked = []
-    real = E.generate_batched
-    monkeypatch.setattr(E, "generate_batched", lambda model, tok, fmt, prompts, *a, **k: asked.extend(p.text for p in prompts) or real(model, tok, fmt, prompts, *a, **k))
+    real = G.generate
+    monkeypatch.setattr(G, "generate", lambda self, prompts, *a, **k: asked.extend(p.text for p in prompts) or real(self, prompts, *a, **k))
     with_passage = evaluate(load_recipe("quickstart", base), tmp_path / "eval", Console(stderr=True))
     assert with_passage["examples"] == 3 and all("Context:" in p for p in asked)
     asked.clear()

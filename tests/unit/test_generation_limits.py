@@ -17,7 +17,7 @@ def recipe_with(tmp_path, tiny_model_dir, rows, *overrides):
 
 
 def test_an_over_long_prompt_is_refused_before_generation(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("gemma_fast.evaluation.generate_batched", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr("gemma_fast.generation.TransformersGenerator.generate", lambda *a, **k: pytest.fail("generated"))
     rows = [{"id": "short", "instruction": "Is it ready?", "input": "", "output": "Yes.", "lang": "en"},
             {"id": "long", "instruction": "Is it ready?", "input": "the context goes on " * 40, "output": "Yes.", "lang": "en"}]
     recipe = recipe_with(tmp_path, tiny_model_dir, rows, "train.max_seq_length=64", "eval.max_new_tokens=4")

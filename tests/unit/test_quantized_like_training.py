@@ -8,7 +8,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from gemma_fast import evaluation
+from gemma_fast import evaluation, models
 from gemma_fast.recipe import load_recipe
 
 
@@ -40,7 +40,7 @@ def record_loads(monkeypatch, target):
 @pytest.mark.parametrize("cuda", [True, False])
 def test_merged_qlora_run_and_its_base_load_in_4bit_on_cuda(monkeypatch, qlora_run, tiny_model_dir, cuda):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    calls = record_loads(monkeypatch, evaluation)
+    calls = record_loads(monkeypatch, models)
     recipe = load_recipe("quickstart", [f"model={tiny_model_dir}", "train.method=lora"])  # the run's own recipe decides
     base, merged = evaluation.candidates(recipe, None, qlora_run / "merged", compare_base=True)
     for cand in (base, merged):
