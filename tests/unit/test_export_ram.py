@@ -78,6 +78,7 @@ def test_export_only_refuses_too(gemma_7b, tmp_path, monkeypatch, capsys):
     assert "--merge needs about 18 GiB" in err and "bfloat16" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # a fresh export process
 def test_exports_run_in_a_fresh_process(tmp_path, tiny_model_dir, monkeypatch):
     """merge_adapter is broken in this process: the merge still happens, so it ran elsewhere (a fresh Python that
     imports no Unsloth); the summary names what it wrote."""
