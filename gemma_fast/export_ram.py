@@ -1,5 +1,5 @@
-"""The CPU RAM the exports need (--merge, --gguf and its round trip), checked before training, and the exports run in a
-fresh process after it.
+"""The CPU RAM the exports need (--merge, --gguf and its round trip), checked before training and by the export stage,
+and the export stage run in a fresh process after training.
 
 Why a fresh process: Unsloth patches the Gemma classes themselves (GemmaForCausalLM.forward, GemmaDecoderLayer.forward,
 ...), so a CPU forward in the training process reaches its Triton kernels, which have no CPU path; a new Python that
@@ -66,20 +66,26 @@ def needed(params: int, merge: bool, merge_dtype: torch.dtype, gguf: bool, round
 
 
 def export_command(recipe_path: Path, run_dir: Path, merge: bool, gguf: str, roundtrip: int,
-                   merge_dtype: torch.dtype = torch.float32) -> list[str]:
-    """The --export-only command for a finished run (what train() runs after training, and what a user runs later)."""
-    command = [sys.executable, "-m", "gemma_fast.commands.train_qlora", "--recipe", str(recipe_path), "--out", str(run_dir),
-               "--export-only"]
+                   merge_dtype: torch.dtype = torch.float32, to: str = "", out: Path | None = None,
+                   overrides: list[str] = ()) -> list[str]:
+    """The export stage's command for a finished run (what train() runs after training, and what a user runs later):
+    `python -m gemma_fast.commands.export`, which is `gemma-fast export`."""
+    command = [sys.executable, "-m", "gemma_fast.commands.export", "--recipe", str(recipe_path), "--run", str(run_dir)]
+    command += [arg for item in overrides for arg in ("--set", item)] + (["--out", str(out)] if out is not None else [])
     if merge:
         command += ["--merge"] + (["--merge-dtype", "bfloat16"] if merge_dtype == torch.bfloat16 else [])
     if gguf:
-        command += ["--gguf", gguf, "--roundtrip", str(roundtrip)]
+        command += ["--gguf", gguf]
+    if to:
+        command += ["--to", to]
+    if gguf or to:
+        command += ["--roundtrip", str(roundtrip)]
     return command
 
 
 def check_export_ram(spec: str, merge: bool, gguf: str, roundtrip: int, merge_dtype: torch.dtype, later: list[str],
-                     available: int | None = None) -> int | None:
-    """Refuse, naming the numbers, when the exports need more RAM than is available; `later` is the --export-only
+                     available: int | None = None, before_training: bool = True) -> int | None:
+    """Refuse, naming the numbers, when the exports need more RAM than is available; `later` is the export stage's
     command for a bigger machine. Returns the estimated peak in bytes (None: nothing to export)."""
     if not merge and not gguf:
         return None
@@ -96,8 +102,8 @@ def check_export_ram(spec: str, merge: bool, gguf: str, roundtrip: int, merge_dt
     raise UserError(
         f"{worst} needs about {peak / GIB:.0f} GiB of CPU RAM for {params / 1e9:.2f} B parameters "
         f"({_how(worst, merge_dtype, roundtrip)}), and this machine has {available / GIB:.1f} GiB available "
-        f"(MemAvailable); nothing was trained. Train without it, then export on a machine with more RAM: "
-        f"{shlex.join(later)}{lighter}")
+        f"(MemAvailable); {'nothing was trained. Train without it, then' if before_training else 'nothing was exported;'} "
+        f"export on a machine with more RAM: {shlex.join(later)}{lighter}")
 
 
 def _how(step: str, merge_dtype: torch.dtype, roundtrip: int) -> str:

@@ -1,4 +1,4 @@
-"""`gemma-fast <stage> [options]`: the five stages (and chat) as one installed command. `python scripts/<stage>.py`
+"""`gemma-fast <stage> [options]`: the stages (and chat) as one installed command. `python scripts/<stage>.py`
 runs the same code (gemma_fast/commands/); each stage's `--help` lists its options and examples.
 
 Listing the stages imports nothing but the standard library, so `gemma-fast --help` works right after
@@ -15,6 +15,7 @@ STAGES = {  # stage -> (module in gemma_fast.commands, also scripts/<module>.py;
     "train": ("train_qlora", "fine-tune with QLoRA, LoRA or prefix tuning (Unsloth where it runs)"),
     "evaluate": ("evaluate", "score base and fine-tuned models on a split, with 95% intervals"),
     "robustness": ("robustness", "the same metrics on perturbed questions, paired with the clean run"),
+    "export": ("export", "merge a trained run, write GGUF files and Ollama Modelfiles, each checked"),
     "chat": ("chat", "talk to a trained run, a merged model or a GGUF"),
     "env": ("env", "print library versions, CUDA, driver and GPUs for a bug report"),
 }

@@ -1,8 +1,8 @@
-"""Merge a LoRA adapter into a full copy of its base model (for --merge and the GGUF export), and free memory
-between the big steps.
+"""Merge a LoRA adapter into a full copy of its base model (the `merged` export, and the float32 copy the exports
+that read a merged model get: merged_for_export), and free memory between the big steps.
 
-A merged folder says what it was made from (MERGED_FILE: the adapter's and the base's content digests), so the
-GGUF export reuses <run>/merged only when it is this adapter merged into this base (merged_mismatch)."""
+A merged folder says what it was made from (MERGED_FILE: the adapter's and the base's content digests), so an
+export reuses <run>/merged only when it is this adapter merged into this base (merged_mismatch)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 from .models import load_model
 from .recipe import Recipe
+from .tools import say
 
 
 def free_memory() -> None:
@@ -78,3 +80,34 @@ def merged_mismatch(merged: Path, adapter_dir: Path, base_spec: str) -> str | No
     if not same_base(record["base"], base_spec):
         return f"it was made from the base '{record['base'].get('name')}', not '{base_spec}'"
     return None
+
+
+def merged_for_export(recipe: Recipe, run_dir: Path, work: Path, reuse: Path | None = None) -> tuple[Path, bool]:
+    """`reuse` (default <run>/merged) when it records being this adapter merged into this base (merged_mismatch, by
+    content); else a fresh float32 merge into `work` (True: temporary), `reuse` left as it is."""
+    import json
+    import shutil
+
+    adapter = run_dir / "adapter"
+    weights = next((p for p in (adapter / "adapter_model.safetensors", adapter / "adapter_model.bin") if p.is_file()), None)
+    if weights is None:
+        raise UserError(f"export: no adapter in {adapter} (train first, or name a finished run with --run)")
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    peft_type = config.get("peft_type", "LORA") if isinstance(config, dict) else "LORA"
+    if str(peft_type).upper() != "LORA":
+        raise UserError(f"export: {adapter} is a {peft_type} adapter; only LoRA merges into the weights")
+    merged = run_dir / "merged" if reuse is None else reuse
+    if (merged / "config.json").is_file() and any(merged.glob("*.safetensors")):
+        why = merged_mismatch(merged, adapter, recipe.model)
+        if why is None:
+            return merged, False
+        say(f"note: not exporting {merged}: {why}; merging afresh for the export ({merged} is left as it is)")
+    target = work / "merged"
+    shutil.rmtree(target, ignore_errors=True)
+    say(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
+    merge_adapter(recipe, adapter, target, torch.float32)
+    free_memory()
+    return target, True

@@ -5,9 +5,9 @@ One guard for every stage (check_out_dir), by what a folder holds:
 - run and rag folders are replaced whole, only with --overwrite and only when they are ours, never `/`, the home
   folder, the working directory or one of its ancestors, or a repository root; the old folder is moved aside and
   removed only after the new one is complete, and put back on failure;
-- data, eval and robustness folders are updated in place (a rerun replaces its own files; evaluation reuses its
-  cached answers), and a folder holding files this project did not write is refused unless --overwrite, which then
-  writes our outputs beside them and removes nothing.
+- data, eval, robustness and export folders are updated in place (a rerun replaces its own files; evaluation reuses
+  its cached answers), and a folder holding files this project did not write is refused unless --overwrite, which
+  then writes our outputs beside them and removes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ OWN_FILES = {
     "data": ("train.jsonl", "val.jsonl", "test.jsonl", "prep_report.json", "recipe.yaml", ".incomplete"),
     "eval": ("predictions.jsonl", "metrics.json", "report.md", "metrics.png", "recipe.yaml", "partial/*"),
     "robustness": ("robustness.json", "report.md", "robustness.png", "recipe.yaml", "partial/*", "questions/*"),
+    "export": ("recipe.yaml",),  # + what each export writes (exporters.own_files, passed as `own`)
 }
 KINDS = WHOLE_KINDS + tuple(OWN_FILES)
 
@@ -91,9 +92,9 @@ def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def foreign_files(folder: Path, kind: str) -> list[str]:
-    """Files in `folder` (relative paths) that a gemma_fast stage of this in-place kind did not write: every file
-    when the folder carries no marker of this kind."""
+def foreign_files(folder: Path, kind: str, own: tuple[str, ...] = ()) -> list[str]:
+    """Files in `folder` (relative paths) that a gemma_fast stage of this in-place kind did not write (OWN_FILES, and
+    the patterns `own` adds): every file when the folder carries no marker of this kind."""
     ours = output_kind(folder) == kind
     found = []
     for path in sorted(folder.rglob("*")):
@@ -101,13 +102,13 @@ def foreign_files(folder: Path, kind: str) -> list[str]:
             continue
         name = path.relative_to(folder).as_posix()
         if ours and (name == MARKER or (name.startswith(".") and name.endswith(".tmp"))  # atomic_open's leftovers
-                     or any(path.relative_to(folder).match(pattern) for pattern in OWN_FILES[kind])):
+                     or any(path.relative_to(folder).match(pattern) for pattern in OWN_FILES[kind] + own)):
             continue
         found.append(name)
     return found
 
 
-def check_out_dir(folder: Path, kind: str, overwrite: bool, hint: str = "") -> None:
+def check_out_dir(folder: Path, kind: str, overwrite: bool, hint: str = "", own: tuple[str, ...] = ()) -> None:
     """Fail before any work when --out exists and may not (or was not asked to) be written; see the module doc."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file, not a folder")
@@ -122,7 +123,7 @@ def check_out_dir(folder: Path, kind: str, overwrite: bool, hint: str = "") -> N
     if found and found != kind:
         raise UserError(f"refusing to write {kind} outputs into {folder}: it holds a gemma_fast {found} folder; "
                         "choose another --out (nothing was changed)")
-    foreign = foreign_files(folder, kind)
+    foreign = foreign_files(folder, kind, own)
     if not foreign:
         return
     if not overwrite:
@@ -134,10 +135,10 @@ def check_out_dir(folder: Path, kind: str, overwrite: bool, hint: str = "") -> N
         raise UserError(f"refusing to write {kind} outputs into {folder}: {reason}; choose another --out")
 
 
-def claim_out_dir(folder: Path, kind: str, overwrite: bool) -> None:
+def claim_out_dir(folder: Path, kind: str, overwrite: bool, own: tuple[str, ...] = ()) -> None:
     """Right before an in-place stage writes: check again, then mark the folder as ours, so a rerun recognises the
     files (and cached answers) written from now on."""
-    check_out_dir(folder, kind, overwrite)
+    check_out_dir(folder, kind, overwrite, own=own)
     mark(folder, kind)
 
 

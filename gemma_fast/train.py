@@ -381,7 +381,7 @@ def tokenize_split(prompts, records: list[dict], max_length: int):
 @dataclass
 class Exports:
     merge: bool = False
-    gguf: str = ""  # GGUF types, comma-separated: f16, bf16, q8_0, q4_k_m (export.py, on every backend)
+    gguf: str = ""  # GGUF types, comma-separated: f16, bf16, q8_0, q4_k_m (exporters.py, on every backend)
     push_to_hub: str = ""  # a hub repo id
     roundtrip: int = 8  # test prompts the GGUF round trip checks after the export (0: none)
 
@@ -392,11 +392,11 @@ def check_exports(exports: Exports, plan: Plan) -> str | None:
     if exports.merge and not method.merges:
         raise UserError(f"--merge: {method.why_not}; only LoRA adapters merge")
     if exports.gguf:
-        from .export import check_tools, parse_types
+        from .exporters import check_tools, choose, names_for
 
         if not method.merges:
             raise UserError(f"--gguf: {method.why_not}, so no GGUF; only LoRA adapters export")
-        check_tools(parse_types(exports.gguf))  # installs the converter (and llama-quantize) now, not after training
+        check_tools(choose(names_for(gguf=exports.gguf)))  # installs the converter (and llama-quantize) now, not after training
     if exports.push_to_hub:
         from huggingface_hub import get_token
 
@@ -627,8 +627,8 @@ def merge_dtype(cuda: bool) -> torch.dtype:
 
 def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
     """The exports that reload the base (--merge, --gguf), in a fresh process (export_ram.py says why) once the run is
-    saved: `--export-only` on this run, its output streamed here. A failure leaves the run complete and names the
-    command that retries the exports."""
+    saved: the export stage (gemma-fast export) on this run, its output streamed here. A failure leaves the run
+    complete and names the command that retries the exports."""
     write_json(out_dir / "train_summary.json", summary)
     if not exports.merge and not exports.gguf:
         return summary

@@ -7,7 +7,7 @@ Examples:
   python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo
   python scripts/train_qlora.py --recipe kaggle_docs --set model=embedded:gemma-3-270m --set train.max_steps=20
   python scripts/train_qlora.py --recipe quickstart --set train.save_steps=5 --out runs/q/r1   # then --resume
-  python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo --export-only --gguf q4_k_m   # GGUF of a run
+  python scripts/train_qlora.py --recipe quickstart --out runs/quickstart/demo --gguf q4_k_m   # then export (scripts/export.py)
   python scripts/train_qlora.py --recipe kaggle_docs --plan --gpu t4   # what would run, and will it fit? (no weights loaded)
   accelerate launch --multi_gpu --num_processes 2 scripts/train_qlora.py --recipe kaggle_docs --set backend=hf --set lora.r=16 --set lora.alpha=32
       # DDP on 2×T4, as the README says (the recipe's r=128 needs A100-class cards; FSDP: README, "More than one GPU")
@@ -27,7 +27,8 @@ def main() -> None:
                                                               "f16, bf16, q8_0 or q4_k_m, comma-separated for several; "
                                                               "writes <run>/gguf/ with Ollama Modelfiles and roundtrip.json")
     p.add_argument("--roundtrip", type=int, default=8, metavar="N", help="test prompts the GGUF round trip checks (0: skip)")
-    p.add_argument("--export-only", action="store_true", help="do not train: export the finished run in --out (--gguf, --merge)")
+    p.add_argument("--export-only", action="store_true", help="do not train: export the finished run in --out (--gguf, --merge); "
+                                                              "an alias of `gemma-fast export --run DIR`, kept for existing commands")
     p.add_argument("--merge-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="dtype of --merge's copy (default float32; training passes bfloat16 after a GPU run: half the RAM)")
     p.add_argument("--push-to-hub", default="", metavar="REPO", help="push the adapter to a private hub repo (token from HF_TOKEN)")
@@ -55,19 +56,13 @@ def main() -> None:
 
     if args.resume and not args.out:
         raise cli.UserError("--resume needs --out: the run folder to continue")
-    if args.export_only:
+    if args.export_only:  # the export stage's older spelling (gemma-fast export --run DIR), kept for existing commands
         if not args.out:
             raise cli.UserError("--export-only needs --out: the finished run folder to export")
-        import torch
+        from gemma_fast.commands.export import export
 
-        from gemma_fast.export import export_run
-        from gemma_fast.export_ram import check_export_ram, export_command
-
-        dtype = getattr(torch, args.merge_dtype)
-        check_export_ram(recipe.model, args.merge, args.gguf, args.roundtrip, dtype,
-                         export_command(Path(args.recipe), Path(args.out), args.merge, args.gguf, args.roundtrip, dtype))
-        done = export_run(recipe, Path(args.out), console, gguf=args.gguf, merge=args.merge, roundtrip=args.roundtrip,
-                          merge_dtype=dtype)
+        done = export(recipe, args.recipe, args.overrides, Path(args.out), merge=args.merge, gguf=args.gguf,
+                      roundtrip=args.roundtrip, merge_dtype=args.merge_dtype, label="--export-only")
         console.print(table(f"exported {args.out}", ["", "value"], list(done.items())))
         return
     out_dir = Path(args.out) if args.out else recipe.default_out("train")

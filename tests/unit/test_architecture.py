@@ -19,6 +19,7 @@ LAYERS = [  # lowest first; a module may import only modules of lower layers
     {"data", "rag", "cli", "callbacks", "merge", "testing_spm"},
     {"evaluation", "roundtrip"},
     {"robustness", "export", "chat"},
+    {"exporters"},  # the registry and the export stage's work: reads export (GGUF), merge and roundtrip; train reads it
     {"train"},
     {"preflight"},
     {"commands"},  # the stages' CLIs: nothing in the package imports them (main.py loads them by name)

@@ -89,7 +89,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, request, script, a
 
 
 def test_every_script_explains_itself():
-    for script in ("prepare_data", "build_rag", "train_qlora", "evaluate", "robustness"):
+    for script in ("prepare_data", "build_rag", "train_qlora", "evaluate", "robustness", "export"):
         result = run_script(script, "--help", cwd=ROOT)
         assert result.returncode == 0 and "--recipe" in result.stdout and "--set" in result.stdout
 
@@ -100,7 +100,7 @@ def test_one_command_for_every_stage_and_scripts_are_shims():
     """`gemma-fast <stage>` runs the same code as scripts/<stage>.py; the scripts edit no sys.path."""
     listing = subprocess.run([sys.executable, "-m", "gemma_fast.main", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert listing.returncode == 0
-    for stage in ("prepare", "rag", "train", "evaluate", "robustness"):
+    for stage in ("prepare", "rag", "train", "evaluate", "robustness", "export"):
         assert f"  {stage} " in listing.stdout
     train = subprocess.run([sys.executable, "-m", "gemma_fast.main", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert train.returncode == 0 and "--resume" in train.stdout and "gemma-fast train" in train.stdout

@@ -40,7 +40,8 @@ def tools():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tools):
-    """A tiny Gemma 3 (SentencePiece vocabulary, 6 layers), 3 LoRA steps, exported by train() and by --export-only."""
+    """A tiny Gemma 3 (SentencePiece vocabulary, 6 layers), 3 LoRA steps, exported by train() (the export stage in a
+    fresh process) and by scripts/export.py as a user runs it."""
     from transformers import AutoTokenizer
 
     from gemma_fast.data import prepare
@@ -57,10 +58,10 @@ def tiny_run(tmp_path_factory, tools):
     load_recipe("quickstart", overrides).save(recipe_path)
     types = "f16,q4_k_m" if tools["runtime"] else "f16"
     train(load_recipe(str(recipe_path)), root / "run", console, exports=Exports(gguf=types, roundtrip=4))
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_qlora.py"), "--recipe", str(recipe_path), "--out", str(root / "run"),
-                           "--export-only", "--gguf", "q8_0", "--roundtrip", "4"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--run", str(root / "run"),
+                           "--gguf", "q8_0", "--roundtrip", "4"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    return {"root": root, "model": model, "run": root / "run", "gguf": root / "run" / "gguf", "export_only": done, **tools}
+    return {"root": root, "model": model, "run": root / "run", "gguf": root / "run" / "gguf", "stage": done, **tools}
 
 
 def test_files_modelfiles_and_summary(tiny_run):
@@ -72,7 +73,7 @@ def test_files_modelfiles_and_summary(tiny_run):
     assert not (gguf / ".work").exists() and not list(gguf.glob("*.partial"))
     summary = json.loads((tiny_run["run"] / "train_summary.json").read_text())
     assert summary["exports"]["gguf"] == str(gguf / "roundtrip.json")
-    assert "round trip against the merged model" in tiny_run["export_only"].stderr + tiny_run["export_only"].stdout
+    assert "round trip against the merged model" in tiny_run["stage"].stderr + tiny_run["stage"].stdout
 
 
 def test_vocabulary_scores_and_types_equal_the_original(tiny_run):
@@ -232,9 +233,11 @@ def test_chat_bad_input_is_one_line(tiny_run, tmp_path):
 
 
 def test_types_are_validated():
-    assert export.parse_types("Q8_0, q4_k_m,q8_0") == ["q8_0", "q4_k_m"]
+    from gemma_fast.exporters import parse_types
+
+    assert parse_types("Q8_0, q4_k_m,q8_0") == ["q8_0", "q4_k_m"]
     with pytest.raises(UserError, match="'q5_k' is not one of f16, bf16, q8_0, q4_k_m"):
-        export.parse_types("q5_k")
+        parse_types("q5_k")
 
 
 def test_offline_install_failure_gives_the_pip_command(tmp_path, monkeypatch):

@@ -52,30 +52,49 @@ def test_training_refuses_exports_this_machine_cannot_hold_before_any_work(gemma
     line = str(refused.value)
     assert "\n" not in line and "--merge needs about 34 GiB" in line and "8.54 B parameters" in line
     assert "12.7 GiB available" in line and "nothing was trained" in line
-    assert f"--recipe {tmp_path / 'run' / 'recipe.yaml'} --out {tmp_path / 'run'} --export-only --merge" in line
+    assert f"-m gemma_fast.commands.export --recipe {tmp_path / 'run' / 'recipe.yaml'} --run {tmp_path / 'run'} --merge" in line
     assert not (tmp_path / "run").exists()
 
 
 def test_gguf_refusal_names_the_lighter_round_trip_free_export(gemma_7b):
     later = export_command(ROOT / "r.yaml", ROOT / "run", False, "q8_0", 8)
-    with pytest.raises(UserError, match=r"--gguf needs about 66 GiB .*round trip's second float32 copy.*--export-only --gguf q8_0 "
-                                         r"--roundtrip 8; --roundtrip 0 .* needs about 34 GiB"):
+    with pytest.raises(UserError, match=r"--gguf needs about 66 GiB .*round trip's second float32 copy.*gemma_fast\.commands\.export "
+                                         r"--recipe \S+r\.yaml --run \S+run --gguf q8_0 --roundtrip 8; --roundtrip 0 .* needs about 34 GiB"):
         check_export_ram(str(gemma_7b), False, "q8_0", 8, torch.float32, later, available=COLAB)
     assert check_export_ram(str(gemma_7b), False, "q8_0", 8, torch.float32, later, available=80 * GIB) > 60 * GIB
     assert check_export_ram(str(gemma_7b), False, "", 8, torch.float32, later, available=1) is None  # nothing to export
 
 
-def test_export_only_refuses_too(gemma_7b, tmp_path, monkeypatch, capsys):
-    from gemma_fast import cli
-    from gemma_fast.commands import train_qlora
+def finished_run(folder):
+    """A run folder that passes the export's cheap checks (a LoRA adapter's config and header), without training."""
+    from safetensors.torch import save_file
 
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": torch.zeros(4, 8)}, folder / "adapter" / "adapter_model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize("script, args, said", [
+    ("export", ["--run"], "nothing was exported; export on a machine with more RAM: "),
+    ("train_qlora", ["--export-only", "--out"], "nothing was exported; export on a machine with more RAM: "),  # its alias
+])
+def test_the_export_stage_refuses_too(gemma_7b, tmp_path, monkeypatch, capsys, script, args, said):
+    import importlib
+
+    from gemma_fast import cli
+
+    run = finished_run(tmp_path / "run")
     monkeypatch.setattr(export_ram, "available_ram", lambda: COLAB)
-    monkeypatch.setattr(sys, "argv", ["train_qlora.py", "--recipe", "quickstart", "--set", f"model={gemma_7b}", "--out",
-                                      str(tmp_path / "run"), "--export-only", "--merge", "--merge-dtype", "bfloat16"])
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--recipe", "quickstart", "--set", f"model={gemma_7b}", *args,
+                                      str(run), "--merge", "--merge-dtype", "bfloat16"])
     with pytest.raises(SystemExit):
-        cli.run(train_qlora.main)
-    err = capsys.readouterr().err
+        cli.run(importlib.import_module(f"gemma_fast.commands.{script}").main)
+    err = " ".join(capsys.readouterr().err.split())
     assert "--merge needs about 18 GiB" in err and "bfloat16" in err and "Traceback" not in err
+    assert said in err and f"gemma_fast.commands.export --recipe quickstart --run {run} --set model={gemma_7b} --merge " \
+                           "--merge-dtype bfloat16" in err
+    assert sorted(p.name for p in run.iterdir()) == ["adapter"]  # nothing written
 
 
 @pytest.mark.slow  # a fresh export process

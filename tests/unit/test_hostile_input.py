@@ -793,8 +793,7 @@ def _stale_merged(world: Path) -> None:
     """<run>/merged is reused for the GGUF only when its record says it is this adapter merged into this base: the
     plain base planted there (newer than the adapter, as in x-export-stale-merged), a merge without a record, and a
     merge of the adapter before it was retrained are merged afresh, and <run>/merged is left as it is."""
-    from gemma_fast.export import merged_for_export
-    from gemma_fast.merge import MERGED_FILE, merged_mismatch
+    from gemma_fast.merge import MERGED_FILE, merged_for_export, merged_mismatch
     from gemma_fast.recipe import load_recipe
 
     run = copy_run(world, "stale")
@@ -1050,7 +1049,7 @@ def _diskfull_export(world: Path) -> None:
     merged.partial, no merged/, and no empty gguf/ left."""
     import transformers.modeling_utils
 
-    import gemma_fast.export as export
+    import gemma_fast.exporters as exporters
 
     run = copy_run(world, "df_export")
     with _full_disk(transformers.modeling_utils, "safe_save_file", "merged.partial") as failed:
@@ -1058,15 +1057,15 @@ def _diskfull_export(world: Path) -> None:
     assert failed == ["SafetensorError"]
     assert_one_line_error(result, r"runs/df_export/merged\.partial: File too large \(OSError\); outputs are written to temporary names")
     assert not (run / "merged").exists() and not (run / "merged.partial").exists()
-    real = export.check_tools
-    export.check_tools = lambda types: None  # the tools are not needed: the merge fails first
+    real = exporters.check_tools
+    exporters.check_tools = lambda chosen: None  # the tools are not needed: the merge fails first
     try:
         with _full_disk(transformers.modeling_utils, "safe_save_file", "merged.partial"):
             result = cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/df_export", "--export-only", "--gguf", "q8_0", cwd=world)
     finally:
-        export.check_tools = real
-    assert_one_line_error(result, r"runs/df_export/gguf/\.work/merged\.partial: File too large \(OSError\)")
-    assert not (run / "gguf").exists()
+        exporters.check_tools = real
+    assert_one_line_error(result, r"runs/df_export/\.export_work/merged\.partial: File too large \(OSError\)")
+    assert not (run / "gguf").exists() and not (run / ".export_work").exists()
 
 
 def _diskfull_rag(world: Path) -> None:
