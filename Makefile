@@ -6,6 +6,7 @@
 #                               (transformers 5.17, trl 1.15, unsloth --no-deps; no CUDA-only package), pytest
 #                               tests/unsloth_lane: the pipeline on Unsloth's CPU backend, in its own process
 # Also:
+#   make test-fast        the fast tier (-m "not slow"): what to run after each change, under a minute
 #   make check-gpu-deps   resolve requirements.txt then requirements-gpu.txt for linux x86_64 / Python 3.12 (needs PyPI)
 PYTHON ?= python3
 VENV := .venv
@@ -21,7 +22,7 @@ LANE_STAMP := $(LANE)/.installed
 LANE_ENV := $(OFFLINE) GEMMA_FAST_LANE=unsloth UNSLOTH_CPU_BF16=0 GEMMA_FAST_CACHE=$(CURDIR)/$(LANE)/gemma_fast_cache \
 	GEMMA_FAST_MAIN_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: setup setup-unsloth demo test test-main test-unsloth check-gpu-deps clean
+.PHONY: setup setup-unsloth demo test test-fast test-main test-unsloth check-gpu-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,10 @@ test: setup setup-unsloth
 	$(LANE_ENV) $(LANE_PY) -m pytest -q tests/unsloth_lane; lane=$$?; \
 	echo "make test: main lane exit $$main, Unsloth CPU lane exit $$lane"; \
 	if [ $$main -ne 0 ]; then exit $$main; fi; exit $$lane
+
+# The fast tier (pytest -m "not slow"): no real model, no subprocess, no export tools; under a minute here
+test-fast: setup
+	$(OFFLINE) $(PY) -m pytest -q -m "not slow" tests
 
 test-main: setup
 	$(OFFLINE) $(PY) -m pytest -q tests

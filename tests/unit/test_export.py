@@ -19,6 +19,8 @@ from gemma_fast.errors import UserError
 from gemma_fast.families import FAMILIES
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # GGUF export tools and llama.cpp
+
 console = Console(stderr=True)
 
 

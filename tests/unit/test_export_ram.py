@@ -97,6 +97,7 @@ def test_the_export_stage_refuses_too(gemma_7b, tmp_path, monkeypatch, capsys, s
     assert sorted(p.name for p in run.iterdir()) == ["adapter"]  # nothing written
 
 
+@pytest.mark.slow  # a fresh export process
 def test_exports_run_in_a_fresh_process(tmp_path, tiny_model_dir, monkeypatch):
     """merge_adapter is broken in this process: the merge still happens, so it ran elsewhere (a fresh Python that
     imports no Unsloth); the summary names what it wrote."""

@@ -14,6 +14,8 @@ from gemma_fast.errors import UserError
 from gemma_fast.testing_spm import save_tiny_spm_model
 from tests.unit.test_hostile_input import assert_one_line_error, cli
 
+pytestmark = pytest.mark.slow  # every stage, GGUF export included
+
 
 @pytest.fixture(scope="module", params=["gemma4", "gemma3n"])
 def pipeline(request, tmp_path_factory):

@@ -73,6 +73,7 @@ def test_each_family_wraps_its_own_decoder_layer(tmp_path, monkeypatch, launch_e
         assert "Gemma3DecoderLayer is not in this Gemma model" in notes[0]
 
 
+@pytest.mark.slow  # an accelerate launch
 def test_fsdp_runs_on_the_hf_backend(monkeypatch, launch_env):
     from gemma_fast.errors import UserError
     from gemma_fast.recipe import load_recipe

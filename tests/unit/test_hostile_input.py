@@ -89,29 +89,11 @@ def tree_digest(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- shared world: one prepared dataset, one trained run
 
 
-TINY = {
-    "seed": 3,
-    "data": {"source": "asset:quickstart_docs_qa.jsonl", "max_records": 24},
-    "lora": {"r": 4, "alpha": 8},
-    "train": {"max_steps": 2, "batch_size": 4, "max_seq_length": 128, "logging_steps": 1, "save_steps": 1},
-    "eval": {"max_examples": 3, "max_new_tokens": 4, "batch_size": 3},
-}
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_model_dir):
-    """A work folder with tiny.yaml (tiny random Gemma 3), data/tiny prepared, and runs/r1 trained 2 steps with
-    checkpoint-1 and checkpoint-2, all through the real CLIs."""
-    work = tmp_path_factory.mktemp("hostile")
-    (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "model": str(tiny_model_dir)}))
-    for step in (cli("prepare_data", "--recipe", "tiny.yaml", cwd=work),
-                 cli("train_qlora", "--recipe", "tiny.yaml", "--out", "runs/r1", cwd=work)):
-        assert step.code == 0, step.stderr[-3000:]
-    other = work / "other_model"  # another architecture (Gemma 1), for the wrong-base rows
-    from gemma_fast.testing import save_tiny_model
-
-    save_tiny_model("gemma", other)
-    return work
+def world(tiny_world):
+    """The session's tiny world (conftest.tiny_world_master): tiny.yaml, data/tiny, runs/r1 with checkpoint-1 and
+    checkpoint-2, eval_r1/ and other_model/ (a tiny Gemma 1, for the wrong-base rows); this module's own copy."""
+    return tiny_world
 
 
 def copy_run(world: Path, name: str) -> Path:
@@ -150,6 +132,7 @@ class Row:
     run: Callable[[Path], None]  # performs the case and asserts the expected outcome
     tags: list[str] = field(default_factory=list)
     review: int = 1  # 1: reliability_review.md; 2: reliability_review_2.md (klass = its ranked defect number)
+    slow: bool = False  # a real subprocess or signal: the full tier only (make test)
 
 
 def expect_error(script: str, args: list[str], pattern: str, setup: Callable[[Path], None] | None = None,
@@ -1318,7 +1301,7 @@ def _long_set_path(world: Path) -> None:
 
 
 LOW_ROWS = [  # review 2, class 10: SIGTERM is a stop like Ctrl-C; accepted-but-meaningless values; misleading messages
-    Row("sig-term-nosave + resume", 10, "data-loss", _sigterm_resume, review=2),
+    Row("sig-term-nosave + resume", 10, "data-loss", _sigterm_resume, review=2, slow=True),
     Row("sig-term-before-checkpoint (no stub)", 10, "misleading", _sigterm_before_checkpoint, review=2),
     Row("sig-term-nosave-rerun (stub advice)", 10, "misleading", _killed_stub, review=2),
     Row("c-temperature-neg", 10, "silent-wrong", expect_error(
@@ -1395,7 +1378,7 @@ TABLE = (DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_RO
          + DISK_ROWS + LOW_ROWS + PLAN_ROWS)
 
 
-@pytest.mark.parametrize("row", TABLE, ids=[r.case for r in TABLE])
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.case, marks=[pytest.mark.slow] if r.slow else []) for r in TABLE])
 def test_hostile_input(row: Row, world: Path):
     row.run(world)
 
@@ -1403,13 +1386,14 @@ def test_hostile_input(row: Row, world: Path):
 # ---------------------------------------------------------------- real subprocesses: the scripts as a user runs them
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, pattern", [
     (["prepare_data", "--recipe", "tiny.yaml", "--set", "train.grad_accum=0"], r"'train\.grad_accum' must be >= 1"),
     (["prepare_data", "--recipe", "tiny.yaml", "--out", "data/x", "--set", "data.source=in/comma.csv"], r"comma\.csv:2: 3 fields"),
 ])
 def test_real_subprocess(world: Path, args, pattern):
     write(world / "in" / "comma.csv", "instruction,output\nWhat does it do?,It loads the data, cleans it and splits it\n")
-    result = run_script(args[0], *args[1:], cwd=world)
+    result = run_script(args[0], *args[1:], cwd=world, process=True)
     assert_one_line_error(Result(result.returncode, result.stderr), pattern)
 
 

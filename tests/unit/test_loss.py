@@ -222,6 +222,7 @@ MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh process measures memory
 def test_evaluation_peak_memory_grows_with_answer_tokens_not_vocabulary_times_sequence():
     """A 200k vocabulary, 8 × 256 tokens, 8 answer tokens per row: full logits would be 1.6 GB (and the old
     computation copied them several times). The gathered path holds 64 answer rows of logits (51 MB) at most."""

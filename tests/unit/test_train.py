@@ -263,6 +263,7 @@ def resumable(tmp_path, tiny_data, tiny_model_dir):
     return tmp_path
 
 
+@pytest.mark.slow  # real processes and signals
 def test_sigkill_then_resume_matches_an_uninterrupted_run(resumable):
     """Tolerance: 1e-5 absolute on every adapter weight (CPU float32; identical data order and RNG state)."""
     straight = run_train(resumable, "--recipe", "r.yaml", "--out", "straight")
@@ -281,6 +282,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(resumable):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
+@pytest.mark.slow  # real processes and signals
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(resumable):
     proc = run_train(resumable, "--recipe", "r.yaml", "--out", "run", "--set", "train.save_steps=0", wait=False)
     wait_for(resumable / "run" / "metrics.jsonl", proc)  # training has started
@@ -297,6 +299,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(resumable):
 # ---------------------------------------------------------------- scale-out
 
 
+@pytest.mark.slow  # real processes and signals
 def test_ddp_with_two_cpu_processes(resumable):
     # no --cpu: with it accelerate launch starts ONE process (simple_launcher); without a GPU, two ranks run on gloo
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
