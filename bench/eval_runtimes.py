@@ -73,7 +73,7 @@ def main() -> None:
 
     console = Console(stderr=True)
     recipe = load_recipe(str(run / "recipe.yaml"), [f"eval.max_new_tokens={args.max_new_tokens}"] if args.max_new_tokens else [])
-    prefer_unsloth_first(recipe, console)
+    prefer_unsloth_first(recipe)
     settings = GenerationSettings.from_eval(recipe.eval, recipe.seed)
     sets = prompt_sets(recipe, args.kaggle)
     ggufs = {kind: run / "gguf" / f"model-{kind}.gguf" for kind in args.types.split(",") if kind}

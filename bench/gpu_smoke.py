@@ -250,14 +250,14 @@ def step_evaluate(run: str) -> None:
 
     console = Console(stderr=True)
     recipe = load_recipe(str(Path(run) / "recipe.yaml"), ["eval.max_examples=32"])
-    prefer_unsloth_first(recipe, console)
+    prefer_unsloth_first(recipe)
     fallbacks = _count_fallbacks()
     records = load_eval_records(recipe)
     out: dict = {"questions": len(records), "models": {}}
     with Progress(console=console, disable=True) as progress:
         for cand in candidates(recipe, Path(run), None, compare_base=True):
             started = time.perf_counter()
-            done = run_candidate(cand, records, recipe, WORK / "eval" / "partial", progress, console)
+            done = run_candidate(cand, records, recipe, WORK / "eval" / "partial", progress)
             rows = list(done.values())
             out["models"][cand.name] = {"answers": len(rows), "non_empty": sum(1 for r in rows if r["prediction"].strip()),
                                         "answer_tokens": sum(r["n_tokens"] for r in rows), "seconds": round(time.perf_counter() - started, 1),

@@ -3,6 +3,7 @@ training has begun. Imported by train() only after the backend is chosen (transf
 
 from __future__ import annotations
 
+import logging
 import json
 import shlex
 import signal
@@ -14,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from .recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 
 def peak_memory_mb() -> float:
@@ -87,10 +90,9 @@ class SaveAndStopOnCtrlC(TrainerCallback):
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, console):
+    def __init__(self):
         self.requested: str | None = None  # "Ctrl-C" or "SIGTERM" once one came
         self.signum = 0
-        self.console = console
         self.previous: dict = {}
         self.output_dir: str | None = None
         self.step = 0
@@ -111,7 +113,7 @@ class SaveAndStopOnCtrlC(TrainerCallback):
     def _handler(self, signum, frame):
         self.signum, self.requested = signum, "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         self._restore()  # a second signal goes to the previous handlers: abort
-        self.console.print(f"[yellow]{self.requested}: saving a checkpoint after this step (again to abort)[/]")
+        log.warning(f"{self.requested}: saving a checkpoint after this step (again to abort)")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested:

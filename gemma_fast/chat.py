@@ -11,6 +11,7 @@ does); a model folder, embedded model or hub id (with an adapter) on transformer
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from pathlib import Path
 from .errors import UserError
 from .generation import RUNTIMES, GenerationSettings, Generator, OnText, Weights
 from .prompts import Prompt
+from .log import console
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- opening a model
@@ -51,14 +55,14 @@ def adapter_base(adapter: Path) -> str | None:
     return run_recipe(adapter).get("model")
 
 
-def open_model(source: Source, recipe, console) -> Generator:
+def open_model(source: Source, recipe) -> Generator:
     """The model `source` names, on its runtime (generation.RUNTIMES)."""
     if source.runtime != "auto" and source.runtime not in RUNTIMES:
         raise UserError(f"--runtime {source.runtime}: not a runtime here (choices: auto, {', '.join(RUNTIMES)})")
     start = time.perf_counter()
     if source.gguf:
         path = Path(source.gguf)
-        runtime = _gguf_runtime(path, source.runtime, console)
+        runtime = _gguf_runtime(path, source.runtime)
         weights = Weights(gguf=path, system=recipe.prompt.system)
     else:
         spec = source.model or (adapter_base(adapter_folder(Path(source.adapter))) if source.adapter else None) or recipe.model
@@ -79,11 +83,11 @@ def open_model(source: Source, recipe, console) -> Generator:
                           load_in_4bit=four_bit, system=recipe.prompt.system)
     with console.status(f"loading {weights.label} on {runtime}"):
         generator = RUNTIMES[runtime](weights)
-    console.print(f"[dim]{generator.name} loaded in {time.perf_counter() - start:.1f} s[/]", highlight=False)
+    log.info(f"{generator.name} loaded in {time.perf_counter() - start:.1f} s")
     return generator
 
 
-def _gguf_runtime(path: Path, runtime: str, console) -> str:
+def _gguf_runtime(path: Path, runtime: str) -> str:
     """The runtime a GGUF opens on: one that runs its generation exactly (families.Family.gguf_runtimes); for auto,
     llama.cpp where it is installed (or installs), else transformers (slower to load)."""
     from .families import family_of_gguf
@@ -109,7 +113,7 @@ def _gguf_runtime(path: Path, runtime: str, console) -> str:
         folder, why = runtime_dir(install=True)
         if folder is not None:
             return "llama.cpp"
-        console.print(f"[yellow]note:[/] llama.cpp runtime unavailable ({why}); loading the GGUF with transformers (slower)")
+        log.warning(f"llama.cpp runtime unavailable ({why}); loading the GGUF with transformers (slower)")
     return "transformers"
 
 

@@ -11,13 +11,12 @@ import threading
 import warnings
 from typing import Callable
 
-from rich.console import Console
 from rich.markup import escape
 
+from . import log
 from .errors import Terminated, UserError  # noqa: F401  (scripts raise cli.UserError)
+from .log import console  # noqa: F401  (the commands' stderr console: the library logs through it)
 from .recipe import Recipe, available_recipes, load_recipe
-
-console = Console(stderr=True)
 
 
 def parser(description: str, epilog: str = "", recipe_default: str = "") -> argparse.ArgumentParser:
@@ -67,6 +66,7 @@ def run(main: Callable[[], None]) -> None:
     """Run a script's main: user errors become one red line and a non-zero exit, never a traceback. SIGTERM stops the
     script like Ctrl-C (exit 143; training saves a checkpoint first, callbacks.SaveAndStopOnCtrlC)."""
     quiet_library_progress()
+    log.setup()  # the library's notes and progress lines, on the console the bars draw on
     installed, previous = False, None
     if threading.current_thread() is threading.main_thread():
         previous, installed = signal.signal(signal.SIGTERM, _terminate), True

@@ -7,6 +7,7 @@ crash or Ctrl-C skips the ids already done.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import hashlib
 import json
@@ -33,6 +34,9 @@ from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_metrics, write_eval_report
 from .selection import describe, select, selection_summary
+from .log import console
+
+log = logging.getLogger(__name__)
 
 NO_STATS = {"loss_sum": float("nan"), "n_tokens": 0, "n_correct": 0}  # eval.answer_stats=false
 
@@ -125,6 +129,8 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
 
     if merged_path:  # a separate full model: the base is loaded (and freed) only to compare with it
         out = [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model))] if compare_base else []
+        if recipe.eval.runtime == "llama.cpp":
+            return out + [gguf_candidate(recipe, merged_path.parent, merged_path, lambda: plain(str(merged_path))[1])]
         return out + [Candidate("fine-tuned", {"merged_sha256": folder_sha256(merged_path)}, lambda: plain(str(merged_path)))]
     if not adapter:
         return [Candidate("base", base_identity(recipe.model), lambda: plain(recipe.model))]
@@ -138,22 +144,72 @@ def candidates(recipe: Recipe, adapter_path: Path | None, merged_path: Path | No
     base_id = base_identity(recipe.model)
     out = [Candidate("base", base_id, lambda: (with_adapter(), with_adapter().model, with_adapter().model.disable_adapter))] \
         if compare_base else []
+    if recipe.eval.runtime == "llama.cpp":
+        return out + [gguf_candidate(recipe, adapter.parent if adapter.name == "adapter" else adapter, adapter,
+                                     lambda: with_adapter().model)]
     return out + [Candidate("fine-tuned", {"base": base_id, "adapter_sha256": folder_sha256(adapter)},
                             lambda: (with_adapter(), with_adapter().model, nullcontext))]
 
 
-def prefer_unsloth_first(recipe: Recipe, console) -> None:
+def gguf_candidate(recipe: Recipe, run_dir: Path, made_of: Path, scorer: Callable[[], object]) -> Candidate:
+    """The fine-tuned model as the run's exported GGUF on llama.cpp (eval.runtime=llama.cpp). Refused when the file is
+    missing or was exported from another adapter than `made_of` (a run's adapter/, or its merged/ folder), by content.
+    Answer-token stats still run on the transformers model (`scorer`, loaded only when eval.answer_stats asks)."""
+    from .generation import RUNTIMES
+    from .identity import file_sha256
+
+    kind = recipe.eval.gguf
+    path = run_dir / "gguf" / f"model-{kind}.gguf"
+    export = f"gemma-fast export --run {run_dir} --gguf {kind}"
+    if not path.is_file():
+        raise UserError(f"eval.runtime=llama.cpp reads {path}, which does not exist: export it first ({export}), or "
+                        "evaluate with eval.runtime=transformers")
+    stale = gguf_mismatch(path, made_of, recipe.model)
+    if stale:
+        raise UserError(f"eval.runtime=llama.cpp: {path} {stale}; export it again ({export} --overwrite)")
+    if recipe.eval.do_sample:
+        log.warning("eval.runtime=llama.cpp samples with llama.cpp's own random numbers: answers differ from transformers'")
+    weights = Weights(gguf=path, system=recipe.prompt.system)
+
+    def load():
+        generator = RUNTIMES["llama.cpp"](weights)
+        return generator, (scorer() if recipe.eval.answer_stats else None), nullcontext
+
+    return Candidate("fine-tuned", {"gguf_sha256": file_sha256(path)}, load, runtime="llama.cpp")
+
+
+def gguf_mismatch(path: Path, made_of: Path, base_spec: str) -> str | None:
+    """Why the GGUF at `path` is not `made_of` (a run's adapter/, or its merged/ folder) exported, or None. The export
+    stage records what each file was made from in gguf/roundtrip.json (exporters.gguf_file)."""
+    from .merge import MERGED_FILE, made_from_mismatch
+
+    try:
+        record = json.loads((path.parent / "roundtrip.json").read_text(encoding="utf-8"))[path.stem.removeprefix("model-")]["made_from"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return "has no record of what it was exported from (gguf/roundtrip.json: exported by an older gemma_fast?)"
+    if (made_of / MERGED_FILE).is_file():  # a merged folder: its own record names the adapter the GGUF must come from
+        try:
+            merged = json.loads((made_of / MERGED_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            merged = {}
+        same = isinstance(merged, dict) and isinstance(record, dict) and merged.get("adapter_sha256") == record.get("adapter_sha256")
+        return None if same else f"was exported from another adapter than {made_of}"
+    why = made_from_mismatch(record, made_of, base_spec)
+    return why.replace("it was made", "was exported").replace("it has no record", "has no record") if why else None
+
+
+def prefer_unsloth_first(recipe: Recipe) -> None:
     """Decide the backend (importing Unsloth when it will run) before retrieval or loading imports transformers."""
     import torch
 
     for note in resolve_backend(recipe.backend, cuda=torch.cuda.is_available())[1]:
-        console.print(f"[yellow]note:[/] {note}")
+        log.warning(note)
 
 
 # ---------------------------------------------------------------- generation, resumable
 
 
-def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial: Path, progress: Progress, console) -> dict[str, dict]:
+def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial: Path, progress: Progress) -> dict[str, dict]:
     """id -> {prediction, loss_sum, n_tokens, n_correct}; reuses and extends partial/<name>.jsonl.
 
     A cached answer is reused only when the model's content (adapter and base weights), the generation settings and
@@ -169,14 +225,14 @@ def run_candidate(cand: Candidate, records: list[dict], recipe: Recipe, partial:
     keys = {r["id"]: row_key(r) for r in records}
     done: dict[str, dict] = {}
     if path.is_file() and meta.is_file() and _read_settings(meta) == json.loads(json.dumps(settings)):
-        rows = read_partial(path, console)
+        rows = read_partial(path)
         done = {row["id"]: row for row in rows if row.get("id") in keys and row.get("key") == keys[row["id"]]}
         if len(done) < len(rows):
-            console.print(f"[yellow]{cand.name}: {len(rows) - len(done)} earlier answers were for other prompts or references; "
-                          "they are answered again[/]")
+            log.warning(f"{cand.name}: {len(rows) - len(done)} earlier answers were for other prompts or references; "
+                        "they are answered again")
         write_jsonl(path, done.values())  # drop stale rows and a torn last line before appending
     elif path.exists():
-        console.print(f"[yellow]{cand.name}: earlier partial predictions were made with another model or other settings; starting over[/]")
+        log.warning(f"{cand.name}: earlier partial predictions were made with another model or other settings; starting over")
         path.unlink()
     partial.mkdir(parents=True, exist_ok=True)
     write_json(meta, settings)
@@ -232,7 +288,7 @@ def _read_settings(meta: Path):
         return None
 
 
-def read_partial(path: Path, console) -> list[dict]:
+def read_partial(path: Path) -> list[dict]:
     """The cached rows; an unparsable *last* line (cut off by SIGKILL or a full disk mid-append) is dropped with a
     warning, an unparsable line elsewhere means the file was edited: start over."""
     lines = path.read_bytes().split(b"\n")
@@ -246,9 +302,9 @@ def read_partial(path: Path, console) -> list[dict]:
                 raise ValueError("not a cached answer")
         except ValueError:
             if all(not rest.strip() for rest in lines[n:]):
-                console.print(f"[yellow]{path}:{n}: dropping a cut-off last line (the earlier run was killed mid-write)[/]")
+                log.warning(f"{path}:{n}: dropping a cut-off last line (the earlier run was killed mid-write)")
                 break
-            console.print(f"[yellow]{path}:{n}: unreadable cached answer; the cache is ignored and rebuilt[/]")
+            log.warning(f"{path}:{n}: unreadable cached answer; the cache is ignored and rebuilt")
             return []
         rows.append(row)
     return rows
@@ -318,12 +374,12 @@ def compare(records: list[dict], rows_a: list[dict], rows_b: list[dict], scores_
 # ---------------------------------------------------------------- the whole evaluation
 
 
-def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
+def evaluate(recipe: Recipe, out_dir: Path, adapter: Path | None = None, merged: Path | None = None,
              compare_base: bool = False, overwrite: bool = False) -> dict:
     if compare_base and not (adapter or merged):
         raise UserError("--compare base needs --adapter or --model: the base model is what they are compared with")
     check_out_dir(out_dir, "eval", overwrite)
-    prefer_unsloth_first(recipe, console)
+    prefer_unsloth_first(recipe)
     records = load_eval_records(recipe)
     cands = candidates(recipe, adapter, merged, compare_base)
     claim_out_dir(out_dir, "eval", overwrite)
@@ -331,13 +387,19 @@ def evaluate(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None
     results, prompts = {}, {}
     with Progress(*columns, console=console) as progress:
         for cand in cands:
-            done = run_candidate(cand, records, recipe, out_dir / "partial", progress, console)
+            done = run_candidate(cand, records, recipe, out_dir / "partial", progress)
             results[cand.name] = [done[r["id"]] for r in records]
             if cand.loaded is not None and not prompts:  # the prompts as this model's chat template writes them
                 prompts = {r["id"]: cand.prompts.record_prompt(r).text for r in records}
             cand.release()
     return finish(recipe, records, results, out_dir, sources={"adapter": str(adapter) if adapter else None,
-                                                              "merged": str(merged) if merged else None}, prompts=prompts)
+                                                              "merged": str(merged) if merged else None,
+                                                              **runtimes_of(cands)}, prompts=prompts)
+
+
+def runtimes_of(cands: list[Candidate]) -> dict:
+    """{"runtimes": {model: runtime}} when one model is not generated by transformers (the summary says which)."""
+    return {"runtimes": {c.name: c.runtime for c in cands}} if any(c.runtime != "transformers" for c in cands) else {}
 
 
 def score_file(recipe: Recipe, predictions_path: Path, out_dir: Path, overwrite: bool = False) -> dict:

@@ -13,6 +13,7 @@ the round trip's near-tie budget per type is roundtrip.NEAR_TIE_SHARE.
 
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 from collections import Counter
@@ -28,11 +29,13 @@ from .export import (compare_vocabulary, convert, merged_family, modelfile, prep
                      reference_vocabulary, tensor_types)
 from .identity import check_adapter_files, check_same_base, recorded_base
 from .io import write_json
-from .merge import merge_adapter, merged_for_export
+from .merge import made_from, merge_adapter, merged_for_export
 from .outputs import check_out_dir, claim_out_dir
 from .recipe import Recipe
 from .roundtrip import print_table, run_roundtrip
 from .tools import converter_script, quantize_binary, say
+
+log = logging.getLogger(__name__)
 
 WORK = ".export_work"  # one export's temporary files (a float32 merge, the converter's folder), removed at its end
 WORK_FILES = (f"{WORK}/*", f"{WORK}/*/*")  # what a killed export leaves there (the --out guard's own files)
@@ -44,7 +47,6 @@ class Job:
     recipe: Recipe
     run_dir: Path  # the finished training run (adapter/, recipe.yaml)
     out: Path  # where the exports go: the run folder, or --out
-    console: object
     roundtrip: int = 8  # test prompts the GGUF round trip checks (0: none)
     merge_dtype: torch.dtype = torch.float32  # the `merged` export's dtype
     merged: Path | None = None  # the LoRA merged into a float32 copy of the base: set before an entry that needs it
@@ -118,8 +120,10 @@ def gguf_file(job: Job, kind: str, quantize_as: str = "") -> str:
     types = Counter(GGMLQuantizationType(t).name for t in tensor_types(target).values())
     state["files"][kind] = {"path": str(target), "mb": round(target.stat().st_size / 2**20, 1), "tensor_types": dict(types),
                             "vocabulary": {**compare_vocabulary(target, state["reference"]), "reference": state["reference_name"]},
-                            "timings_s": {f"convert_{kind}": round(seconds, 1)}}
-    job.console.print(f"wrote {target} ({state['files'][kind]['mb']} MB, {seconds:.1f} s)")
+                            "timings_s": {f"convert_{kind}": round(seconds, 1)},
+                            # what it was exported from, by content: evaluation's llama.cpp runtime refuses a stale file
+                            "made_from": made_from(job.run_dir / "adapter", job.recipe.model)}
+    log.info(f"wrote {target} ({state['files'][kind]['mb']} MB, {seconds:.1f} s)")
     return str(target)
 
 
@@ -135,7 +139,7 @@ def modelfiles(job: Job) -> str:
                                   temperature=recipe.eval.temperature if recipe.eval.do_sample else 0.0,
                                   system=recipe.prompt.system, empty_thought=state["empty_thought"]), encoding="utf-8")
         written.append(str(path))
-    job.console.print(f"wrote {', '.join(Path(p).name for p in written)} (Ollama) in {job.out / 'gguf'}")
+    log.info(f"wrote {', '.join(Path(p).name for p in written)} (Ollama) in {job.out / 'gguf'}")
     return ", ".join(written)
 
 
@@ -145,7 +149,7 @@ def gguf_roundtrip(job: Job) -> dict:
     state = job.left["gguf"]
     out = job.out / "gguf"
     files = {kind: Path(entry["path"]) for kind, entry in state["files"].items()}
-    results = run_roundtrip(job.recipe, job.merged, files, job.roundtrip, job.console) if job.roundtrip > 0 else {}
+    results = run_roundtrip(job.recipe, job.merged, files, job.roundtrip) if job.roundtrip > 0 else {}
     try:
         saved = json.loads((out / "roundtrip.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -156,7 +160,7 @@ def gguf_roundtrip(job: Job) -> dict:
     order = list(gguf_entries())
     write_json(out / "roundtrip.json", dict(sorted(saved.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))))
     if results:
-        print_table(results, job.console)
+        print_table(results)
     entries = gguf_entries()
     unchecked = [k for k in files if results.get(k, {}).get("checked") is False]
     if unchecked:
@@ -274,7 +278,7 @@ def check_run(recipe: Recipe, run_dir: Path, names: list[str], out: Path | None 
     return chosen
 
 
-def export_run(recipe: Recipe, run_dir: Path, console, names: list[str], out: Path | None = None, roundtrip: int = 8,
+def export_run(recipe: Recipe, run_dir: Path, names: list[str], out: Path | None = None, roundtrip: int = 8,
                merge_dtype: torch.dtype = torch.float32, overwrite: bool = False, label: str = "export") -> dict:
     """The exports `names` (EXPORTERS) of a finished run into `out` (default: the run folder); the run itself is not
     changed. Returns what each wrote. `label` names the command in errors (--export-only: train_qlora's alias)."""
@@ -284,7 +288,7 @@ def export_run(recipe: Recipe, run_dir: Path, console, names: list[str], out: Pa
     if out.resolve() != run_dir.resolve():  # a folder of its own: marked as an export, with the recipe it ran
         claim_out_dir(out, "export", overwrite, own=own_files())
         recipe.save(out / "recipe.yaml")
-    job = Job(recipe, run_dir, out, console, roundtrip, merge_dtype)
+    job = Job(recipe, run_dir, out, roundtrip, merge_dtype)
     done: dict = {}
     try:
         for exporter in chosen:

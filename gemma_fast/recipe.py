@@ -156,6 +156,11 @@ class EvalConfig:
     answer_stats: bool = True  # answer-token loss / perplexity / token accuracy (a forward over every reference answer)
     llamafactory_metrics: bool = False  # also report LLaMA-Factory-compatible BLEU-4 / ROUGE (char BLEU, jieba ROUGE, x100)
     min_n: int = _range(20, 1)  # report cells over fewer questions: dimmed in the terminal, withheld from report.md
+    # what generates the fine-tuned model's answers: transformers (the run's adapter or merged folder), or llama.cpp
+    # on the CPU (the run's exported <run>/gguf/model-<eval.gguf>.gguf: gemma-fast export --run RUN --gguf TYPE; the
+    # base model, when compared, stays on transformers). docs/benchmarks.md measures both on a 2-core CPU
+    runtime: str = _choice("transformers", "llama.cpp")
+    gguf: str = "f16"  # the GGUF type eval.runtime=llama.cpp reads (f16: the same greedy answers; q8_0: faster, fewer)
 
 
 @dataclass

@@ -3,6 +3,7 @@ clean run by a paired bootstrap; the summary score is the mean relative drop of 
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import re
 from pathlib import Path
@@ -19,6 +20,9 @@ from .perturb import Context, apply_spec, needs_model, parse_spec
 from .recipe import Recipe
 from .report import plot_deltas, write_robustness_report
 from .selection import selection_summary
+from .log import console
+
+log = logging.getLogger(__name__)
 
 
 def model_translator(cand, recipe: Recipe):
@@ -37,7 +41,7 @@ def _slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
 
 
-def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, merged: Path | None = None,
+def run(recipe: Recipe, out_dir: Path, adapter: Path | None = None, merged: Path | None = None,
         specs: list[str] | None = None, overwrite: bool = False) -> dict:
     cfg = recipe.robustness
     specs = specs or cfg.perturbations
@@ -46,7 +50,7 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
     for spec in specs:
         parse_spec(spec)  # every spec checked before any model runs
     check_out_dir(out_dir, "robustness", overwrite)
-    prefer_unsloth_first(recipe, console)
+    prefer_unsloth_first(recipe)
     records = load_eval_records(recipe)
     claim_out_dir(out_dir, "robustness", overwrite)
     offline = Context(cfg.parallel_file, cfg.translate_to)  # no model yet: file errors come before any model runs
@@ -56,12 +60,12 @@ def run(recipe: Recipe, out_dir: Path, console, adapter: Path | None = None, mer
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     results = {}
     with Progress(*columns, console=console) as progress:
-        results["clean"] = run_candidate(cand.renamed("clean"), records, recipe, out_dir / "partial", progress, console)
+        results["clean"] = run_candidate(cand.renamed("clean"), records, recipe, out_dir / "partial", progress)
         for spec in specs:
             copy = apply_spec(spec, records, recipe.seed, online) if needs_model(spec) else perturbed[spec]
             write_jsonl(out_dir / "questions" / f"{_slug(spec)}.jsonl",  # what each model was asked: to check by hand
                         ({"id": r["id"], "original": o["instruction"], "asked": r["instruction"]} for r, o in zip(copy, records)))
-            results[spec] = run_candidate(cand.renamed(_slug(spec)), copy, recipe, out_dir / "partial", progress, console)
+            results[spec] = run_candidate(cand.renamed(_slug(spec)), copy, recipe, out_dir / "partial", progress)
     rows = {name: [done[r["id"]] for r in records] for name, done in results.items()}
     scores = {name: score(records, [r["prediction"] for r in rs]) for name, rs in rows.items()}
     summaries = {name: summarise(records, rs, scores[name], recipe.seed) for name, rs in rows.items()}

@@ -21,6 +21,7 @@ generation with none (Gemma 3n) gets its files and a round trip marked "not chec
 
 from __future__ import annotations
 
+import logging
 import json
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from pathlib import Path
 import torch
 
 from .generation import GenerationSettings, TransformersGenerator
+
+log = logging.getLogger(__name__)
 
 MIN_TOP1 = 0.95
 # The near-tie budget per file type, as a share of the merged model's logit scale at the step where the answers part
@@ -262,7 +265,7 @@ def compare(ref: Reference, outputs: dict, kind: str) -> dict:
             "seconds": outputs.get("total_s"), "load_s": outputs.get("load_s"), "answers": answers}
 
 
-def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, console, runtimes: tuple[str, ...] = ("transformers", "llama.cpp")) -> dict:
+def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, runtimes: tuple[str, ...] = ("transformers", "llama.cpp")) -> dict:
     """{kind: {"pass", "problems", "runtimes": {name: comparison}, "records"}} for each GGUF in `files`."""
     from .tools import runtime_dir
 
@@ -274,10 +277,10 @@ def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, console,
     if not runtimes:
         why = (f"no runtime here runs {family.label} GGUFs exactly (transformers 5.23 cannot load them; ik-llama-cpp-python "
                "0.1.5 fails or differs): the files are written but not verified; check them in your llama.cpp or Ollama")
-        console.print(f"[yellow]note:[/] round trip not checked: {why}")
+        log.warning(f"round trip not checked: {why}")
         return {kind: {"pass": None, "checked": False, "why": why, "problems": [], "runtimes": {}, "records": source}
                 for kind in files}
-    console.print(f"round trip: {len(records)} prompts from {source}, greedy {recipe.eval.max_new_tokens} tokens")
+    log.info(f"round trip: {len(records)} prompts from {source}, greedy {recipe.eval.max_new_tokens} tokens")
     runtime, why = runtime_dir() if "llama.cpp" in runtimes else (None, "not requested")
     if unable:
         why = f"{', '.join(unable)} does not run {family.label} GGUFs exactly (families.Family.gguf_runtimes)"
@@ -294,7 +297,8 @@ def run_roundtrip(recipe, merged: Path, files: dict[str, Path], n: int, console,
     return results
 
 
-def print_table(results: dict, console) -> None:
+def print_table(results: dict) -> None:
+    from .log import console
     from .report import table
 
     rows = []

@@ -7,6 +7,7 @@ train_summary.json and in the saved recipe, which records what actually ran.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import os
@@ -37,6 +38,8 @@ from .outputs import check_out_dir, holds_files, mark, output_kind, replace_guar
 from .rag import attach_passages
 from .recipe import Recipe
 from .report import plot_loss
+
+log = logging.getLogger(__name__)
 
 CUDA_ONLY_OPTIMIZERS = ("paged", "8bit", "bnb")
 
@@ -460,7 +463,7 @@ def sft_args(recipe: Recipe, plan: Plan, dtype: torch.dtype, out_dir: Path, has_
 # ---------------------------------------------------------------- the run
 
 
-def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrite: bool = False, exports: Exports | None = None) -> dict:
+def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False, exports: Exports | None = None) -> dict:
     exports = exports or Exports()
     check_gpu_setup()
     cuda = torch.cuda.is_available()
@@ -479,14 +482,14 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
     train_records, val_records = load_records(recipe)
     t = recipe.train
     for note in plan.notes + resume_notes:
-        console.print(f"[yellow]note:[/] {note}")
+        log.warning(note)
 
     set_seed(recipe.seed)  # before the adapter exists: LoRA A and prefix weights are drawn at creation, not by Trainer
     loaded = load_model(recipe.model, plan.backend, t.max_seq_length, load_in_4bit=method_of(plan.method).weights_4bit,
                         system=recipe.prompt.system, gradient_checkpointing=t.gradient_checkpointing)
     if loaded.loaded_from != loaded.path:  # merge and export read recipe.model: say so when training read another repo
         plan.notes.append(f"the weights came from '{loaded.loaded_from}', not '{loaded.path}': merge and export read '{recipe.model}'")
-        console.print(f"[yellow]note:[/] {plan.notes[-1]}")
+        log.warning(plan.notes[-1])
     padding_free = use_padding_free(loaded, plan, t.padding_free, cuda)
     fsdp_wrap = fsdp_wrap_class(loaded.model, loaded.family, plan.notes)
     model = attach_adapter(loaded, recipe, plan.method)
@@ -513,7 +516,7 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
             if checkpoint:
                 trim_metrics(metrics_path, Path(checkpoint))
         progress = ProgressAndMetrics(metrics_path)
-        stopper = SaveAndStopOnCtrlC(console)
+        stopper = SaveAndStopOnCtrlC()
         saver = SaveRecipeOnTrainBegin(ran, out_dir / "recipe.yaml", plan.notes)
         # guards against silent failure (guards.py): the first batch two ways, finite gradients, an adapter that moves
         first_batch = FirstBatchCheck(loaded.prompts, train_records, t.max_seq_length, loaded.dtype,
@@ -556,14 +559,14 @@ def train(recipe: Recipe, out_dir: Path, console, resume: bool = False, overwrit
         write_json(out_dir / "train_summary.json", summary)
     idle = check_moved(summary["guards"])  # after the run is saved: a run whose gradients were all zero exits non-zero
     if idle:
-        console.print(f"[yellow]note:[/] {idle}")
+        log.warning(idle)
         summary["notes"] = [*summary["notes"], idle]
         write_json(out_dir / "train_summary.json", summary)
     # The run is complete (and any replaced run removed); exports that fail leave it intact.
     summary["exports"] = run_exports(exports, model, loaded.tokenizer, out_dir, token)
     del trainer, model, loaded  # the training state leaves memory before a second copy of the base is loaded
     free_memory()
-    return finish_exports(recipe, out_dir, exports, summary, console, cuda)
+    return finish_exports(recipe, out_dir, exports, summary, cuda)
 
 
 def make_trainer(trainer_class, backend: str, **kwargs):
@@ -625,7 +628,7 @@ def merge_dtype(cuda: bool) -> torch.dtype:
     return torch.bfloat16 if cuda else torch.float32  # after a GPU run: half the RAM of float32 for a GPU-sized model
 
 
-def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, console, cuda: bool) -> dict:
+def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dict, cuda: bool) -> dict:
     """The exports that reload the base (--merge, --gguf), in a fresh process (export_ram.py says why) once the run is
     saved: the export stage (gemma-fast export) on this run, its output streamed here. A failure leaves the run
     complete and names the command that retries the exports."""
@@ -633,9 +636,7 @@ def finish_exports(recipe: Recipe, out_dir: Path, exports: Exports, summary: dic
     if not exports.merge and not exports.gguf:
         return summary
     command = export_command(out_dir / "recipe.yaml", out_dir, exports.merge, exports.gguf, exports.roundtrip, merge_dtype(cuda))
-    from rich.markup import escape
-
-    console.print(f"[dim]exporting in a fresh process: {escape(' '.join(command[1:]))}[/]", highlight=False)
+    log.info(f"exporting in a fresh process: {' '.join(command[1:])}")
     run_export_process(command, out_dir)
     if exports.merge:
         summary["exports"]["merged"] = str(out_dir / "merged")

@@ -87,7 +87,7 @@ def main() -> None:
     if args.input:
         questions = read_jsonl(args.input)
     retriever = retriever_for(recipe, args.rag)
-    generator = open_model(Source(model=args.model, adapter=args.adapter, gguf=args.gguf, runtime=args.runtime), recipe, console)
+    generator = open_model(Source(model=args.model, adapter=args.adapter, gguf=args.gguf, runtime=args.runtime), recipe)
     interactive = not args.prompt and questions is None and sys.stdin.isatty()
     conversation = Conversation(generator, settings, retriever, args.context, history=interactive and not args.no_history,
                                 max_length=recipe.train.max_seq_length)

@@ -33,7 +33,7 @@ def main() -> None:
     if args.predictions:
         summary = score_file(recipe, Path(args.predictions), out_dir, overwrite=args.overwrite)
     else:
-        summary = evaluate(recipe, out_dir, cli.console, adapter, merged, compare_base=bool(args.compare), overwrite=args.overwrite)
+        summary = evaluate(recipe, out_dir, adapter, merged, compare_base=bool(args.compare), overwrite=args.overwrite)
     header = ["metric", *summary["models"]] + (["fine-tuned − base"] if summary["comparison"] else [])
     console.print(table(f"{recipe.name}: {summary['examples']} {summary['split']} examples, mean [95% CI] -> {out_dir}",
                         header, metric_rows(summary, headline_names())))

@@ -77,7 +77,7 @@ def export(recipe, recipe_arg: str, overrides: list[str], run_dir: Path, merge: 
     types = ",".join(e.gguf for e in chosen if e.gguf)
     later = export_command(Path(recipe_arg), run_dir, merge, gguf, roundtrip, dtype, to=to, out=out, overrides=overrides)
     check_export_ram(recipe.model, "merged" in names, types, roundtrip, dtype, later, before_training=False)
-    return export_run(recipe, run_dir, cli.console, names, out=out, roundtrip=roundtrip, merge_dtype=dtype,
+    return export_run(recipe, run_dir, names, out=out, roundtrip=roundtrip, merge_dtype=dtype,
                       overwrite=overwrite, label=label)
 
 

@@ -35,7 +35,7 @@ def main() -> None:
 
     adapter, merged = (Path(x) if x else None for x in (args.adapter, args.model))
     out_dir = Path(args.out) if args.out else recipe.default_out("robustness", adapter or merged)
-    summary = run(recipe, out_dir, cli.console, adapter, merged, args.perturb or None, overwrite=args.overwrite)
+    summary = run(recipe, out_dir, adapter, merged, args.perturb or None, overwrite=args.overwrite)
     score = summary["robustness_score"]["mean_relative_drop"]
     console.print(table(f"{recipe.name}: robustness on {summary['examples']} examples -> {out_dir}",
                         ["perturbation", summary["metric"], "Δ vs clean [95% CI]", "relative drop"], robustness_rows(summary)))

@@ -66,7 +66,7 @@ def main() -> None:
         console.print(table(f"exported {args.out}", ["", "value"], list(done.items())))
         return
     out_dir = Path(args.out) if args.out else recipe.default_out("train")
-    summary = train(recipe, out_dir, cli.console, resume=args.resume, overwrite=args.overwrite,
+    summary = train(recipe, out_dir, resume=args.resume, overwrite=args.overwrite,
                     exports=Exports(merge=args.merge, gguf=args.gguf, push_to_hub=args.push_to_hub, roundtrip=args.roundtrip))
     if not summary:  # not the main process of a multi-process run
         return

@@ -17,7 +17,6 @@ SEED_RECIPES = ["kaggle_docs", "dolly", "chinese_qa", "chinese_poetry"]
 
 @pytest.mark.parametrize("name", SEED_RECIPES)
 def test_seed_recipe_trains_on_the_embedded_model(name, tmp_path):
-    from rich.console import Console
 
     fmt = load_recipe(name).data.format
     source = tmp_path / "sample.json"
@@ -25,7 +24,7 @@ def test_seed_recipe_trains_on_the_embedded_model(name, tmp_path):
     recipe = load_recipe(name, [f"data.source={source}", "data.test_source=", "data.max_records=0", "model=embedded:gemma-3-270m",
                                 "train.max_steps=2", "train.batch_size=2", "train.grad_accum=1", f"data.dir={tmp_path / 'data'}"])
     prepare(recipe, tmp_path / "data", load_tokenizer(recipe.model)[1])
-    summary = train(recipe, tmp_path / "run", Console(stderr=True))
+    summary = train(recipe, tmp_path / "run")
     assert summary["steps"] == 2 and summary["final_loss"] is not None
     assert summary["method"] == "lora"  # kaggle_docs asks for qlora: on this CPU it must fall back, and say so
     if name == "kaggle_docs":
@@ -34,7 +33,6 @@ def test_seed_recipe_trains_on_the_embedded_model(name, tmp_path):
 
 
 def test_prefix_tuning_trains_on_the_embedded_model(tmp_path):
-    from rich.console import Console
 
     from gemma_fast.sources import ASSETS
 
@@ -42,7 +40,7 @@ def test_prefix_tuning_trains_on_the_embedded_model(tmp_path):
                                         "train.batch_size=2", "data.max_records=20", f"data.dir={tmp_path / 'data'}"])
     assert (ASSETS / "quickstart_docs_qa.jsonl").is_file()
     prepare(recipe, tmp_path / "data", load_tokenizer(recipe.model)[1])
-    summary = train(recipe, tmp_path / "run", Console(stderr=True))
+    summary = train(recipe, tmp_path / "run")
     assert summary["method"] == "prefix" and summary["trainable_parameters"] == 16 * 18 * 2 * 256  # tokens x layers x (k, v) x kv width
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "PREFIX_TUNING"

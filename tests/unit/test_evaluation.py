@@ -169,8 +169,7 @@ def bilingual(tmp_path, tiny_model_dir):
 
 def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypatch):
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)  # the e5 path: tests/unit/test_metrics_zh.py
-    console = Console(stderr=True)
-    first = evaluate(bilingual, tmp_path / "eval", console)
+    first = evaluate(bilingual, tmp_path / "eval")
     assert first["languages"] == {"en": 5, "zh": 3}
     base = first["models"]["base"]
     assert base["by_lang"]["zh"]["bertscore_f1"] is None and base["by_lang"]["en"]["bertscore_f1"]["n"] == 5
@@ -192,7 +191,7 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
 
     real = G.generate
     monkeypatch.setattr(G, "generate", lambda self, prompts, *a, **k: generated.extend(prompts) or real(self, prompts, *a, **k))
-    second = evaluate(bilingual, tmp_path / "eval", console)
+    second = evaluate(bilingual, tmp_path / "eval")
     assert len(generated) == 5  # only the missing ones
     assert [json.loads(line)["base"]["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == predictions
     assert second["models"]["base"]["overall"]["rougeL"] == base["overall"]["rougeL"]
@@ -214,7 +213,7 @@ def test_evaluation_batches_by_a_token_budget(tmp_path, bilingual, monkeypatch):
 
     monkeypatch.setattr(G, "_generate_batch", spy)
     bilingual.eval.batch_size, bilingual.eval.batch_tokens = 8, 60  # prompts here are 15-25 tokens, + 4 new tokens
-    summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
+    summary = evaluate(bilingual, tmp_path / "eval")
     assert summary["examples"] == 8 and sum(len(c) for c in calls) == 8
     assert len(calls) > 1 and all(len(c) == 1 or len(c) * (max(c) + 4) <= 60 for c in calls), calls
     assert [max(c) for c in calls] == sorted(max(c) for c in calls)  # shortest prompts first
@@ -231,17 +230,17 @@ def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model
     asked = []
     real = G.generate
     monkeypatch.setattr(G, "generate", lambda self, prompts, *a, **k: asked.extend(p.text for p in prompts) or real(self, prompts, *a, **k))
-    with_passage = evaluate(load_recipe("quickstart", base), tmp_path / "eval", Console(stderr=True))
+    with_passage = evaluate(load_recipe("quickstart", base), tmp_path / "eval")
     assert with_passage["examples"] == 3 and all("Context:" in p for p in asked)
     asked.clear()
-    without = evaluate(load_recipe("quickstart", base + ["eval.without_context=true"]), tmp_path / "eval", Console(stderr=True))
+    without = evaluate(load_recipe("quickstart", base + ["eval.without_context=true"]), tmp_path / "eval")
     assert len(asked) == 3 and not any("Context:" in p for p in asked)  # same ids, same out dir: no cached answer reused
     assert without["selection"] == {"ids_file": None, "where": "context=with", "without_context": True, "max_examples": None, "examples": 3}
     assert [json.loads(line)["id"] for line in (tmp_path / "eval" / "predictions.jsonl").open()] == ["k0", "k1", "k2"]
     assert without["models"]["base"]["overall"]["unsupported_words"] is None  # no passage shown: nothing to be faithful to
     assert "Selected: where context=with; asked without their passage" in (tmp_path / "eval" / "report.md").read_text()
     with pytest.raises(UserError, match=r"test\.jsonl has no records to evaluate \(where lang=zh\)"):
-        evaluate(load_recipe("quickstart", base[:-1] + ["eval.where=lang=zh"]), tmp_path / "eval2", Console(stderr=True))
+        evaluate(load_recipe("quickstart", base[:-1] + ["eval.where=lang=zh"]), tmp_path / "eval2")
 
 
 def test_scoring_a_predictions_file(tmp_path, bilingual):
@@ -261,7 +260,7 @@ def test_scoring_a_predictions_file(tmp_path, bilingual):
 def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilingual):
     from gemma_fast.robustness import run
 
-    summary = run(bilingual, tmp_path / "rob", Console(stderr=True), specs=["casing:1.0", "context_removal"])
+    summary = run(bilingual, tmp_path / "rob", specs=["casing:1.0", "context_removal"])
     assert set(summary["perturbations"]) == {"casing:1.0", "context_removal"}
     for v in summary["perturbations"].values():
         assert v["delta"]["rougeL"]["n"] == 8 and v["metrics"]["rougeL"]["n"] == 8
@@ -271,7 +270,7 @@ def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilin
     assert (tmp_path / "rob" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     assert "| casing:1.0 |" in (tmp_path / "rob" / "report.md").read_text()
     with pytest.raises(UserError, match="unknown perturbation 'nope'"):
-        run(bilingual, tmp_path / "rob2", Console(stderr=True), specs=["nope"])
+        run(bilingual, tmp_path / "rob2", specs=["nope"])
     assert not (tmp_path / "rob2").exists()
 
 
@@ -279,7 +278,7 @@ def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual)
     from gemma_fast.report import robustness_rows
     from gemma_fast.robustness import run
 
-    summary = run(bilingual, tmp_path / "rob", Console(stderr=True), specs=["self_translate"])
+    summary = run(bilingual, tmp_path / "rob", specs=["self_translate"])
     entry = summary["perturbations"]["self_translate"]
     assert entry["self_translation"] is True and entry["delta"]["rougeL"]["n"] == 8
     assert any("self-translation by the model" in row[0] for row in robustness_rows(summary))
@@ -289,7 +288,7 @@ def test_generation_only_evaluation_skips_answer_stats(tmp_path, bilingual, monk
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
     monkeypatch.setattr("gemma_fast.evaluation.answer_token_stats", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not with answer_stats=false")))
     bilingual.eval.answer_stats = False
-    summary = evaluate(bilingual, tmp_path / "eval", Console(stderr=True))
+    summary = evaluate(bilingual, tmp_path / "eval")
     base = summary["models"]["base"]["overall"]
     assert base["answer_loss"] is None and base["perplexity"] is None and base["rougeL"]["n"] == 8
     row = json.loads((tmp_path / "eval" / "predictions.jsonl").open().readline())["base"]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from rich.console import Console
 
 from gemma_fast import export
 from gemma_fast import tools as gf_tools
@@ -21,7 +20,6 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow  # GGUF export tools and llama.cpp
 
-console = Console(stderr=True)
 
 
 def _converter_or_skip():
@@ -57,7 +55,7 @@ def tiny_run(tmp_path_factory, tools):
     recipe_path = root / "recipe.yaml"
     load_recipe("quickstart", overrides).save(recipe_path)
     types = "f16,q4_k_m" if tools["runtime"] else "f16"
-    train(load_recipe(str(recipe_path)), root / "run", console, exports=Exports(gguf=types, roundtrip=4))
+    train(load_recipe(str(recipe_path)), root / "run", exports=Exports(gguf=types, roundtrip=4))
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--run", str(root / "run"),
                            "--gguf", "q8_0", "--roundtrip", "4"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -126,7 +124,7 @@ def test_roundtrip_fails_clearly_when_the_gguf_answers_differently(tiny_run, tmp
     other.save_pretrained(tmp_path / "other")
     AutoTokenizer.from_pretrained(tiny_run["model"]).save_pretrained(tmp_path / "other")
     recipe = load_recipe(str(tiny_run["root"] / "recipe.yaml"))
-    result = run_roundtrip(recipe, tmp_path / "other", {"f16": tiny_run["gguf"] / "model-f16.gguf"}, 2, console,
+    result = run_roundtrip(recipe, tmp_path / "other", {"f16": tiny_run["gguf"] / "model-f16.gguf"}, 2,
                            runtimes=("transformers",))["f16"]
     assert not result["pass"]
     assert any("top-1 agreement" in p or "greedy answer" in p for p in result["problems"])
@@ -257,3 +255,33 @@ def test_prefix_tuning_cannot_export_gguf(tmp_path):
     recipe = load_recipe("quickstart", ["train.method=prefix", "train.gradient_checkpointing=false"])
     with pytest.raises(UserError, match="prefix-tuning adapter has no weights to merge"):
         check_exports(Exports(gguf="q8_0"), plan_run(recipe, cuda=False, has_unsloth=False))
+
+
+def test_evaluation_on_the_runs_gguf_through_llama_cpp(tiny_run, tmp_path):
+    """eval.runtime=llama.cpp: the fine-tuned answers come from <run>/gguf/model-f16.gguf (the base stays on
+    transformers), the summary says so, and a GGUF exported from another adapter or never exported is refused."""
+    import shutil
+
+    from gemma_fast.evaluation import evaluate
+    from gemma_fast.recipe import load_recipe
+
+    if tiny_run["runtime"] is None:
+        pytest.skip(f"llama.cpp runtime unavailable: {tiny_run['why']}")
+    recipe = load_recipe(str(tiny_run["run"] / "recipe.yaml"), ["eval.runtime=llama.cpp", "eval.max_examples=3",
+                                                                "eval.max_new_tokens=6"])
+    summary = evaluate(recipe, tmp_path / "eval", adapter=tiny_run["run"], compare_base=True)
+    assert summary["runtimes"] == {"base": "transformers", "fine-tuned": "llama.cpp"}
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "partial" / "fine-tuned.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all("loss_sum" in r for r in rows)  # answer stats still come from the transformers model
+
+    retrained = tmp_path / "retrained"
+    shutil.copytree(tiny_run["run"], retrained)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(retrained / "adapter" / "adapter_model.safetensors")
+    save_file({k: v * 2 for k, v in weights.items()}, retrained / "adapter" / "adapter_model.safetensors")  # retrained
+    with pytest.raises(UserError, match="exported from another adapter"):
+        evaluate(recipe, tmp_path / "eval2", adapter=retrained)
+    with pytest.raises(UserError, match=r"does not exist: export it first \(gemma-fast export --run .* --gguf bf16\)"):
+        evaluate(load_recipe(str(tiny_run["run"] / "recipe.yaml"), ["eval.runtime=llama.cpp", "eval.gguf=bf16"]),
+                 tmp_path / "eval3", adapter=tiny_run["run"])

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from rich.console import Console
 
 from gemma_fast import export_ram
 from gemma_fast.errors import UserError
@@ -16,7 +15,6 @@ from gemma_fast.recipe import load_recipe
 from gemma_fast.train import Exports, train
 from tests.conftest import ROOT
 
-console = Console(stderr=True)
 COLAB = int(12.7 * GIB)
 
 
@@ -48,7 +46,7 @@ def test_the_estimate_per_export(gemma_7b):
 def test_training_refuses_exports_this_machine_cannot_hold_before_any_work(gemma_7b, tmp_path, monkeypatch):
     monkeypatch.setattr(export_ram, "available_ram", lambda: COLAB)
     with pytest.raises(UserError) as refused:
-        train(load_recipe("quickstart", [f"model={gemma_7b}"]), tmp_path / "run", console, exports=Exports(merge=True))
+        train(load_recipe("quickstart", [f"model={gemma_7b}"]), tmp_path / "run", exports=Exports(merge=True))
     line = str(refused.value)
     assert "\n" not in line and "--merge needs about 34 GiB" in line and "8.54 B parameters" in line
     assert "12.7 GiB available" in line and "nothing was trained" in line
@@ -109,7 +107,7 @@ def test_exports_run_in_a_fresh_process(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setattr(merge, "merge_adapter", lambda *a, **k: pytest.fail("merged inside the training process"))
     recipe = load_recipe("quickstart", [f"model={tiny_model_dir}", f"data.dir={tmp_path / 'data'}", "train.max_steps=2",
                                         "train.batch_size=4", "train.max_seq_length=256", "lora.r=4", "lora.alpha=8"])
-    summary = train(recipe, tmp_path / "run", console, exports=Exports(merge=True))
+    summary = train(recipe, tmp_path / "run", exports=Exports(merge=True))
     assert summary["exports"]["merged"] == str(tmp_path / "run" / "merged")
     assert (tmp_path / "run" / "merged" / "config.json").is_file()
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["exports"]["merged"] == summary["exports"]["merged"]

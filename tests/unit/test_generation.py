@@ -6,13 +6,11 @@ import dataclasses
 import sys
 
 import pytest
-from rich.console import Console
 
 from gemma_fast.errors import UserError
 from gemma_fast.generation import RUNTIMES, GenerationSettings, Weights, stripped_stream
 from gemma_fast.recipe import Recipe, load_recipe
 
-console = Console(stderr=True)
 QUESTION = "How do I resume training?"
 
 
@@ -70,7 +68,7 @@ def test_settings_from_a_recipes_eval_section():
 def test_a_new_runtime_is_one_entry_and_chat_runs_through_it(echo, tiny_model_dir, monkeypatch, capsys):
     from gemma_fast.chat import Conversation, Source, open_model
 
-    generator = open_model(Source(model=str(tiny_model_dir), runtime="echo"), Recipe(name="chat"), console)
+    generator = open_model(Source(model=str(tiny_model_dir), runtime="echo"), Recipe(name="chat"))
     assert echo == [generator] and generator.name == f"echo of {tiny_model_dir}"
     pieces = []
     conversation = Conversation(generator, GenerationSettings(max_new_tokens=8), max_length=256)
@@ -90,9 +88,9 @@ def test_a_runtime_that_is_not_there_or_cannot_open_it_is_one_line(tiny_model_di
     from gemma_fast.chat import Source, open_model
 
     with pytest.raises(UserError, match=r"--runtime vllm: not a runtime here \(choices: auto, transformers, llama\.cpp\)"):
-        open_model(Source(model=str(tiny_model_dir), runtime="vllm"), Recipe(name="chat"), console)
+        open_model(Source(model=str(tiny_model_dir), runtime="vllm"), Recipe(name="chat"))
     with pytest.raises(UserError, match=r"the llama\.cpp runtime runs GGUF files, and .* is not one"):
-        open_model(Source(model=str(tiny_model_dir), runtime="llama.cpp"), Recipe(name="chat"), console)
+        open_model(Source(model=str(tiny_model_dir), runtime="llama.cpp"), Recipe(name="chat"))
 
 
 # ---------------------------------------------------------------- stop tokens come from the PromptFormat

@@ -2,7 +2,6 @@
 prompt that is not shorter than train.max_seq_length before anything generates; answers may run past it."""
 
 import pytest
-from rich.console import Console
 
 from gemma_fast.errors import UserError
 from gemma_fast.evaluation import evaluate
@@ -23,7 +22,7 @@ def test_an_over_long_prompt_is_refused_before_generation(tmp_path, tiny_model_d
     recipe = recipe_with(tmp_path, tiny_model_dir, rows, "train.max_seq_length=64", "eval.max_new_tokens=4")
     with pytest.raises(UserError, match=r"test.jsonl \(base\): 1 prompt\(s\) not shorter than train.max_seq_length=64 tokens "
                                         r"\(id long: \d+\); nothing was generated"):
-        evaluate(recipe, tmp_path / "eval", Console(stderr=True))
+        evaluate(recipe, tmp_path / "eval")
 
 
 def test_answers_may_run_past_max_seq_length(tmp_path, tiny_model_dir, monkeypatch):
@@ -31,5 +30,5 @@ def test_answers_may_run_past_max_seq_length(tmp_path, tiny_model_dir, monkeypat
     monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
     rows = [{"id": "q", "instruction": "Is it ready? " * 4, "input": "", "output": "Yes.", "lang": "en"}]
     recipe = recipe_with(tmp_path, tiny_model_dir, rows, "train.max_seq_length=64", "eval.max_new_tokens=48")  # prompt: 53
-    summary = evaluate(recipe, tmp_path / "eval", Console(stderr=True))
+    summary = evaluate(recipe, tmp_path / "eval")
     assert summary["examples"] == 1

@@ -7,7 +7,6 @@ Change GOLDEN only for a change that is meant to move these numbers, and say why
 import json
 
 import pytest
-from rich.console import Console
 
 from gemma_fast.io import write_jsonl
 from gemma_fast.recipe import load_recipe
@@ -35,7 +34,7 @@ def run_three_steps(root):
     recipe = load_recipe("quickstart", [f"model={model}", f"data.dir={root / 'data'}", "seed=7", "train.max_steps=3",
                                         "train.batch_size=4", "train.max_seq_length=128", "train.lr=1e-2", "lora.r=4",
                                         "lora.alpha=8", "lora.dropout=0", "train.logging_steps=1", "train.warmup_ratio=0"])
-    summary = train(recipe, root / "run", Console(stderr=True))
+    summary = train(recipe, root / "run")
     rows = [json.loads(line) for line in (root / "run" / "metrics.jsonl").open()]
     return recipe, root, summary, [r["loss"] for r in rows if "loss" in r]
 

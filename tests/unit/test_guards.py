@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from rich.console import Console
 
 from gemma_fast import train as T
 from gemma_fast.data import prepare
@@ -14,7 +13,6 @@ from gemma_fast.guards import TrainingFailed
 from gemma_fast.recipe import load_recipe
 from gemma_fast.testing import save_tiny_model, tiny_tokenizer
 
-console = Console(stderr=True)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,7 @@ def recipe(work, family="gemma3", *overrides):
 @pytest.mark.parametrize("family, overrides", [("gemma3", []), ("gemma4", []), ("gemma4", ["train.padding_free=false"]),
                                                ("gemma4", ["train.gradient_checkpointing=true", "train.grad_accum=2"])])
 def test_a_healthy_run_passes_every_guard_and_records_them(work, tmp_path, family, overrides):
-    summary = T.train(recipe(work, family, *overrides), tmp_path / "run", console)
+    summary = T.train(recipe(work, family, *overrides), tmp_path / "run")
     guards = json.loads((tmp_path / "run" / "train_summary.json").read_text())["guards"]
     first = guards["first_batch"]
     assert first["checked"] and first["answer_tokens"] > 0 and first["difference"] <= first["tolerance"] == 1e-3, first
@@ -52,7 +50,7 @@ def test_a_mask_shifted_against_the_template_stops_before_the_first_update(work,
 
     monkeypatch.setattr(T, "tokenize_split", shifted)
     with pytest.raises(TrainingFailed, match=r"first batch: the training forward's answer loss is \d+\.\d+ but the evaluation path gives"):
-        T.train(recipe(work), tmp_path / "run", console)
+        T.train(recipe(work), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing saved
 
 
@@ -70,7 +68,7 @@ def test_a_forward_that_breaks_without_the_cache_is_caught(work, tmp_path, monke
 
     monkeypatch.setattr(Gemma4TextModel, "forward", broken)
     with pytest.raises(TrainingFailed, match="first batch"):
-        T.train(recipe(work, "gemma4", "train.padding_free=false"), tmp_path / "run", console)
+        T.train(recipe(work, "gemma4", "train.padding_free=false"), tmp_path / "run")
 
 
 def test_nan_gradients_stop_the_run(work, tmp_path, monkeypatch):
@@ -86,7 +84,7 @@ def test_nan_gradients_stop_the_run(work, tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "attach_adapter", poisoned)
     with pytest.raises(TrainingFailed, match=r"step 1: the gradient norm is nan"):
-        T.train(recipe(work), tmp_path / "run", console)
+        T.train(recipe(work), tmp_path / "run")
 
 
 def test_an_adapter_that_never_moves_exits_non_zero_after_saving(work, tmp_path, monkeypatch):
@@ -102,13 +100,13 @@ def test_an_adapter_that_never_moves_exits_non_zero_after_saving(work, tmp_path,
 
     monkeypatch.setattr(T, "attach_adapter", frozen)
     with pytest.raises(TrainingFailed, match=r"the adapter did not move: none of its \d+ trainable tensors changed and every gradient was zero"):
-        T.train(recipe(work, "gemma3", "train.weight_decay=0"), tmp_path / "run", console)
+        T.train(recipe(work, "gemma3", "train.weight_decay=0"), tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["guards"]["movement"]["moved"] == 0 and (tmp_path / "run" / "adapter").is_dir()
 
 
 def test_a_run_whose_only_update_had_learning_rate_zero_is_noted_not_failed(work, tmp_path):
     """One step under warmup: the gradients are there, the learning rate is 0, nothing moves; that is said, not failed."""
-    summary = T.train(recipe(work, "gemma3", "train.max_steps=1", "train.warmup_ratio=0.5"), tmp_path / "run", console)
+    summary = T.train(recipe(work, "gemma3", "train.max_steps=1", "train.warmup_ratio=0.5"), tmp_path / "run")
     assert summary["guards"]["movement"]["moved"] == 0 and summary["guards"]["gradients"]["max_norm_after_clipping"] > 0
     assert any("learning rate was 0 at every update" in note for note in summary["notes"])

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import yaml
-from rich.console import Console
 
 from gemma_fast.data import load_split, prepare
 from gemma_fast.errors import UserError
@@ -17,7 +16,6 @@ from gemma_fast.recipe import load_recipe
 from gemma_fast.train import train
 from tests.conftest import run_script
 
-console = Console(stderr=True)
 
 
 def snapshot(folder):
@@ -100,14 +98,14 @@ def recipe(model_dir, data_dir, *overrides):
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_is_checked(tmp_path, tiny_data, tiny_model_dir):
     run = tmp_path / "run"
-    train(recipe(tiny_model_dir, tiny_data), run, console)
+    train(recipe(tiny_model_dir, tiny_data), run)
     before = snapshot(run)
     with pytest.raises(UserError, match="not found"):  # a typo in the model: checked before anything moves
-        train(recipe(tmp_path / "typo", tiny_data), run, console, overwrite=True)
+        train(recipe(tmp_path / "typo", tiny_data), run, overwrite=True)
     with pytest.raises(UserError, match="the prompt alone is"):  # fails after the model loaded, still before --out
-        train(recipe(tiny_model_dir, tiny_data, "train.max_seq_length=8"), run, console, overwrite=True)
+        train(recipe(tiny_model_dir, tiny_data, "train.max_seq_length=8"), run, overwrite=True)
     assert snapshot(run) == before
-    train(recipe(tiny_model_dir, tiny_data, "train.max_steps=1"), run, console, overwrite=True)
+    train(recipe(tiny_model_dir, tiny_data, "train.max_steps=1"), run, overwrite=True)
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 1
     assert not (tmp_path / "run.replaced").exists()
 
@@ -124,7 +122,7 @@ def test_a_full_disk_at_the_adapter_save_names_the_checkpoint(tmp_path, tiny_dat
 
     monkeypatch.setattr(peft.PeftModel, "save_pretrained", disk_full)
     with pytest.raises(UserError, match="saving the adapter to .*No space left on device.*newest complete checkpoint is .*checkpoint-2"):
-        train(recipe(tiny_model_dir, tiny_data, "train.save_steps=2"), tmp_path / "run", console)
+        train(recipe(tiny_model_dir, tiny_data, "train.save_steps=2"), tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
     assert not (tmp_path / "run" / "adapter").exists() and not (tmp_path / "run" / "adapter.partial").exists()
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from rich.console import Console
 
 from gemma_fast import evaluation, models
 from gemma_fast.recipe import load_recipe
@@ -56,9 +55,9 @@ def test_chat_with_a_merged_qlora_run_loads_it_in_4bit_on_cuda(monkeypatch, qlor
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     calls = record_loads(monkeypatch, models)
     with pytest.raises(Recorded):
-        chat.open_model(chat.Source(model=str(qlora_run / "merged")), Recipe(name="chat"), Console(stderr=True))
+        chat.open_model(chat.Source(model=str(qlora_run / "merged")), Recipe(name="chat"))
     assert calls == [(str(qlora_run / "merged"), True)]
     (qlora_run / "recipe.yaml").write_text(yaml.safe_dump(load_recipe("quickstart", ["train.method=lora"]).to_dict()))
     with pytest.raises(Recorded):
-        chat.open_model(chat.Source(model=str(qlora_run / "merged")), Recipe(name="chat"), Console(stderr=True))
+        chat.open_model(chat.Source(model=str(qlora_run / "merged")), Recipe(name="chat"))
     assert calls[-1] == (str(qlora_run / "merged"), False)  # a LoRA run was trained on 16/32-bit weights

@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 import yaml
-from rich.console import Console
 
 from gemma_fast.data import prepare
 from gemma_fast.errors import UserError
@@ -18,7 +17,6 @@ from gemma_fast.recipe import load_recipe
 from gemma_fast.train import Exports, plan_run, train
 from tests.conftest import ROOT
 
-console = Console(stderr=True)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +109,7 @@ def test_lora_stays_float32_after_trl_builds_the_trainer(tmp_path, tiny_data, ti
 @pytest.mark.parametrize("method", ["lora", "prefix"])
 def test_methods_train_on_every_tiny_family(tmp_path, tiny_data, family, method):
     model_dir = save_tiny_model(family, tmp_path / family)
-    summary = train(recipe(model_dir, tiny_data, f"train.method={method}", "train.lr=1e-2"), tmp_path / "run", console)
+    summary = train(recipe(model_dir, tiny_data, f"train.method={method}", "train.lr=1e-2"), tmp_path / "run")
     assert summary["method"] == method and summary["steps"] == 3
     adapter = tmp_path / "run" / "adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -127,7 +125,7 @@ def test_methods_train_on_every_tiny_family(tmp_path, tiny_data, family, method)
 def test_rslora_dora_packing_early_stopping_and_eval(tmp_path, tiny_data, tiny_model_dir):
     r = recipe(tiny_model_dir, tiny_data, "lora.use_rslora=true", "lora.use_dora=true", "train.packing=true",
                "train.max_steps=6", "train.eval_steps=2", "train.early_stopping_patience=1", "train.lr=1e-3")
-    summary = train(r, tmp_path / "run", console)
+    summary = train(r, tmp_path / "run")
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert config["use_rslora"] is True and config["use_dora"] is True
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
@@ -137,7 +135,7 @@ def test_rslora_dora_packing_early_stopping_and_eval(tmp_path, tiny_data, tiny_m
 
 
 def test_qlora_on_cpu_trains_lora_and_the_saved_recipe_says_so(tmp_path, tiny_data, tiny_model_dir):
-    summary = train(recipe(tiny_model_dir, tiny_data, "train.method=qlora", "train.optimizer=paged_adamw_8bit"), tmp_path / "run", console)
+    summary = train(recipe(tiny_model_dir, tiny_data, "train.method=qlora", "train.optimizer=paged_adamw_8bit"), tmp_path / "run")
     assert summary["method"] == "lora" and summary["dtype"] == "float32" and summary["optimizer"] == "adamw_torch"
     text = (tmp_path / "run" / "recipe.yaml").read_text()
     assert "# note: train.method=qlora needs a CUDA GPU" in text
@@ -148,7 +146,7 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tmp_path, tiny_data, t
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    summary = train(recipe(tiny_model_dir, tiny_data, "train.lr=1e-2"), tmp_path / "run", console, exports=Exports(merge=True))
+    summary = train(recipe(tiny_model_dir, tiny_data, "train.lr=1e-2"), tmp_path / "run", exports=Exports(merge=True))
     merged = AutoModelForCausalLM.from_pretrained(summary["exports"]["merged"])
     with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "run" / "adapter")
     ids = torch.tensor([[2, 10, 20, 30, 40]])
@@ -159,8 +157,8 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tmp_path, tiny_data, t
     from gemma_fast.evaluation import evaluate
 
     r = recipe(tiny_model_dir, tiny_data, "eval.max_examples=4", "eval.max_new_tokens=4")
-    by_merged = evaluate(r, tmp_path / "eval_merged", console, merged=Path(summary["exports"]["merged"]), compare_base=True)
-    by_adapter = evaluate(r, tmp_path / "eval_adapter", console, adapter=tmp_path / "run", compare_base=True)
+    by_merged = evaluate(r, tmp_path / "eval_merged", merged=Path(summary["exports"]["merged"]), compare_base=True)
+    by_adapter = evaluate(r, tmp_path / "eval_adapter", adapter=tmp_path / "run", compare_base=True)
     assert set(by_merged["models"]) == {"base", "fine-tuned"}
     for name in ("base", "fine-tuned"):
         a, b = (x["models"][name]["overall"]["answer_loss"]["mean"] for x in (by_merged, by_adapter))
@@ -169,13 +167,13 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tmp_path, tiny_data, t
 
 def test_export_checks_fail_before_training(tmp_path, tiny_data, tiny_model_dir, monkeypatch):
     with pytest.raises(UserError, match="'q5_k' is not one of f16, bf16, q8_0, q4_k_m"):  # GGUF itself: test_export.py
-        train(recipe(tiny_model_dir, tiny_data), tmp_path / "a", console, exports=Exports(gguf="q5_k"))
+        train(recipe(tiny_model_dir, tiny_data), tmp_path / "a", exports=Exports(gguf="q5_k"))
     with pytest.raises(UserError, match="prefix-tuning adapter has no weights to merge"):
-        train(recipe(tiny_model_dir, tiny_data, "train.method=prefix"), tmp_path / "b", console, exports=Exports(merge=True))
+        train(recipe(tiny_model_dir, tiny_data, "train.method=prefix"), tmp_path / "b", exports=Exports(merge=True))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no saved login either
     with pytest.raises(UserError, match="--push-to-hub needs a Hugging Face token"):
-        train(recipe(tiny_model_dir, tiny_data), tmp_path / "c", console, exports=Exports(push_to_hub="me/adapter"))
+        train(recipe(tiny_model_dir, tiny_data), tmp_path / "c", exports=Exports(push_to_hub="me/adapter"))
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
@@ -195,38 +193,38 @@ def test_push_to_hub_never_prints_or_saves_the_token(tmp_path, tiny_data, tiny_m
 
 def test_bad_input_is_a_clear_error_and_overwrites_nothing(tmp_path, tiny_data, tiny_model_dir):
     with pytest.raises(UserError, match="lora.target_modules=\\['nope_proj'\\]"):
-        train(recipe(tiny_model_dir, tiny_data, "lora.target_modules=nope_proj"), tmp_path / "t", console)
+        train(recipe(tiny_model_dir, tiny_data, "lora.target_modules=nope_proj"), tmp_path / "t")
     empty = tmp_path / "empty"
     empty.mkdir()
     for name in ("train", "val", "test"):
         (empty / f"{name}.jsonl").write_text("")
     with pytest.raises(UserError, match="train.jsonl is empty: no training data"):
-        train(recipe(tiny_model_dir, empty), tmp_path / "e", console)
+        train(recipe(tiny_model_dir, empty), tmp_path / "e")
     with pytest.raises(UserError, match="run scripts/prepare_data.py"):
-        train(recipe(tiny_model_dir, tmp_path / "nowhere"), tmp_path / "n", console)
+        train(recipe(tiny_model_dir, tmp_path / "nowhere"), tmp_path / "n")
     with pytest.raises(UserError, match="the prompt alone is"):
-        train(recipe(tiny_model_dir, tiny_data, "train.max_seq_length=8"), tmp_path / "s", console)
+        train(recipe(tiny_model_dir, tiny_data, "train.max_seq_length=8"), tmp_path / "s")
     with pytest.raises(UserError, match="train.eval_steps=2 but .*val.jsonl is empty"):
         no_val = tmp_path / "no_val"
         no_val.mkdir()
         (no_val / "train.jsonl").write_text((tiny_data / "train.jsonl").read_text())
         (no_val / "val.jsonl").write_text("")
-        train(recipe(tiny_model_dir, no_val, "train.eval_steps=2"), tmp_path / "v", console)
+        train(recipe(tiny_model_dir, no_val, "train.eval_steps=2"), tmp_path / "v")
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(UserError, match="needs the tensorboard package"):
-            train(recipe(tiny_model_dir, tiny_data, "train.tensorboard=true"), tmp_path / "tb", console)
+            train(recipe(tiny_model_dir, tiny_data, "train.tensorboard=true"), tmp_path / "tb")
         assert not (tmp_path / "tb").exists()
 
-    train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", console)
+    train(recipe(tiny_model_dir, tiny_data), tmp_path / "run")
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     with pytest.raises(UserError, match="already holds files: --resume continues a run, --overwrite replaces it"):
-        train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", console)
+        train(recipe(tiny_model_dir, tiny_data), tmp_path / "run")
     with pytest.raises(UserError, match="was trained on model .*nothing was changed"):
-        train(recipe(tmp_path / "other", tiny_data), tmp_path / "run", console, resume=True)
+        train(recipe(tmp_path / "other", tiny_data), tmp_path / "run", resume=True)
     with pytest.raises(UserError, match="no checkpoint in"):
-        train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", console, resume=True)
+        train(recipe(tiny_model_dir, tiny_data), tmp_path / "run", resume=True)
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 

@@ -90,7 +90,6 @@ def test_evaluate_on_a_few_examples(unsloth_run, lane_env, workdir):
 TRL_PINNED_HF_RUN = """
 import json, sys
 from pathlib import Path
-from rich.console import Console
 from gemma_fast.data import prepare
 from gemma_fast.recipe import load_recipe
 from gemma_fast.testing import save_tiny_model, tiny_tokenizer
@@ -100,7 +99,7 @@ save_tiny_model("gemma3", work / "tiny")
 recipe = load_recipe("quickstart", [f"model={work / 'tiny'}", "backend=hf", "data.max_records=40", "train.max_seq_length=256",
                                     "train.max_steps=3", "train.batch_size=4", "train.logging_steps=1"])
 prepare(recipe, work / "data", tiny_tokenizer())
-print(json.dumps(train(recipe, work / "run", Console(stderr=True))))
+print(json.dumps(train(recipe, work / "run")))
 """
 
 
