@@ -20,13 +20,17 @@ _PREFIX = {logging.ERROR: "[bold red]error:[/] ", logging.WARNING: "[yellow]note
 
 
 class RichLineHandler(logging.Handler):
-    """One escaped line per record on the shared console (rich keeps a live progress bar below it)."""
+    """One escaped line per record on the shared console (rich keeps a live progress bar below it), or on `to`."""
+
+    def __init__(self, to: Console | None = None):
+        super().__init__()
+        self.to = to
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level = max((lv for lv in _PREFIX if lv <= record.levelno), default=logging.DEBUG)
             text = escape(record.getMessage())
-            console.print(_PREFIX[level] + text + ("[/]" if level == logging.DEBUG else ""), highlight=False, soft_wrap=True)
+            (self.to or console).print(_PREFIX[level] + text + ("[/]" if level == logging.DEBUG else ""), highlight=False, soft_wrap=True)
         except Exception:  # a handler must never raise into the library (logging's own rule)
             self.handleError(record)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
 
 LAYERS = [  # lowest first; a module may import only modules of lower layers
-    {"errors", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "batching", "gguf_convert"},
+    {"errors", "log", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "batching", "gguf_convert"},
     {"io", "outputs", "families", "methods", "backend", "encoders", "adapters", "tools", "selection", "hub"},
     {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "varlen", "architecture"},
     {"metrics", "models", "memory", "guards"},

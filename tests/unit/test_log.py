@@ -25,20 +25,20 @@ def test_setup_installs_one_handler_however_often_it_runs():
         logger.setLevel(logging.NOTSET)
 
 
-def test_a_warning_is_a_note_an_info_a_plain_line_and_markup_stays_text(monkeypatch):
+def test_a_warning_is_a_note_an_info_a_plain_line_and_markup_stays_text():
+    from rich.console import Console
+
     out = io.StringIO()
-    monkeypatch.setattr(log.console, "file", out)
-    handler = log.RichLineHandler()
-    logger = logging.getLogger("gemma_fast.some_module")
-    logger.addHandler(handler)
+    logger = logging.getLogger("test_log.isolated")  # not under gemma_fast: a command run earlier set that one up
+    logger.addHandler(log.RichLineHandler(to=Console(file=out, width=200)))
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         logger.warning("the file [red]x[/] is odd")
         logger.info("wrote %s", "runs/a")
         logger.debug("not shown at INFO")
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+        logger.handlers.clear()
     assert out.getvalue().splitlines() == ["note: the file [red]x[/] is odd", "wrote runs/a"]
 
 
