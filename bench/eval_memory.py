@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=512)
     args = parser.parse_args()
-    from gemma_fast.loss import answer_token_stats
-    from gemma_fast.models import load_model
+    from gemma_fast.training.loss import answer_token_stats
+    from gemma_fast.models.loader import load_model
 
     raw = json.loads(DATA.read_text(encoding="utf-8"))
     records = [{"id": str(i), "instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]} for i, r in enumerate(raw)]

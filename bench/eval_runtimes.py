@@ -29,7 +29,7 @@ def load() -> list[float]:
 
 
 def prompt_sets(recipe, n_kaggle: int) -> dict[str, list[dict]]:
-    from gemma_fast.evaluation import load_eval_records
+    from gemma_fast.evaluation.run import load_eval_records
     from gemma_fast.io import read_json
 
     sets = {f"{recipe.name} {recipe.eval.split}": load_eval_records(recipe)}
@@ -66,8 +66,8 @@ def main() -> None:
     run = Path(args.run)
     from rich.console import Console
 
-    from gemma_fast.evaluation import candidates, prefer_unsloth_first
-    from gemma_fast.generation import RUNTIMES, GenerationSettings, Weights
+    from gemma_fast.evaluation.run import candidates, prefer_unsloth_first
+    from gemma_fast.inference.generation import RUNTIMES, GenerationSettings, Weights
     from gemma_fast.recipe import load_recipe
     from gemma_fast.report import table
 

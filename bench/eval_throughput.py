@@ -10,7 +10,7 @@ Usage: .venv/bin/python bench/eval_throughput.py [--prompts 48] [--batch-sizes 1
          [--model embedded:gemma-3-270m | FOLDER] [--backend auto|unsloth|hf] [--load-in-4bit]
 FOLDER may be any model folder, e.g. train_throughput.py's random-weight gemma-7b (its stand-in tokenizer is smaller
 than the model's vocabulary: random weights generate ids it cannot spell, which decode to nothing; the timing and
-token counts come from the ids) or gemma_fast.testing.save_tiny_model's tiny Gemma, on a GPU machine without internet.
+token counts come from the ids) or gemma_fast.testing.tiny.save_tiny_model's tiny Gemma, on a GPU machine without internet.
 Prints a table and writes bench/results/eval_throughput.json. On a GPU the same script measures the GPU.
 """
 
@@ -29,7 +29,7 @@ KAGGLE_TEST = shared_file("data", "kaggle_docs", "kaggle_docs_QA_v2.json")
 def load_prompts(n: int, prompts_format) -> tuple[list, str]:
     """The first n Kaggle v2 test prompts (else quickstart's), written by the model's prompts.PromptFormat."""
     from gemma_fast.io import read_json, read_jsonl
-    from gemma_fast.sources import ASSETS
+    from gemma_fast.data.sources import ASSETS
 
     if KAGGLE_TEST.is_file():
         rows, source = read_json(KAGGLE_TEST), "kaggle_docs_QA_v2 (first N)"
@@ -85,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from gemma_fast.generation import GenerationSettings, TransformersGenerator
-    from gemma_fast.models import load_model
+    from gemma_fast.inference.generation import GenerationSettings, TransformersGenerator
+    from gemma_fast.models.loader import load_model
 
     loaded = load_model(args.model, args.backend, load_in_4bit=args.load_in_4bit)
     generator = TransformersGenerator(loaded.model, loaded.tokenizer, loaded.prompts, args.model, loaded.backend)

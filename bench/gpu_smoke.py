@@ -171,7 +171,7 @@ def step_versions() -> None:
 
 
 def step_tiny_models() -> None:
-    from gemma_fast.testing import save_tiny_model
+    from gemma_fast.testing.tiny import save_tiny_model
 
     for family in ("gemma", "gemma3", "gemma4"):
         save_tiny_model(family, WORK / "tiny" / family)
@@ -190,7 +190,7 @@ def step_import_unsloth() -> None:
 def _records(n: int) -> list[dict]:
     sys.path.insert(0, str(ROOT))
     from gemma_fast.io import read_jsonl
-    from gemma_fast.sources import ASSETS
+    from gemma_fast.data.sources import ASSETS
 
     rows = read_jsonl(ASSETS / "quickstart_docs_qa.jsonl")[:n]
     return [{"id": str(i), "instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]} for i, r in enumerate(rows)]
@@ -198,7 +198,7 @@ def _records(n: int) -> list[dict]:
 
 def _count_fallbacks():
     """Counts answer_token_stats' fallbacks to full logits (a forward that bypasses the decoder's hook)."""
-    from gemma_fast import loss
+    from gemma_fast.training import loss
 
     calls = []
     real = loss.full_logits_stats
@@ -207,14 +207,14 @@ def _count_fallbacks():
 
 
 def step_gemma1() -> None:
-    from gemma_fast.backend import resolve_backend
+    from gemma_fast.models.backend import resolve_backend
 
     backend, notes = resolve_backend("auto")  # imports Unsloth first
     import torch
 
-    from gemma_fast.generation import GenerationSettings, TransformersGenerator, for_inference
-    from gemma_fast.loss import answer_token_stats
-    from gemma_fast.models import load_model
+    from gemma_fast.inference.generation import GenerationSettings, TransformersGenerator, for_inference
+    from gemma_fast.training.loss import answer_token_stats
+    from gemma_fast.models.loader import load_model
 
     folder, out = str(WORK / "tiny" / "gemma"), {"backend": backend, "notes": notes}
     loaded = load_model(folder, backend, 256, load_in_4bit=torch.cuda.is_available())
@@ -245,7 +245,7 @@ def step_evaluate(run: str) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from gemma_fast.evaluation import candidates, load_eval_records, prefer_unsloth_first, run_candidate
+    from gemma_fast.evaluation.run import candidates, load_eval_records, prefer_unsloth_first, run_candidate
     from gemma_fast.recipe import load_recipe
 
     console = Console(stderr=True)
@@ -270,7 +270,7 @@ def step_evaluate(run: str) -> None:
 def step_eval_peak_7b() -> None:
     """Random-weight gemma-7b (gemma_fast/assets/model_configs), built on the GPU and saved once; 4-bit through Unsloth; one batch of
     16 × 433-token prompts generating 128 tokens (min_new_tokens: the worst case). Peak allocated memory vs weights."""
-    from gemma_fast.backend import resolve_backend
+    from gemma_fast.models.backend import resolve_backend
 
     backend, _ = resolve_backend("auto")
     import torch
@@ -281,9 +281,9 @@ def step_eval_peak_7b() -> None:
         return
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from gemma_fast.generation import for_inference
-    from gemma_fast.models import load_model
-    from gemma_fast.testing import tiny_tokenizer
+    from gemma_fast.inference.generation import for_inference
+    from gemma_fast.models.loader import load_model
+    from gemma_fast.testing.tiny import tiny_tokenizer
 
     folder = WORK / "gemma-7b-random"
     started = time.perf_counter()

@@ -39,8 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=15_000)
     args = parser.parse_args()
-    from gemma_fast.data import prepare
-    from gemma_fast.models import load_tokenizer
+    from gemma_fast.data.pipeline import prepare
+    from gemma_fast.models.loader import load_tokenizer
     from gemma_fast.recipe import load_recipe
 
     work = Path(tempfile.mkdtemp(prefix="prep_bench_"))

@@ -53,10 +53,10 @@ def trl_worker(recipe_name: str, sets: list[str], out: Path) -> None:
     from transformers import AutoModelForCausalLM, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from gemma_fast.data import load_split
-    from gemma_fast.models import load_tokenizer, resolve_model
+    from gemma_fast.data.pipeline import load_split
+    from gemma_fast.models.loader import load_tokenizer, resolve_model
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.train import tokenize_split
+    from gemma_fast.training.run import tokenize_split
 
     recipe = load_recipe(recipe_name, sets)
     t, lora = recipe.train, recipe.lora

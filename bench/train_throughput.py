@@ -45,7 +45,7 @@ def build_model_dir(arch: str, tiny: bool, cache: Path) -> Path:
     """A saved random-weight model folder for `arch` (bf16 on disk), built once per cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gemma_fast.testing import save_tiny_model
+    from gemma_fast.testing.tiny import save_tiny_model
 
     tiny_dir = cache / "tiny-gemma3"
     if not (tiny_dir / "config.json").is_file():
@@ -55,7 +55,7 @@ def build_model_dir(arch: str, tiny: bool, cache: Path) -> Path:
         return target
     import torch
 
-    from gemma_fast.architecture import read_config, text_config_of
+    from gemma_fast.models.architecture import read_config, text_config_of
 
     path = CONFIGS / f"{arch}.json"
     torch.manual_seed(0)  # the language model alone, as gemma_fast trains it

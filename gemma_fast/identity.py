@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .methods import method_of
 from .paths import cache_root
+
+if TYPE_CHECKING:  # annotations only
+    from .recipe import Recipe
 
 BASE_FILE = "gemma_fast_base.json"  # written into adapter/ and the run folder: the base model the adapter was trained on
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -243,3 +247,24 @@ def check_adapter_files(adapter: Path, what: str) -> None:
     problem = adapter_problem(adapter)
     if problem:
         raise UserError(f"{what} {adapter}: {problem}; retrain it, or continue its run with --resume")
+
+
+def run_recipe(adapter: Path) -> dict:
+    """The recipe an adapter's run saved (as it ran), or {} when the adapter was copied without it. Also for a run's
+    merged/ folder (the run's recipe.yaml sits beside it)."""
+    import yaml
+
+    saved = next((p for p in (adapter / "recipe.yaml", adapter.parent / "recipe.yaml") if p.is_file()), None)
+    return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved else {}
+
+
+def trained_in_4bit(recipe: Recipe, run_path: Path | None) -> bool:
+    """Whether a model is loaded in 4-bit to be evaluated or chatted with as it trained: a QLoRA run, on CUDA. The
+    run's saved recipe says how it trained (`run_path`: a run's adapter/ or merged/ folder), else `recipe` does."""
+    import torch
+
+    from .methods import METHODS
+
+    saved = run_recipe(run_path) if run_path is not None else {}
+    method = (saved.get("train") or {}).get("method") if saved else recipe.train.method
+    return method in METHODS and METHODS[method].weights_4bit and torch.cuda.is_available()

@@ -1,9 +1,9 @@
 """The fine-tuning methods: one entry each, holding every rule that differs between them, so that a stage asks the
 method (`method_of(name).merges`) instead of comparing its name. Adding a method is one `Method(...)` entry here plus
-its branch in train.attach_adapter (the PEFT config it builds); recipe choices, the run plan, checkpoint checks,
+its branch in training/run.attach_adapter (the PEFT config it builds); recipe choices, the run plan, checkpoint checks,
 exports and the memory estimate follow.
 
-Backends are decided in backend.py (BACKENDS); which methods run on which backend is here (`on_unsloth`).
+Backends are decided in models/backend.py (BACKENDS); which methods run on which backend is here (`on_unsloth`).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def read_glossary(path: Path) -> dict[str, str]:
 
 def corpus_texts(cfg: RagConfig) -> list[tuple[str, str]]:
     """(source, text) for every passage to index: text files whole, distinct json/jsonl field values, glossary entries."""
-    from .sources import local_paths
+    from .data.sources import local_paths
 
     texts: list[tuple[str, str]] = []
     for pattern in cfg.corpus:

@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
-from . import adapters, clean, methods, metrics, perturb, selection
+from .data import formats as adapters, clean
+from . import methods
+from .evaluation import metrics, perturb, selection
 from .errors import UserError
 from .families import Family
 

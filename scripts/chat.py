@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Chat with a model: a base, a fine-tuned run (adapter), a merged folder or a GGUF, through the training prompt builder.
-Same as `gemma-fast chat`; the code is gemma_fast/commands/chat.py."""
+Same as `gemma-fast chat`; the code is gemma_fast/cli/chat.py."""
 
-from gemma_fast.commands.chat import run
+from gemma_fast.cli.chat import run
 
 if __name__ == "__main__":
     run()

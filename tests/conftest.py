@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from gemma_fast.testing import tiny_tokenizer
+    from gemma_fast.testing.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 
@@ -44,7 +44,7 @@ def tiny_tokenizer():
 def tiny_prompts(tiny_tokenizer):
     """The PromptFormat of the tiny Gemma 3 tokenizer (tiny_model_dir's)."""
     from gemma_fast.prompts import prompt_format
-    from gemma_fast.testing import tiny_config
+    from gemma_fast.testing.tiny import tiny_config
 
     return prompt_format(tiny_tokenizer, tiny_config("gemma3", len(tiny_tokenizer)))
 
@@ -52,7 +52,7 @@ def tiny_prompts(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny random Gemma 3 model folder, usable as `model: <folder>` in a recipe."""
-    from gemma_fast.testing import save_tiny_model
+    from gemma_fast.testing.tiny import save_tiny_model
 
     return save_tiny_model("gemma3", tmp_path_factory.mktemp("tiny") / "gemma3")
 
@@ -105,7 +105,7 @@ def tiny_world_master(tmp_path_factory, tiny_model_dir):
     (base and fine-tuned compared), and other_model/ (a tiny Gemma 1: another base)."""
     import yaml
 
-    from gemma_fast.testing import save_tiny_model
+    from gemma_fast.testing.tiny import save_tiny_model
 
     work = tmp_path_factory.mktemp("world")
     (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY_WORLD_RECIPE, "model": str(tiny_model_dir)}))

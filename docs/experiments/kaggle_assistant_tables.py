@@ -3,7 +3,7 @@ Run from the repository root: .venv/bin/python docs/experiments/kaggle_assistant
 import json
 import sys
 
-from gemma_fast import metrics as M
+from gemma_fast.evaluation import metrics as M
 
 VARIANTS = {"today": "today's recipe", "drop": "context dropout 0.3", "mix": "dropout 0.3 + mix 20 %"}
 METRICS = [("answer_loss", "answer-token loss (per question)"), ("rougeL", "ROUGE-L"), ("bertscore_f1", "BERTScore F1"),

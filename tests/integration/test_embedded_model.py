@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from gemma_fast.io import read_jsonl
-from gemma_fast.models import check_chat_tokenizer, load_model
+from gemma_fast.models.loader import check_chat_tokenizer, load_model
 from gemma_fast.families import FAMILIES, template_text
-from gemma_fast.sources import ASSETS
+from gemma_fast.data.sources import ASSETS
 from tests.conftest import run_script
 
 

@@ -1,4 +1,4 @@
-"""gemma_fast.gguf_tokenizer against transformers' own GGUF conversion, on the real embedded Gemma 3 270M GGUF.
+"""gemma_fast.models.gguf_tokenizer against transformers' own GGUF conversion, on the real embedded Gemma 3 270M GGUF.
 
 Only the GGUF's metadata is read; no weight is dequantised. To check the written folder under another
 transformers version too (e.g. Unsloth's 5.17), point GGUF_TOKENIZER_OTHER_PYTHON at that venv's python.
@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from gemma_fast.families import FAMILIES
-from gemma_fast.models import check_chat_tokenizer
+from gemma_fast.models.loader import check_chat_tokenizer
 from tests.gguf_tokenizer_check import CORPUS, PACKAGE, ROOT, encode_all, gguf_path, quickstart_texts
 
 if importlib.util.find_spec(PACKAGE) is None:
@@ -28,7 +28,7 @@ def gguf():
 
 @pytest.fixture(scope="module")
 def folder(gguf, tmp_path_factory):
-    from gemma_fast.gguf_tokenizer import write_tokenizer_from_gguf
+    from gemma_fast.models.gguf_tokenizer import write_tokenizer_from_gguf
 
     folder = tmp_path_factory.mktemp("gguf_tokenizer")
     write_tokenizer_from_gguf(gguf, folder)
@@ -88,7 +88,7 @@ def test_vocab_and_special_tokens(folder, ours, reference):
 def test_sentencepiece_model_holds_the_gguf_vocabulary(gguf, folder, ours):
     import sentencepiece
 
-    from gemma_fast.gguf_tokenizer import _read_metadata
+    from gemma_fast.models.gguf_tokenizer import _read_metadata
 
     meta = _read_metadata(gguf)
     sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from gemma_fast.data import prepare
-from gemma_fast.models import load_tokenizer
+from gemma_fast.data.pipeline import prepare
+from gemma_fast.models.loader import load_tokenizer
 from gemma_fast.recipe import load_recipe
-from gemma_fast.train import train
+from gemma_fast.training.run import train
 from tests.recipes.test_recipes import SAMPLE_ROWS
 
 SEED_RECIPES = ["kaggle_docs", "dolly", "chinese_qa", "chinese_poetry"]
@@ -34,7 +34,7 @@ def test_seed_recipe_trains_on_the_embedded_model(name, tmp_path):
 
 def test_prefix_tuning_trains_on_the_embedded_model(tmp_path):
 
-    from gemma_fast.sources import ASSETS
+    from gemma_fast.data.sources import ASSETS
 
     recipe = load_recipe("quickstart", ["model=embedded:gemma-3-270m", "train.method=prefix", "train.max_steps=2",
                                         "train.batch_size=2", "data.max_records=20", f"data.dir={tmp_path / 'data'}"])

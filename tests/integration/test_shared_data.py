@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gemma_fast.data import prepare
+from gemma_fast.data.pipeline import prepare
 from gemma_fast.recipe import load_recipe
 from tests.conftest import SHARED_DATA
 
@@ -14,7 +14,7 @@ KAGGLE, POETRY = SHARED_DATA / "kaggle_docs", SHARED_DATA / "chinese_poetry"
 
 @pytest.fixture(scope="module")
 def embedded_tokenizer():
-    from gemma_fast.models import load_tokenizer
+    from gemma_fast.models.loader import load_tokenizer
 
     return load_tokenizer("embedded:gemma-3-270m")[1]  # its PromptFormat
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gemma_fast.sources import is_url, local_paths
+from gemma_fast.data.sources import is_url, local_paths
 from gemma_fast.recipe import RECIPES_DIR, available_recipes, load_recipe
 
 RECIPES = available_recipes()
@@ -43,11 +43,12 @@ SAMPLE_ROWS = {  # a few rows in each format's own shape
 }
 
 
+@pytest.mark.slow  # prepares each recipe's data: the full tier (make test)
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_prepares_data_in_its_format(name, tmp_path, tiny_model_dir):
     import json
 
-    from gemma_fast.data import prepare
+    from gemma_fast.data.pipeline import prepare
 
     fmt = load_recipe(name).data.format
     source = tmp_path / "sample.json"

@@ -1,7 +1,7 @@
 import pytest
 
-from gemma_fast.adapters import BadRecord, alpaca, dolly, poetry, sharegpt
-from gemma_fast.clean import clean_text, normalized_key, to_simplified
+from gemma_fast.data.formats import BadRecord, alpaca, dolly, poetry, sharegpt
+from gemma_fast.data.clean import clean_text, normalized_key, to_simplified
 from gemma_fast.recipe import DataConfig
 
 

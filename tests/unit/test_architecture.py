@@ -1,100 +1,56 @@
-"""The import graph of gemma_fast: no circle, and every import points down the declared layers.
+"""The architecture as contracts (pyproject.toml [tool.importlinter], run by import-linter): the layers, the packages
+a layer may not lean on, the product never importing its test fixtures; and no import circle between modules. Every
+import counts, function-level ones included; `if TYPE_CHECKING:` imports do not run and do not count."""
 
-Every import counts, the ones inside functions too (they are deferred for speed or import order, not to hide an
-edge); imports under `if TYPE_CHECKING:` do not run and do not count. A new module goes in the lowest layer whose
-modules it does not import; a test failure names the edge that points up.
-"""
-
-import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "gemma_fast"
+from tests.conftest import ROOT
 
-LAYERS = [  # lowest first; a module may import only modules of lower layers
-    {"errors", "log", "paths", "lang", "clean", "gguf_tokenizer", "llama_runtime", "metrics_zh", "main", "batching", "gguf_convert"},
-    {"io", "outputs", "families", "methods", "backend", "encoders", "adapters", "tools", "selection", "hub"},
-    {"sources", "perturb", "bertscore", "identity", "prompts", "loss", "varlen", "architecture"},
-    {"metrics", "models", "memory", "guards"},
-    {"recipe", "report", "testing", "eval_plan", "export_ram", "generation"},
-    {"data", "rag", "cli", "callbacks", "merge", "testing_spm"},
-    {"evaluation", "roundtrip"},
-    {"robustness", "export", "chat"},
-    {"exporters"},  # the registry and the export stage's work: reads export (GGUF), merge and roundtrip; train reads it
-    {"train"},
-    {"preflight"},
-    {"commands"},  # the stages' CLIs: nothing in the package imports them (main.py loads them by name)
-]
+LINT = Path(sys.executable).with_name("lint-imports")
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return "commands" if parts[0] == "commands" else parts[0]
+def lint(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT), str(ROOT / "pyproject.toml")], cwd=cwd, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(cwd)}, timeout=300)
 
 
-def imports(path: Path) -> set[str]:
-    """The gemma_fast modules `path` imports, by top-level module name."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for n in ast.walk(node)}
-    package_level = 2 if path.parent.name == "commands" else 1
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.ImportFrom):
-            if node.level == package_level or (node.level == 0 and (node.module or "").startswith("gemma_fast")):
-                module = (node.module or "").removeprefix("gemma_fast").lstrip(".")
-                found |= {module.split(".")[0]} if module else {alias.name for alias in node.names}
-            elif node.level == 1 and package_level == 2:
-                found.add("commands")
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("gemma_fast.")}
-    return found - {""}
+def test_the_import_contracts_hold():
+    done = lint(ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "3 kept, 0 broken" in done.stdout
 
 
-def graph() -> dict[str, set[str]]:
-    edges: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        name = module_name(path)
-        if name in ("__init__", "assets"):  # assets: scripts that built the shipped data
-            continue
-        edges.setdefault(name, set()).update(imports(path) - {name, "__init__"})
-    return edges
+def test_a_planted_upward_import_breaks_the_layers(tmp_path):
+    """models/ importing the command line: the contract names the edge."""
+    shutil.copytree(ROOT / "gemma_fast", tmp_path / "gemma_fast", ignore=shutil.ignore_patterns("__pycache__", "assets"))
+    loader = tmp_path / "gemma_fast" / "models" / "loader.py"
+    loader.write_text(loader.read_text(encoding="utf-8") + "\n\ndef _planted():\n    from ..cli import common  # noqa\n",
+                      encoding="utf-8")
+    done = lint(tmp_path)
+    assert done.returncode == 1 and "BROKEN" in done.stdout
+    assert "gemma_fast.models.loader -> gemma_fast.cli.common" in done.stdout
 
 
-def test_every_module_has_a_layer():
-    layered = set().union(*LAYERS)
-    assert set(graph()) == layered, f"not in LAYERS: {set(graph()) - layered}; gone: {layered - set(graph())}"
+def test_no_import_circle():
+    import grimp
 
+    graph = grimp.build_graph("gemma_fast", exclude_type_checking_imports=True)
+    state: dict[str, int] = {}
+    circles = []
 
-def test_no_import_points_up_or_sideways():
-    level = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-    wrong = sorted(f"{a} (layer {level[a]}) imports {b} (layer {level[b]})" for a, deps in graph().items() for b in deps
-                   if level[b] >= level[a])
-    assert not wrong, "\n".join(wrong)
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if state.get(imported) == 1:
+                circles.append(path[path.index(imported):] + [imported])
+            elif imported not in state:
+                visit(imported, path + [imported])
+        state[module] = 2
 
-
-def test_no_circle():
-    edges, state, circles = graph(), {}, []
-
-    def visit(node, path):
-        state[node] = "open"
-        for dep in sorted(edges.get(node, ())):
-            if state.get(dep) == "open":
-                circles.append(path[path.index(dep):] + [dep])
-            elif dep not in state:
-                visit(dep, path + [dep])
-        state[node] = "done"
-
-    for node in sorted(edges):
-        if node not in state:
-            visit(node, [node])
+    for module in sorted(graph.modules):
+        if module not in state:
+            visit(module, [module])
     assert not circles, circles
-
-
-def test_the_checker_sees_a_deferred_import(tmp_path):
-    """A function-level import is an edge too: the one that closed evaluation <-> report was one."""
-    path = tmp_path / "x.py"
-    path.write_text("def f():\n    from .evaluation import score\n    from . import report\n"
-                    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .train import Plan\n")
-    assert imports(path) == {"evaluation", "report"}

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gemma_fast import backend
-from gemma_fast.backend import check_gpu_setup, model_dtype, native_bf16, resolve_backend, select_dtype
+from gemma_fast.models import backend
+from gemma_fast.models.backend import check_gpu_setup, model_dtype, native_bf16, resolve_backend, select_dtype
 from gemma_fast.errors import UserError
-from gemma_fast.models import load_model
-from gemma_fast.testing import save_tiny_model
+from gemma_fast.models.loader import load_model
+from gemma_fast.testing.tiny import save_tiny_model
 from gemma_fast.recipe import load_recipe
-from gemma_fast.train import plan_run
+from gemma_fast.training.run import plan_run
 
 GPUS = {"v100": ((7, 0), 16), "t4": ((7, 5), 15), "a100": ((8, 0), 40), "h100": ((9, 0), 80)}
 
@@ -81,6 +81,7 @@ def test_several_gpus_without_a_launcher_is_a_clear_error(spoof_gpu, monkeypatch
     assert backend.local_rank() == 1
 
 
+@pytest.mark.slow  # runs every stage's entry: the full tier (make test)
 def test_several_gpus_refuse_other_stages_with_one_gpu_advice_and_never_a_cpu_merge(spoof_gpu, monkeypatch, tmp_path):
     spoof_gpu("t4", count=2)
     monkeypatch.delenv("LOCAL_RANK", raising=False)

@@ -9,6 +9,8 @@ import yaml
 
 from tests.conftest import ROOT, run_script
 
+pytestmark = pytest.mark.slow  # the stages end to end on the session's tiny world: the full tier (make test)
+
 
 @pytest.fixture(scope="module")
 def tiny_pipeline(tiny_world):
@@ -98,20 +100,20 @@ def test_every_script_explains_itself():
 @pytest.mark.slow  # the entry point, in real processes
 def test_one_command_for_every_stage_and_scripts_are_shims():
     """`gemma-fast <stage>` runs the same code as scripts/<stage>.py; the scripts edit no sys.path."""
-    listing = subprocess.run([sys.executable, "-m", "gemma_fast.main", "--help"], capture_output=True, text=True, cwd=ROOT)
+    listing = subprocess.run([sys.executable, "-m", "gemma_fast.cli.main", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert listing.returncode == 0
     for stage in ("prepare", "rag", "train", "evaluate", "robustness", "export"):
         assert f"  {stage} " in listing.stdout
-    train = subprocess.run([sys.executable, "-m", "gemma_fast.main", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
+    train = subprocess.run([sys.executable, "-m", "gemma_fast.cli.main", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert train.returncode == 0 and "--resume" in train.stdout and "gemma-fast train" in train.stdout
-    unknown = subprocess.run([sys.executable, "-m", "gemma_fast.main", "trian"], capture_output=True, text=True, cwd=ROOT)
+    unknown = subprocess.run([sys.executable, "-m", "gemma_fast.cli.main", "trian"], capture_output=True, text=True, cwd=ROOT)
     assert unknown.returncode == 2 and "unknown stage 'trian'" in unknown.stderr
     for script in (ROOT / "scripts").glob("*.py"):
         assert "sys.path" not in script.read_text() and len(script.read_text().splitlines()) < 10, script
 
 
 def test_env_prints_every_library_and_the_gpu_view():
-    from gemma_fast.commands.env import LIBRARIES, environment
+    from gemma_fast.cli.env import LIBRARIES, environment
 
     env = environment()
     assert set(env["libraries"]) == set(LIBRARIES) and env["libraries"]["torch"].startswith("2.13.0")

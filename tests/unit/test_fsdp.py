@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from gemma_fast.families import FAMILIES
-from gemma_fast.testing import save_tiny_model
+from gemma_fast.testing.tiny import save_tiny_model
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "configs" / "accelerate_fsdp.yaml"
@@ -37,6 +37,7 @@ def fsdp_env(monkeypatch, env):
         monkeypatch.setenv(key, env[key])
 
 
+@pytest.mark.slow  # builds accelerate's launch environment: the full tier (make test)
 def test_the_config_leaves_dtype_and_wrap_class_to_gemma_fast(launch_env):
     config = yaml.safe_load(CONFIG.read_text())
     assert config["mixed_precision"] == "no" and "fsdp_transformer_layer_cls_to_wrap" not in config["fsdp_config"]
@@ -46,6 +47,7 @@ def test_the_config_leaves_dtype_and_wrap_class_to_gemma_fast(launch_env):
     assert sorted(env["RANK"] for env in launch_env) == ["0", "1"]
 
 
+@pytest.mark.slow  # accelerate launch in real processes (launch_env): the full tier (make test)
 @pytest.mark.parametrize("family", ["gemma", "gemma2", "gemma3", "gemma4"])
 def test_each_family_wraps_its_own_decoder_layer(tmp_path, monkeypatch, launch_env, family):
     """The family table's class, exported as accelerate reads it; accelerate's FSDP2 policy then wraps every decoder
@@ -54,8 +56,8 @@ def test_each_family_wraps_its_own_decoder_layer(tmp_path, monkeypatch, launch_e
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
     from peft import LoraConfig, get_peft_model
 
-    from gemma_fast.models import load_model
-    from gemma_fast.train import fsdp_wrap_class
+    from gemma_fast.models.loader import load_model
+    from gemma_fast.training.run import fsdp_wrap_class
 
     fsdp_env(monkeypatch, launch_env[0])
     monkeypatch.delenv("FSDP_TRANSFORMER_CLS_TO_WRAP", raising=False)
@@ -77,7 +79,7 @@ def test_each_family_wraps_its_own_decoder_layer(tmp_path, monkeypatch, launch_e
 def test_fsdp_runs_on_the_hf_backend(monkeypatch, launch_env):
     from gemma_fast.errors import UserError
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.train import plan_run
+    from gemma_fast.training.run import plan_run
 
     fsdp_env(monkeypatch, launch_env[0])
     plan = plan_run(load_recipe("kaggle_docs"), cuda=True, has_unsloth=True)
@@ -91,7 +93,7 @@ def test_qlora_under_fsdp_stores_4bit_weights_in_the_compute_dtype(tmp_path, mon
     FSDP places the shards (spoofed A100: bf16)."""
     import transformers
 
-    from gemma_fast.models import load_model
+    from gemma_fast.models.loader import load_model
 
     folder = save_tiny_model("gemma", tmp_path / "g")
     seen = {}
@@ -121,7 +123,7 @@ def test_the_loss_head_gathers_a_sharded_dtensor(tmp_path):
     import torch.distributed as dist
     from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
 
-    from gemma_fast.loss import head_of
+    from gemma_fast.training.loss import head_of
 
     dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'store'}")
     try:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gemma_fast.errors import UserError
-from gemma_fast.generation import RUNTIMES, GenerationSettings, Weights, stripped_stream
+from gemma_fast.inference.generation import RUNTIMES, GenerationSettings, Weights, stripped_stream
 from gemma_fast.recipe import Recipe, load_recipe
 
 QUESTION = "How do I resume training?"
@@ -66,7 +66,7 @@ def test_settings_from_a_recipes_eval_section():
 
 
 def test_a_new_runtime_is_one_entry_and_chat_runs_through_it(echo, tiny_model_dir, monkeypatch, capsys):
-    from gemma_fast.chat import Conversation, Source, open_model
+    from gemma_fast.inference.chat import Conversation, Source, open_model
 
     generator = open_model(Source(model=str(tiny_model_dir), runtime="echo"), Recipe(name="chat"))
     assert echo == [generator] and generator.name == f"echo of {tiny_model_dir}"
@@ -77,7 +77,7 @@ def test_a_new_runtime_is_one_entry_and_chat_runs_through_it(echo, tiny_model_di
     assert conversation.ask("And then?") == "echo: And then?" and len(conversation.turns) == 2
 
     # the command line offers it too: --runtime's choices are RUNTIMES
-    from gemma_fast.commands import chat as command
+    from gemma_fast.cli import chat as command
 
     monkeypatch.setattr(sys, "argv", ["chat", "--model", str(tiny_model_dir), "--runtime", "echo", "--prompt", "hi", "--prompt", "bye"])
     command.main()
@@ -85,7 +85,7 @@ def test_a_new_runtime_is_one_entry_and_chat_runs_through_it(echo, tiny_model_di
 
 
 def test_a_runtime_that_is_not_there_or_cannot_open_it_is_one_line(tiny_model_dir):
-    from gemma_fast.chat import Source, open_model
+    from gemma_fast.inference.chat import Source, open_model
 
     with pytest.raises(UserError, match=r"--runtime vllm: not a runtime here \(choices: auto, transformers, llama\.cpp\)"):
         open_model(Source(model=str(tiny_model_dir), runtime="vllm"), Recipe(name="chat"))
@@ -121,14 +121,14 @@ def _stops_where_its_format_says(generator, prompt_ids: list[int]):
 @pytest.fixture(scope="module")
 def tiny_spm(tmp_path_factory):
     """A tiny Gemma 3 with a SentencePiece vocabulary and 6 layers (what llama.cpp loads)."""
-    from gemma_fast.testing_spm import save_tiny_gemma3_spm
+    from gemma_fast.testing.tiny_spm import save_tiny_gemma3_spm
 
     return save_tiny_gemma3_spm(tmp_path_factory.mktemp("spm") / "model")
 
 
 @pytest.fixture(scope="module")
 def transformers_generator(tiny_spm):
-    from gemma_fast.generation import open_transformers
+    from gemma_fast.inference.generation import open_transformers
 
     return open_transformers(Weights(str(tiny_spm), backend="hf"))
 
@@ -149,10 +149,10 @@ def test_transformers_batches_answer_in_the_prompts_order(transformers_generator
 
 @pytest.fixture(scope="module")
 def llama_cpp_generator(tiny_spm, tmp_path_factory):
-    from gemma_fast import tools
-    from gemma_fast.export import convert, prepare_export_folder
+    from gemma_fast.inference import llama_tools as tools
+    from gemma_fast.export.gguf import convert, prepare_export_folder
     from gemma_fast.families import FAMILIES
-    from gemma_fast.generation import open_llama_cpp
+    from gemma_fast.inference.generation import open_llama_cpp
 
     try:
         tools.converter_script()
@@ -167,6 +167,7 @@ def llama_cpp_generator(tiny_spm, tmp_path_factory):
     return open_llama_cpp(Weights(gguf=work / "model-f16.gguf"))
 
 
+@pytest.mark.slow  # llama.cpp's runtime: the full tier (make test)
 def test_llama_cpp_stops_at_its_prompt_formats_stop_ids(llama_cpp_generator, transformers_generator):
     gen = llama_cpp_generator
     assert gen.runtime == "llama.cpp" and gen.prompts.stop_ids == transformers_generator.prompts.stop_ids

@@ -4,7 +4,7 @@ prompt that is not shorter than train.max_seq_length before anything generates; 
 import pytest
 
 from gemma_fast.errors import UserError
-from gemma_fast.evaluation import evaluate
+from gemma_fast.evaluation.run import evaluate
 from gemma_fast.io import write_jsonl
 from gemma_fast.recipe import load_recipe
 
@@ -16,7 +16,7 @@ def recipe_with(tmp_path, tiny_model_dir, rows, *overrides):
 
 
 def test_an_over_long_prompt_is_refused_before_generation(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("gemma_fast.generation.TransformersGenerator.generate", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr("gemma_fast.inference.generation.TransformersGenerator.generate", lambda *a, **k: pytest.fail("generated"))
     rows = [{"id": "short", "instruction": "Is it ready?", "input": "", "output": "Yes.", "lang": "en"},
             {"id": "long", "instruction": "Is it ready?", "input": "the context goes on " * 40, "output": "Yes.", "lang": "en"}]
     recipe = recipe_with(tmp_path, tiny_model_dir, rows, "train.max_seq_length=64", "eval.max_new_tokens=4")
@@ -25,9 +25,10 @@ def test_an_over_long_prompt_is_refused_before_generation(tmp_path, tiny_model_d
         evaluate(recipe, tmp_path / "eval")
 
 
+@pytest.mark.slow  # trains or generates with a tiny model: the full tier (make test)
 def test_answers_may_run_past_max_seq_length(tmp_path, tiny_model_dir, monkeypatch):
     """prompt < max_seq_length <= prompt + max_new_tokens: generated in full (only a prompt's forward is ever cut)."""
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)
     rows = [{"id": "q", "instruction": "Is it ready? " * 4, "input": "", "output": "Yes.", "lang": "en"}]
     recipe = recipe_with(tmp_path, tiny_model_dir, rows, "train.max_seq_length=64", "eval.max_new_tokens=48")  # prompt: 53
     summary = evaluate(recipe, tmp_path / "eval")

@@ -10,7 +10,7 @@ import pytest
 
 from gemma_fast.io import write_jsonl
 from gemma_fast.recipe import load_recipe
-from gemma_fast.testing import save_tiny_model
+from gemma_fast.testing.tiny import save_tiny_model
 
 # Measured on this commit (torch 2.13.0 CPU, transformers 5.23.0, trl 1.16.0, peft 0.21.2; 1 and 2 threads alike)
 GOLDEN = {"losses": [6.044416427612305, 5.925487041473389, 5.854775428771973],
@@ -26,7 +26,7 @@ def golden_run(tmp_path_factory):
 
 
 def run_three_steps(root):
-    from gemma_fast.train import train
+    from gemma_fast.training.run import train
 
     model = save_tiny_model("gemma3", root / "model", seed=0)
     for split, rows in (("train", RECORDS[:8]), ("val", RECORDS[8:10]), ("test", RECORDS[10:])):
@@ -42,8 +42,8 @@ def run_three_steps(root):
 def answer_stats_of(recipe, run):
     from peft import PeftModel
 
-    from gemma_fast.loss import answer_token_stats
-    from gemma_fast.models import load_model
+    from gemma_fast.training.loss import answer_token_stats
+    from gemma_fast.models.loader import load_model
 
     loaded = load_model(recipe.model, "hf", recipe.train.max_seq_length)
     model = PeftModel.from_pretrained(loaded.model, str(run / "adapter"))
@@ -68,14 +68,14 @@ def _shifted_mask(monkeypatch):
 
 
 def _loss_scaled(monkeypatch):
-    import gemma_fast.loss as L
+    import gemma_fast.training.loss as L
 
     real = L.head_cross_entropy
     monkeypatch.setattr(L, "head_cross_entropy", lambda h, w, t, softcap=None, chunk=None: real(h * 1.001, w, t, softcap, chunk))
 
 
 def _attention_scaled(monkeypatch):
-    import gemma_fast.varlen as V
+    import gemma_fast.training.varlen as V
 
     real = V._attend
     monkeypatch.setattr(V, "_attend", lambda q, k, v, scaling, *a: real(q, k, v, scaling * 1.01, *a))
@@ -83,10 +83,11 @@ def _attention_scaled(monkeypatch):
 
 @pytest.mark.parametrize("plant", [_shifted_mask, _loss_scaled, _attention_scaled],
                          ids=["label-mask", "loss", "attention"])
+@pytest.mark.slow  # three trainings more: the full tier; the golden losses themselves stay fast
 def test_a_planted_drift_moves_the_golden_losses(plant, tmp_path, monkeypatch):
     """The golden numbers are sensitive: a one-position mask shift, a 0.1% change in the loss's hidden states and a 1%
     change in the attention scale each move at least one of the three losses by more than 1e-4."""
     plant(monkeypatch)
-    monkeypatch.setattr("gemma_fast.train.FirstBatchCheck.check", lambda *a, **k: None)  # the guard would stop the mask
+    monkeypatch.setattr("gemma_fast.training.run.FirstBatchCheck.check", lambda *a, **k: None)  # the guard would stop the mask
     losses = run_three_steps(tmp_path)[3]
     assert max(abs(a - b) for a, b in zip(losses, GOLDEN["losses"])) > 1e-4, losses

@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 
-from gemma_fast import train as T
-from gemma_fast.data import prepare
-from gemma_fast.guards import TrainingFailed
+from gemma_fast.training import run as T
+from gemma_fast.data.pipeline import prepare
+from gemma_fast.training.guards import TrainingFailed
 from gemma_fast.recipe import load_recipe
-from gemma_fast.testing import save_tiny_model, tiny_tokenizer
+from gemma_fast.testing.tiny import save_tiny_model, tiny_tokenizer
+
+pytestmark = pytest.mark.slow  # every test trains a tiny model: the full tier (make test)
 
 
 

@@ -148,7 +148,7 @@ class Row:
     run: Callable[[Path], None]  # performs the case and asserts the expected outcome
     tags: list[str] = field(default_factory=list)
     review: int = 1  # 1: reliability_review.md; 2: reliability_review_2.md (klass = its ranked defect number)
-    slow: bool = False  # a real subprocess or signal: the full tier only (make test)
+    slow: bool = False  # a real subprocess or signal, or a training run of its own: the full tier only (make test)
 
 
 def expect_error(script: str, args: list[str], pattern: str, setup: Callable[[Path], None] | None = None,
@@ -229,7 +229,7 @@ def _deep_json(world: Path) -> None:
 
 def _diskfull_prepare(world: Path) -> None:
     """ENOSPC while writing test.jsonl: one line; the half-replaced dataset is marked incomplete and refused."""
-    import gemma_fast.data as data
+    import gemma_fast.data.pipeline as data
 
     assert cli("prepare_data", "--recipe", "tiny.yaml", "--out", "data/full", cwd=world).code == 0
     real = data.write_jsonl
@@ -253,7 +253,7 @@ def _diskfull_prepare(world: Path) -> None:
 
 def _readonly_prepare(world: Path) -> None:
     """EROFS on the first write into --out (injected: tests may run as root): one line naming the path."""
-    import gemma_fast.data as data
+    import gemma_fast.data.pipeline as data
 
     real = data.mark
 
@@ -376,7 +376,7 @@ def _resume_other_model_no_recipe(world: Path) -> None:
 def _resume_relpath(world: Path) -> None:
     """The same model named by a relative path from another folder is the same model."""
     from gemma_fast.recipe import load_recipe
-    from gemma_fast.train import check_run_dir
+    from gemma_fast.training.run import check_run_dir
 
     model = Path(yaml.safe_load((world / "tiny.yaml").read_text())["model"])
     elsewhere = world / "sub"
@@ -391,7 +391,7 @@ def _resume_relpath(world: Path) -> None:
 
 
 def _trim_metrics(world: Path) -> None:
-    from gemma_fast.train import trim_metrics
+    from gemma_fast.training.run import trim_metrics
 
     path = write(world / "m" / "metrics.jsonl", "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
     trim_metrics(path, Path("checkpoint-2"))
@@ -399,7 +399,7 @@ def _trim_metrics(world: Path) -> None:
 
 
 def _readonly_train(world: Path) -> None:
-    import gemma_fast.train as train
+    import gemma_fast.training.run as train
 
     real = train.mark
 
@@ -421,7 +421,7 @@ def _lora_error_wording(world: Path) -> None:
 
     import torch
 
-    import gemma_fast.train as train
+    import gemma_fast.training.run as train
     from gemma_fast.families import FAMILIES
     from gemma_fast.errors import UserError
     from gemma_fast.recipe import load_recipe
@@ -439,7 +439,7 @@ def _lora_error_wording(world: Path) -> None:
 
 
 TRAIN_ROWS = [
-    Row("t-ckpt-truncated-adapter", 11, "traceback", _ckpt_corrupt),
+    Row("t-ckpt-truncated-adapter", 11, "traceback", _ckpt_corrupt, slow=True),
     Row("t-ckpt-all-bad", 11, "traceback", _ckpt_all_corrupt),
     Row("t-resume-other-lora-r", 13, "traceback", _resume_other_r),
     Row("t-resume-other-model-no-recipe", 14, "silent-wrong", _resume_other_model_no_recipe),
@@ -515,17 +515,17 @@ def _eval_cache(world: Path) -> None:
 
 
 def _torn_partial(world: Path) -> None:
-    from gemma_fast.evaluation import read_partial
+    from gemma_fast.evaluation.run import read_partial
 
     path = write(world / "torn" / "fine-tuned.jsonl", '{"id": "a", "prediction": "x"}\n{"id": "b", "predic')
-    with logged("gemma_fast.evaluation") as notes:
+    with logged("gemma_fast.evaluation.run") as notes:
         assert read_partial(path) == [{"id": "a", "prediction": "x"}]
     assert any("dropping a cut-off last line" in note for note in notes)
 
 
 def _eval_row_keys(world: Path) -> None:
     """A cached answer belongs to one prompt and reference: an edited test record is answered again."""
-    from gemma_fast.evaluation import row_key
+    from gemma_fast.evaluation.run import row_key
 
     base = {"id": "1", "instruction": "q?", "input": "", "output": "a."}
     assert row_key(base) == row_key(dict(base))
@@ -544,7 +544,7 @@ def _adapter_copied_to_other_base(world: Path) -> None:
 
 
 def _readonly_eval(world: Path) -> None:
-    import gemma_fast.evaluation as evaluation
+    import gemma_fast.evaluation.run as evaluation
 
     path = _preds(world, "ok.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
     real = evaluation.write_jsonl
@@ -561,7 +561,7 @@ def _readonly_eval(world: Path) -> None:
 
 
 def _robustness_sign(world: Path) -> None:
-    from gemma_fast.robustness import relative_drop
+    from gemma_fast.evaluation.robustness import relative_drop
 
     assert relative_drop(2.0, 2.2, "answer_loss") == pytest.approx(0.1)  # loss went up: the model got worse
     assert relative_drop(0.5, 0.4, "rougeL") == pytest.approx(0.2)
@@ -589,7 +589,7 @@ EVAL_ROWS = [
         "evaluate", ["--recipe", "tiny.yaml", "--set", "data.dir=data/gapsplit", "--predictions", "nofile.jsonl"],
         r"gapsplit/test\.jsonl:5: missing field 'output'",
         setup=lambda w: prepared_copy(w, "gapsplit", [rec(1), "", rec(2), "", json.dumps({"id": "t3", "instruction": "q"})]))),
-    Row("e-stale-eval-reuses + e-partial-truncated-line", 4, "silent-wrong", _eval_cache),
+    Row("e-stale-eval-reuses + e-partial-truncated-line", 4, "silent-wrong", _eval_cache, slow=True),
     Row("e-partial-row-keys", 4, "silent-wrong", _eval_row_keys),
     Row("e-partial-truncated-line", 16, "traceback", _torn_partial),
     Row("e-adapter-other-model-copied", 14, "silent-wrong", _adapter_copied_to_other_base),
@@ -807,7 +807,7 @@ def _stale_merged(world: Path) -> None:
     """<run>/merged is reused for the GGUF only when its record says it is this adapter merged into this base: the
     plain base planted there (newer than the adapter, as in x-export-stale-merged), a merge without a record, and a
     merge of the adapter before it was retrained are merged afresh, and <run>/merged is left as it is."""
-    from gemma_fast.merge import MERGED_FILE, merged_for_export, merged_mismatch
+    from gemma_fast.export.merge import MERGED_FILE, merged_for_export, merged_mismatch
     from gemma_fast.recipe import load_recipe
 
     run = copy_run(world, "stale")
@@ -840,7 +840,7 @@ def _worse_file_near_tie(world: Path) -> None:
     file's |Δlogit| is 3.0; a true near tie (margin 0.1) still passes, and f16's budget is tighter than q8_0's."""
     from types import SimpleNamespace
 
-    from gemma_fast.roundtrip import NEAR_TIE_SHARE, Item, compare
+    from gemma_fast.export.roundtrip import NEAR_TIE_SHARE, Item, compare
 
     def check(kind: str, margin: float) -> dict:
         item = Item("q1", "p", "t", [1, 2], [1, 2, 5, 6], [1, 2], ref_top=[[5, 9], [6, 9]], ref_top_logits=[[4.0, 1.0], [4.0, 1.0]],
@@ -857,7 +857,7 @@ def _worse_file_near_tie(world: Path) -> None:
 
 
 EXPORT_ROWS = [  # review 2, class 6: an export that cannot pass wrongly
-    Row("x-export-stale-merged", 6, "silent-wrong", _stale_merged, review=2),
+    Row("x-export-stale-merged", 6, "silent-wrong", _stale_merged, review=2, slow=True),
     Row("x-roundtrip-worse-file", 6, "silent-wrong", _worse_file_near_tie, review=2),
 ]
 
@@ -1063,7 +1063,7 @@ def _diskfull_export(world: Path) -> None:
     merged.partial, no merged/, and no empty gguf/ left."""
     import transformers.modeling_utils
 
-    import gemma_fast.exporters as exporters
+    import gemma_fast.export.exporters as exporters
 
     run = copy_run(world, "df_export")
     with _full_disk(transformers.modeling_utils, "safe_save_file", "merged.partial") as failed:
@@ -1096,7 +1096,7 @@ def _diskfull_rag(world: Path) -> None:
 
 def _diskfull_eval_path(world: Path) -> None:
     """A plain write that fails (predictions.jsonl): the line names the file (review 2: 'disk full without a path')."""
-    import gemma_fast.evaluation as evaluation
+    import gemma_fast.evaluation.run as evaluation
 
     preds = _preds(world, "full.jsonl", lambda split: [{"id": r["id"], "prediction": r["output"]} for r in split])
     with _full_disk(evaluation, "write_jsonl", "predictions.jsonl") as failed:
@@ -1111,7 +1111,7 @@ def _damaged_checkpoint(damage: Callable[[Path], None], reason: str, resume: boo
     resume continues from checkpoint-1 (through the CLI when `resume`, else check_run_dir's choice)."""
     def run(world: Path) -> None:
         from gemma_fast.recipe import load_recipe
-        from gemma_fast.train import check_run_dir
+        from gemma_fast.training.run import check_run_dir
 
         name = "dmg_" + re.sub(r"\W", "", reason)[:20]
         target = copy_run(world, name)
@@ -1153,12 +1153,12 @@ def _wrong_rank(ckpt: Path) -> None:
 
 
 DISK_ROWS = [  # review 2, class 8: disk full outside the OSError net, damaged checkpoints
-    Row("t-diskfull-train", 8, "traceback", _diskfull_checkpoint, review=2),
-    Row("t-diskfull-adapter-save", 8, "traceback", _diskfull_adapter, review=2),
+    Row("t-diskfull-train", 8, "traceback", _diskfull_checkpoint, review=2, slow=True),
+    Row("t-diskfull-adapter-save", 8, "traceback", _diskfull_adapter, review=2, slow=True),
     Row("x-export-diskfull", 8, "traceback", _diskfull_export, review=2),
     Row("df-rag", 8, "traceback", _diskfull_rag, review=2),
     Row("df-evaluate (no path)", 10, "misleading", _diskfull_eval_path, review=2),
-    Row("r-rng-truncated", 8, "traceback", _damaged_checkpoint(_truncate("rng_state.pth"), "rng_state.pth unreadable", resume=True), review=2),
+    Row("r-rng-truncated", 8, "traceback", _damaged_checkpoint(_truncate("rng_state.pth"), "rng_state.pth unreadable", resume=True), review=2, slow=True),
     Row("r-scheduler-truncated", 8, "traceback", _damaged_checkpoint(_truncate("scheduler.pt"), "scheduler.pt unreadable"), review=2),
     Row("r-state-types", 8, "traceback", _damaged_checkpoint(
         _state_types, "trainer_state.json field 'global_step' is str, expected int"), review=2),
@@ -1217,7 +1217,7 @@ def _sigterm_before_checkpoint(world: Path) -> None:
     script stops with exit 143 and one line, and leaves no stub folder, so the same command runs again as is."""
     import signal
 
-    import gemma_fast.train as train
+    import gemma_fast.training.run as train
 
     real = train.write_base
 
@@ -1317,7 +1317,7 @@ def _long_set_path(world: Path) -> None:
 LOW_ROWS = [  # review 2, class 10: SIGTERM is a stop like Ctrl-C; accepted-but-meaningless values; misleading messages
     Row("sig-term-nosave + resume", 10, "data-loss", _sigterm_resume, review=2, slow=True),
     Row("sig-term-before-checkpoint (no stub)", 10, "misleading", _sigterm_before_checkpoint, review=2),
-    Row("sig-term-nosave-rerun (stub advice)", 10, "misleading", _killed_stub, review=2),
+    Row("sig-term-nosave-rerun (stub advice)", 10, "misleading", _killed_stub, review=2, slow=True),
     Row("c-temperature-neg", 10, "silent-wrong", expect_error(
         "chat", ["--recipe", "tiny.yaml", "--temperature", "-1", "--prompt", "hi"], r"--temperature must be a finite number >= 0 \(0: greedy\), got -1"),
         review=2),
@@ -1337,7 +1337,7 @@ LOW_ROWS = [  # review 2, class 10: SIGTERM is a stop like Ctrl-C; accepted-but-
 MEMORY_ROWS = [  # review 2, classes 3-5: bounded memory and time
     Row("c-prompt-100k", 3, "hang", _chat_long("--prompt"), review=2),
     Row("c-context-100k", 3, "hang", _chat_long("--context"), review=2),
-    Row("g-k-huge", 4, "hang", _huge_k, review=2),
+    Row("g-k-huge", 4, "hang", _huge_k, review=2, slow=True),
     Row("y-bomb-model", 5, "hang", expect_error(
         "prepare_data", ["--recipe", "bomb.yaml", "--out", "data/bomb"],
         r"bomb\.yaml:2:\d+: malformed YAML: its aliases \(\*name\) expand to more than 100,000 values",
@@ -1358,7 +1358,7 @@ ROUND2_ROWS = [
                                                                               "--perturb", "casing"], "userrob", ("report.md",)), review=2),
     Row("d-out-user-files --overwrite", 1, "data-loss", _overwrite_keeps_user_files, review=2),
     Row("e-out-run-folder", 1, "data-loss", _eval_into_run_folder, review=2),
-    Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2),
+    Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2, slow=True),
 ]
 
 # -- --plan on hostile model configs and prep reports (reliability_review_2 defect 7: these ended in tracebacks)

@@ -9,10 +9,10 @@ import pytest
 import transformers
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-from gemma_fast import hub
+from gemma_fast.models import hub
 from gemma_fast.errors import UserError
-from gemma_fast.models import load_model, load_tokenizer
-from gemma_fast.testing import save_tiny_model
+from gemma_fast.models.loader import load_model, load_tokenizer
+from gemma_fast.testing.tiny import save_tiny_model
 
 REPO = "google/gemma-7b-it"
 
@@ -45,7 +45,7 @@ def test_gated_tokenizer_is_one_line_naming_login_token_and_licence_page(monkeyp
 def test_gated_tokenizer_file_and_unknown_repo(monkeypatch, tmp_path):
     folder = save_tiny_model("gemma", tmp_path / "g")  # a readable config, then the tokenizer is refused
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: (_ for _ in ()).throw(hub_error(GatedRepoError)))
-    monkeypatch.setattr("gemma_fast.models.resolve_model", lambda spec: str(folder))
+    monkeypatch.setattr("gemma_fast.models.loader.resolve_model", lambda spec: str(folder))
     with pytest.raises(UserError, match=r"^tokenizer: 'google/gemma-7b-it' is a gated repository"):
         load_tokenizer(REPO)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: (_ for _ in ()).throw(hub_error(RepositoryNotFoundError, "google/gemma-70b")))
@@ -78,8 +78,8 @@ def test_access_probe_before_training(monkeypatch, tmp_path):
 def test_plan_names_a_gated_base_without_a_traceback(monkeypatch, capsys):
     import huggingface_hub
 
-    from gemma_fast import cli
-    from gemma_fast.commands import train_qlora
+    from gemma_fast.cli import common as cli
+    from gemma_fast.cli import train as train_qlora
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "auth_check", lambda repo: (_ for _ in ()).throw(hub_error(GatedRepoError, repo)))

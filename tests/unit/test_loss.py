@@ -8,9 +8,9 @@ import textwrap
 import pytest
 import torch
 
-from gemma_fast import loss as L
+from gemma_fast.training import loss as L
 from gemma_fast.families import FAMILIES
-from gemma_fast.testing import TINY_SHAPES, VARIANTS, tiny_config
+from gemma_fast.testing.tiny import TINY_SHAPES, VARIANTS, tiny_config
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 SOFTCAP = 0.25  # the tiny models' logits stay within ±0.5: a cap this low bends them (Gemma 2, 3n and 4 ship 30.0)
@@ -158,7 +158,7 @@ def test_trainer_loss_equals_trl_sft_trainer(tmp_path, tiny_tokenizer):
 
 
 def test_evaluation_stats_equal_the_full_logits_computation(tiny_tokenizer, tiny_prompts):
-    from gemma_fast.loss import _padded_batch, answer_token_stats, full_logits_stats
+    from gemma_fast.training.loss import _padded_batch, answer_token_stats, full_logits_stats
 
     model = with_lora(tiny_model("gemma2", vocab_size=len(tiny_tokenizer), softcap=SOFTCAP))
     records = [{"id": "a", "instruction": "What?", "output": "A model."},
@@ -176,7 +176,7 @@ def test_evaluation_stats_equal_the_full_logits_computation(tiny_tokenizer, tiny
 
 def test_evaluation_stats_batched_by_tokens_come_back_in_order(tiny_tokenizer, tiny_prompts):
     """A token budget that fits one example per batch gives each record its own unbatched numbers, in the order given."""
-    from gemma_fast.loss import answer_token_stats
+    from gemma_fast.training.loss import answer_token_stats
 
     model = tiny_model("gemma3", vocab_size=len(tiny_tokenizer))
     records = [{"id": str(i), "instruction": "Why? " * (9 - 2 * i), "output": "Because. " * (i + 1)} for i in range(4)]
@@ -190,9 +190,9 @@ MEMORY_PROBE = textwrap.dedent("""
     import json, sys
     import torch
     from transformers import AutoModelForCausalLM
-    from gemma_fast.testing import tiny_config
-    from gemma_fast import loss as L
-    from gemma_fast.loss import full_logits_stats
+    from gemma_fast.testing.tiny import tiny_config
+    from gemma_fast.training import loss as L
+    from gemma_fast.training.loss import full_logits_stats
 
     vocab, batch, seq, answer = 200_000, 8, 256, 8
     torch.manual_seed(0)
@@ -236,7 +236,7 @@ def test_evaluation_peak_memory_grows_with_answer_tokens_not_vocabulary_times_se
 
 
 def test_cpu_precision_is_float32_unless_asked_and_native(monkeypatch):
-    from gemma_fast.backend import cpu_bf16_native, cpu_precision
+    from gemma_fast.models.backend import cpu_bf16_native, cpu_precision
     from gemma_fast.errors import UserError
 
     assert cpu_bf16_native("flags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")

@@ -9,7 +9,7 @@ import pytest
 from gemma_fast import methods
 from gemma_fast.errors import UserError
 from gemma_fast.recipe import load_recipe
-from gemma_fast.train import Exports, check_exports, plan_run
+from gemma_fast.training.run import Exports, check_exports, plan_run
 
 
 def test_the_shipped_methods_and_their_rules():

@@ -3,8 +3,8 @@ follow without another edit."""
 
 import json
 
-from gemma_fast import metrics as M
-from gemma_fast.evaluation import score_file
+from gemma_fast.evaluation import metrics as M
+from gemma_fast.evaluation.run import score_file
 from gemma_fast.io import write_jsonl
 from gemma_fast.recipe import load_recipe
 

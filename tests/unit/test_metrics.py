@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from gemma_fast.loss import answer_token_stats
-from gemma_fast.metrics import bootstrap_ratio
+from gemma_fast.training.loss import answer_token_stats
+from gemma_fast.evaluation.metrics import bootstrap_ratio
 
 
 def test_perplexity_is_exp_of_token_weighted_loss():
@@ -45,7 +45,7 @@ def test_token_accuracy_counts_greedy_hits_on_answer_tokens(tiny_prompts, tiny_m
 
 def test_bertscore_scores_an_empty_prediction_as_zero():
     """bert_score cannot encode "" (it crashed after all generation was done, and again on every cached rerun)."""
-    from gemma_fast.metrics import bertscore_f1
+    from gemma_fast.evaluation.metrics import bertscore_f1
 
     scores = bertscore_f1(["", "   ", "The data is split."], ["Some answer.", "Another.", "The data is split."], "en")
     assert scores[:2] == [0.0, 0.0] and scores[2] > 0.9

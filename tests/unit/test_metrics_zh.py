@@ -8,10 +8,10 @@ import struct
 import numpy as np
 import pytest
 
-from gemma_fast import metrics as M
-from gemma_fast import metrics_zh as Z
+from gemma_fast.evaluation import metrics as M
+from gemma_fast.evaluation import metrics_zh as Z
 from gemma_fast.lang import question_lang
-from gemma_fast.encoders import dequantize_q4_0, normalizer_rules
+from gemma_fast.evaluation.encoders import dequantize_q4_0, normalizer_rules
 
 
 # ---------------------------------------------------------------- default metrics on Chinese
@@ -79,7 +79,7 @@ def test_poem_lines_and_form_checks():
 
 
 def test_per_char_perplexity():
-    from gemma_fast.metrics import by_name
+    from gemma_fast.evaluation.metrics import by_name
 
     # 4 characters, total NLL 4 ln 2 -> 2 nats... per character ln 2 -> perplexity 2 (the metric table's row)
     row = by_name("perplexity_char")
@@ -88,7 +88,7 @@ def test_per_char_perplexity():
 
 
 def test_continue_prompt_states_the_form():
-    from gemma_fast.adapters import poetry
+    from gemma_fast.data.formats import poetry
     from gemma_fast.recipe import DataConfig
 
     rows = poetry({"author": "王之涣", "title": "登鹳雀楼", "paragraphs": ["白日依山尽，黄河入海流。", "欲穷千里目，更上一层楼。"]},
@@ -128,12 +128,12 @@ def test_normalizer_rules_keep_only_what_nfkc_does_not():
 
 
 def test_score_adds_chinese_metrics_where_they_mean_something(monkeypatch):
-    from gemma_fast.evaluation import score
-    from gemma_fast.metrics import headline_names
+    from gemma_fast.evaluation.run import score
+    from gemma_fast.evaluation.metrics import headline_names
 
     LLAMAFACTORY = headline_names("llamafactory")
 
-    monkeypatch.setattr("gemma_fast.encoders.e5_available", lambda: False)  # the e5 path: tests/integration/test_chinese.py
+    monkeypatch.setattr("gemma_fast.evaluation.encoders.e5_available", lambda: False)  # the e5 path: tests/integration/test_chinese.py
     records = [{"id": "p-000001-continue", "lang": "zh", "output": "欲穷千里目，更上一层楼。"},
                {"id": "q-000002", "lang": "zh", "output": "我爱上海"}]
     out = score(records, ["欲穷千里目，更上一层楼。", "I love Shanghai"], llamafactory=True)

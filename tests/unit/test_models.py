@@ -3,8 +3,8 @@ import torch
 
 from gemma_fast.errors import UserError
 from gemma_fast.families import FAMILIES
-from gemma_fast.models import load_model, resolve_model
-from gemma_fast.testing import TINY_FAMILIES, save_tiny_model
+from gemma_fast.models.loader import load_model, resolve_model
+from gemma_fast.testing.tiny import TINY_FAMILIES, save_tiny_model
 
 
 def test_model_specs(tmp_path):

@@ -8,12 +8,12 @@ import subprocess
 import pytest
 import yaml
 
-from gemma_fast.data import load_split, prepare
+from gemma_fast.data.pipeline import load_split, prepare
 from gemma_fast.errors import UserError
-from gemma_fast.testing import tiny_tokenizer
+from gemma_fast.testing.tiny import tiny_tokenizer
 from gemma_fast.outputs import check_replaceable, mark, replace_guard
 from gemma_fast.recipe import load_recipe
-from gemma_fast.train import train
+from gemma_fast.training.run import train
 from tests.conftest import run_script
 
 
@@ -96,6 +96,7 @@ def recipe(model_dir, data_dir, *overrides):
                                       "train.max_seq_length=256", "lora.r=4", "lora.alpha=8", *overrides])
 
 
+@pytest.mark.slow  # trains or generates with a tiny model: the full tier (make test)
 def test_overwrite_keeps_the_old_run_until_the_new_one_is_checked(tmp_path, tiny_data, tiny_model_dir):
     run = tmp_path / "run"
     train(recipe(tiny_model_dir, tiny_data), run)
@@ -140,7 +141,7 @@ def test_prepare_refuses_to_overwrite_its_source(tmp_path):
 
 
 def test_a_dataset_cut_off_mid_write_is_refused_not_mixed(tmp_path, monkeypatch):
-    import gemma_fast.data as data
+    import gemma_fast.data.pipeline as data
 
     r = load_recipe("quickstart", ["data.max_records=20", "data.length_filter=false"])
     prepare(r, tmp_path)

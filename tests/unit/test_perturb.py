@@ -7,7 +7,7 @@ import pytest
 
 from gemma_fast.errors import UserError
 from gemma_fast.io import write_jsonl
-from gemma_fast.perturb import REGISTRY, Context, apply_spec, parse_spec
+from gemma_fast.evaluation.perturb import REGISTRY, Context, apply_spec, parse_spec
 from tests.conftest import SHARED_DATA
 
 EN = {"id": "e1", "lang": "en", "instruction": "How do I submit a notebook to the competition leaderboard?",

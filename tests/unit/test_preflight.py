@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from gemma_fast.architecture import (MODEL_CONFIGS, arch_from_model, config_path, meta_model, read_config, resolve_arch,
+from gemma_fast.models.architecture import (MODEL_CONFIGS, arch_from_model, config_path, meta_model, read_config, resolve_arch,
                                      shipped_configs, text_config_of)
 from gemma_fast.errors import UserError
-from gemma_fast.eval_plan import eval_estimate, kv_bytes_per_token
+from gemma_fast.plan.eval_plan import eval_estimate, kv_bytes_per_token
 from gemma_fast.families import LANGUAGE_MODEL_LINEAR as GEMMA_LINEAR
-from gemma_fast.memory import GIB, adapter_params
-from gemma_fast.preflight import GPUS, Setup, activation_bytes, estimate, preflight, render
+from gemma_fast.plan.memory import GIB, adapter_params
+from gemma_fast.plan.preflight import GPUS, Setup, activation_bytes, estimate, preflight, render
 from gemma_fast.recipe import load_recipe
-from gemma_fast.testing import TINY_SHAPES, tiny_config
+from gemma_fast.testing.tiny import TINY_SHAPES, tiny_config
 from tests.conftest import ROOT
 
 

@@ -7,7 +7,7 @@ import pytest
 from gemma_fast.errors import UserError
 from gemma_fast.families import FAMILIES
 from gemma_fast.prompts import prompt_format
-from gemma_fast.testing import tiny_config, tiny_tokenizer
+from gemma_fast.testing.tiny import tiny_config, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from gemma_fast import evaluation, models
+from gemma_fast.evaluation import run as evaluation
+from gemma_fast.models import loader as models
 from gemma_fast.recipe import load_recipe
 
 
@@ -49,7 +50,8 @@ def test_merged_qlora_run_and_its_base_load_in_4bit_on_cuda(monkeypatch, qlora_r
 
 
 def test_chat_with_a_merged_qlora_run_loads_it_in_4bit_on_cuda(monkeypatch, qlora_run):
-    from gemma_fast import chat, models
+    from gemma_fast.inference import chat
+    from gemma_fast.models import loader as models
     from gemma_fast.recipe import Recipe
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -109,7 +109,7 @@ def test_prefix_rules_are_checked_at_load():
 
 
 def test_choice_lists_come_from_the_registries(monkeypatch):
-    from gemma_fast import adapters
+    from gemma_fast.data import formats as adapters
 
     monkeypatch.setitem(adapters.ADAPTERS, "jsonl_chat", adapters.ADAPTERS["alpaca"])
     assert load_recipe("quickstart", ["data.format=jsonl_chat"]).data.format == "jsonl_chat"

@@ -1,13 +1,13 @@
-"""Choosing what to evaluate: eval.ids, eval.where, eval.without_context, eval.max_examples (gemma_fast/selection.py)."""
+"""Choosing what to evaluate: eval.ids, eval.where, eval.without_context, eval.max_examples (gemma_fast/evaluation/selection.py)."""
 
 import json
 
 import pytest
 
 from gemma_fast.errors import UserError
-from gemma_fast.evaluation import row_key
+from gemma_fast.evaluation.run import row_key
 from gemma_fast.recipe import EvalConfig, load_recipe
-from gemma_fast.selection import describe, parse_where, read_ids, select, selection_summary
+from gemma_fast.evaluation.selection import describe, parse_where, read_ids, select, selection_summary
 
 RECORDS = [
     {"id": "kd-000001", "instruction": "What is a kernel?", "input": "Kernels are notebooks.", "output": "A notebook.", "lang": "en", "source": "kd"},

@@ -10,7 +10,7 @@ import pytest
 from gemma_fast.errors import UserError
 from gemma_fast.families import FAMILIES, template_text
 from gemma_fast.prompts import prompt_format
-from gemma_fast.testing import tiny_config, tiny_tokenizer
+from gemma_fast.testing.tiny import tiny_config, tiny_tokenizer
 
 CASES = [(f.name, t) for f in FAMILIES.values() for t in f.templates]
 SYSTEM = "Answer from the docs only. "  # trailing space: Gemma 3 keeps it, Gemma 4 trims it, as their templates do

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from gemma_fast.families import TOWERS
-from gemma_fast.models import load_model
+from gemma_fast.models.loader import load_model
 from gemma_fast.recipe import load_recipe
-from gemma_fast.testing import save_tiny_multimodal
-from gemma_fast.train import attach_adapter
+from gemma_fast.testing.tiny import save_tiny_multimodal
+from gemma_fast.training.run import attach_adapter
 
 
 @pytest.mark.parametrize("family", ["gemma4", "gemma3n"])

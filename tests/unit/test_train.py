@@ -10,12 +10,14 @@ import pytest
 import torch
 import yaml
 
-from gemma_fast.data import prepare
+from gemma_fast.data.pipeline import prepare
 from gemma_fast.errors import UserError
-from gemma_fast.testing import TINY_FAMILIES, save_tiny_model, tiny_tokenizer
+from gemma_fast.testing.tiny import TINY_FAMILIES, save_tiny_model, tiny_tokenizer
 from gemma_fast.recipe import load_recipe
-from gemma_fast.train import Exports, plan_run, train
+from gemma_fast.training.run import Exports, plan_run, train
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # every test trains a tiny model: the full tier (make test)
 
 
 
@@ -62,7 +64,7 @@ def test_dora_is_refused_on_unsloth():
 
 
 def test_sft_args_map_the_recipe_onto_trl(tmp_path):
-    from gemma_fast.train import Plan, sft_args
+    from gemma_fast.training.run import Plan, sft_args
 
     recipe = load_recipe("quickstart", ["train.warmup_ratio=0.1", "train.eval_steps=5", "train.early_stopping_patience=2",
                                         "train.gradient_checkpointing=true", "train.max_seq_length=384"])
@@ -85,9 +87,9 @@ def test_lora_stays_float32_after_trl_builds_the_trainer(tmp_path, tiny_data, ti
     needs CUDA) to bf16 in SFTTrainer.__init__; make_trainer puts them back to float32, the dtype the run reports."""
     from trl import SFTConfig
 
-    from gemma_fast.loss import answer_only_trainer
-    from gemma_fast.models import load_model
-    from gemma_fast.train import Plan, attach_adapter, make_trainer, sft_args, tokenize_split
+    from gemma_fast.training.loss import answer_only_trainer
+    from gemma_fast.models.loader import load_model
+    from gemma_fast.training.run import Plan, attach_adapter, make_trainer, sft_args, tokenize_split
 
     r = recipe(tiny_model_dir, tiny_data)
     loaded = load_model(str(tiny_model_dir), backend="hf")
@@ -154,7 +156,7 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tmp_path, tiny_data, t
 
     from pathlib import Path
 
-    from gemma_fast.evaluation import evaluate
+    from gemma_fast.evaluation.run import evaluate
 
     r = recipe(tiny_model_dir, tiny_data, "eval.max_examples=4", "eval.max_new_tokens=4")
     by_merged = evaluate(r, tmp_path / "eval_merged", merged=Path(summary["exports"]["merged"]), compare_base=True)

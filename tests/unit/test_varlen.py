@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gemma_fast.testing import TINY_SHAPES, tiny_config
-from gemma_fast.varlen import boundaries, use_varlen
+from gemma_fast.testing.tiny import TINY_SHAPES, tiny_config
+from gemma_fast.training.varlen import boundaries, use_varlen
 
 LENGTHS = (7, 23, 12)  # 23 > the sliding window below: the window must be honoured inside an example
 
@@ -74,7 +74,7 @@ def test_a_padded_batch_is_refused_not_mixed_up():
 def test_boundaries_are_read_once_per_batch_not_per_layer(monkeypatch):
     """Every layer gets the same cu_seq_lens tensor; reading it is a host sync on a GPU, so it is read once per batch.
     A new batch's tensor, or one changed in place, is read again."""
-    from gemma_fast import varlen
+    from gemma_fast.training import varlen
 
     reads = []
     real = varlen.boundaries
@@ -92,8 +92,8 @@ def test_boundaries_are_read_once_per_batch_not_per_layer(monkeypatch):
 
 
 def test_padding_free_is_off_on_cuda_until_measured_there(tiny_model_dir, monkeypatch):
-    from gemma_fast.models import load_model
-    from gemma_fast.train import CUDA_PADDING_FREE, Plan, use_padding_free
+    from gemma_fast.models.loader import load_model
+    from gemma_fast.training.run import CUDA_PADDING_FREE, Plan, use_padding_free
 
     loaded = load_model(str(tiny_model_dir), backend="hf")
     plan = Plan("lora", "hf", "adamw_torch")

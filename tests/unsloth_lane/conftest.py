@@ -84,7 +84,7 @@ def converted_model(lane_env, workdir) -> Path:
             "config = target / 'config.json'\n"
             "if config.is_file() and json.loads(config.read_text()).get('transformers_version') != transformers.__version__:\n"
             "    shutil.rmtree(target)\n"
-            "from gemma_fast.models import embedded_model_dir\n"
+            "from gemma_fast.models.loader import embedded_model_dir\n"
             "print(embedded_model_dir('gemma-3-270m'))\n")
     step = Step("convert", [sys.executable, "-c", code], ROOT, lane_env, workdir / "logs").check()
     return Path(step.stdout.strip().splitlines()[-1])  # progress bars go to stderr

@@ -25,7 +25,7 @@ def family_run(request, lane_env, tmp_path_factory):
     family = request.param
     work = tmp_path_factory.mktemp(f"lane_{family}")
     (work / "scripts").symlink_to(ROOT / "scripts", target_is_directory=True)
-    build = f"from gemma_fast.testing_spm import save_tiny_spm_model; save_tiny_spm_model({family!r}, {str(work / 'model')!r})"
+    build = f"from gemma_fast.testing.tiny_spm import save_tiny_spm_model; save_tiny_spm_model({family!r}, {str(work / 'model')!r})"
     Step("build", [sys.executable, "-c", build], work, lane_env, work / "logs").check()
     (work / "tiny.yaml").write_text(yaml.safe_dump({
         "model": str(work / "model"), "backend": "unsloth", "seed": 3, "prompt": {"system": "Answer from the docs."},
@@ -53,10 +53,10 @@ def test_every_stage_runs_on_the_unsloth_cpu_backend(family_run):
 
 def test_a_multimodal_gemma4_loads_text_only_through_unsloth(lane_env, tmp_path):
     code = ("import sys\n"
-            "from gemma_fast.backend import import_unsloth\n"
+            "from gemma_fast.models.backend import import_unsloth\n"
             "assert import_unsloth() is None\n"
-            "from gemma_fast.testing import save_tiny_multimodal\n"
-            "from gemma_fast.models import load_model\n"
+            "from gemma_fast.testing.tiny import save_tiny_multimodal\n"
+            "from gemma_fast.models.loader import load_model\n"
             f"folder = save_tiny_multimodal('gemma4', {str(tmp_path / 'mm')!r})\n"
             "loaded = load_model(str(folder), 'unsloth')\n"
             "names = [n for n, _ in loaded.model.named_parameters()]\n"

@@ -90,10 +90,10 @@ def test_evaluate_on_a_few_examples(unsloth_run, lane_env, workdir):
 TRL_PINNED_HF_RUN = """
 import json, sys
 from pathlib import Path
-from gemma_fast.data import prepare
+from gemma_fast.data.pipeline import prepare
 from gemma_fast.recipe import load_recipe
-from gemma_fast.testing import save_tiny_model, tiny_tokenizer
-from gemma_fast.train import train
+from gemma_fast.testing.tiny import save_tiny_model, tiny_tokenizer
+from gemma_fast.training.run import train
 work = Path(sys.argv[1])
 save_tiny_model("gemma3", work / "tiny")
 recipe = load_recipe("quickstart", [f"model={work / 'tiny'}", "backend=hf", "data.max_records=40", "train.max_seq_length=256",

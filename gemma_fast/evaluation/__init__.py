@@ -1,0 +1,11 @@
+"""Evaluation and robustness: metrics, selection, reports. Importing this package imports nothing heavy."""
+
+_LAZY = {"evaluate": "run"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,2 @@
+"""Merged weights, GGUF files, Ollama Modelfiles and the round trip that checks them. Importing this package imports nothing heavy."""
+

@@ -1,0 +1,11 @@
+"""The pre-flight: what a run would do and whether it fits, without loading a weight. Importing this package imports nothing heavy."""
+
+_LAZY = {"preflight": "preflight"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
