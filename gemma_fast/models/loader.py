@@ -194,7 +194,7 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
         if backend == "unsloth":
             from unsloth import FastLanguageModel  # already imported by resolve_backend, before transformers
 
-            extra = _unsloth_text_only(FastLanguageModel, text_config) if text_config is not None else {}
+            extra = _unsloth_text_only(text_config) if text_config is not None else {}
             if gradient_checkpointing is not None:
                 extra["use_gradient_checkpointing"] = "unsloth" if gradient_checkpointing else False
             # use_exact_model_name: the repo asked for, never Unsloth's mirror of it (google/gemma-7b-it would become
@@ -202,7 +202,6 @@ def load_model(spec: str, backend: str = "auto", max_seq_length: int = 2048, loa
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=path, max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit,
                 use_exact_model_name=True, **extra,
-                **(_unsloth_text_only(text_config) if text_config is not None else {}),
             )
             tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # multimodal Gemma 3 comes with a processor
         else:
