@@ -100,20 +100,30 @@ TINY_WORLD_RECIPE = {
 
 
 @pytest.fixture(scope="session")
-def tiny_world_master(tmp_path_factory, tiny_model_dir):
-    """tiny.yaml (tiny random Gemma 3), data/tiny prepared, runs/r1 trained 2 steps (checkpoint-1 and -2), eval_r1/
-    (base and fine-tuned compared), and other_model/ (a tiny Gemma 1: another base)."""
+def tiny_data_world_master(tmp_path_factory, tiny_model_dir):
+    """tiny.yaml (tiny random Gemma 3), data/tiny prepared, and other_model/ (a tiny Gemma 1: another base)."""
     import yaml
 
     from gemma_fast.testing.tiny import save_tiny_model
 
-    work = tmp_path_factory.mktemp("world")
+    work = tmp_path_factory.mktemp("data_world")
     (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY_WORLD_RECIPE, "model": str(tiny_model_dir)}))
-    for script, args in (("prepare_data", []), ("train_qlora", ["--out", "runs/r1"]),
+    step = run_script("prepare_data", "--recipe", "tiny.yaml", cwd=work)
+    assert step.returncode == 0, step.stderr[-3000:]
+    save_tiny_model("gemma", work / "other_model")
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_world_master(tiny_data_world_master, tmp_path_factory):
+    """The data world plus runs/r1 trained 2 steps (checkpoint-1 and -2) and eval_r1/ (base and fine-tuned compared)."""
+    import shutil
+
+    work = Path(shutil.copytree(tiny_data_world_master, tmp_path_factory.mktemp("world") / "world", symlinks=True))
+    for script, args in (("train_qlora", ["--out", "runs/r1"]),
                          ("evaluate", ["--adapter", "runs/r1", "--compare", "base", "--out", "eval_r1"])):
         step = run_script(script, "--recipe", "tiny.yaml", *args, cwd=work)
         assert step.returncode == 0, step.stderr[-3000:]
-    save_tiny_model("gemma", work / "other_model")
     return work
 
 
@@ -123,6 +133,14 @@ def tiny_world(tiny_world_master, tmp_path_factory):
     import shutil
 
     return Path(shutil.copytree(tiny_world_master, tmp_path_factory.mktemp("world_copy") / "world", symlinks=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_data_world(tiny_data_world_master, tmp_path_factory):
+    """This module's own copy of the session's prepared data world, without a trained run (fast-tier tests)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_data_world_master, tmp_path_factory.mktemp("data_copy") / "world", symlinks=True))
 
 
 @pytest.fixture

@@ -280,6 +280,7 @@ def test_robustness_runs_each_perturbation_against_the_clean_run(tmp_path, bilin
     assert not (tmp_path / "rob2").exists()
 
 
+@pytest.mark.slow  # generates with a tiny model: the full tier (make test)
 def test_self_translation_is_done_by_the_model_and_labelled(tmp_path, bilingual):
     from gemma_fast.evaluation.report import robustness_rows
     from gemma_fast.evaluation.robustness import run

@@ -88,6 +88,7 @@ def test_fsdp_runs_on_the_hf_backend(monkeypatch, launch_env):
         plan_run(load_recipe("kaggle_docs", ["backend=unsloth"]), cuda=True, has_unsloth=True)
 
 
+@pytest.mark.slow  # accelerate launch in real processes (launch_env): the full tier (make test)
 def test_qlora_under_fsdp_stores_4bit_weights_in_the_compute_dtype(tmp_path, monkeypatch, launch_env):
     """bnb_4bit_quant_storage = the compute dtype, or accelerate leaves the uint8 weights unsharded; no device_map, so
     FSDP places the shards (spoofed A100: bf16)."""

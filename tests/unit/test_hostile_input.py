@@ -96,6 +96,12 @@ def world(tiny_world):
     return tiny_world
 
 
+@pytest.fixture(scope="module")
+def data_world(tiny_data_world):
+    """The same without runs/r1 and eval_r1/: the rows that need no trained run (Row.trained False), fast tier."""
+    return tiny_data_world
+
+
 def copy_run(world: Path, name: str) -> Path:
     target = world / "runs" / name
     shutil.copytree(world / "runs" / "r1", target)
@@ -149,6 +155,11 @@ class Row:
     tags: list[str] = field(default_factory=list)
     review: int = 1  # 1: reliability_review.md; 2: reliability_review_2.md (klass = its ranked defect number)
     slow: bool = False  # a real subprocess or signal, or a training run of its own: the full tier only (make test)
+    trained: bool = False  # reads the world's trained run (runs/r1, eval_r1): the full tier, where that run is built
+
+    @property
+    def full_tier(self) -> bool:
+        return self.slow or self.trained
 
 
 def expect_error(script: str, args: list[str], pattern: str, setup: Callable[[Path], None] | None = None,
@@ -440,10 +451,10 @@ def _lora_error_wording(world: Path) -> None:
 
 TRAIN_ROWS = [
     Row("t-ckpt-truncated-adapter", 11, "traceback", _ckpt_corrupt, slow=True),
-    Row("t-ckpt-all-bad", 11, "traceback", _ckpt_all_corrupt),
-    Row("t-resume-other-lora-r", 13, "traceback", _resume_other_r),
-    Row("t-resume-other-model-no-recipe", 14, "silent-wrong", _resume_other_model_no_recipe),
-    Row("t-resume-otherdir-relpath", 14, "misleading", _resume_relpath),
+    Row("t-ckpt-all-bad", 11, "traceback", _ckpt_all_corrupt, trained=True),
+    Row("t-resume-other-lora-r", 13, "traceback", _resume_other_r, trained=True),
+    Row("t-resume-other-model-no-recipe", 14, "silent-wrong", _resume_other_model_no_recipe, trained=True),
+    Row("t-resume-otherdir-relpath", 14, "misleading", _resume_relpath, trained=True),
     Row("t-sigkill-mid-resume (metrics)", 21, "silent-wrong", _trim_metrics),
     Row("t-readonly-out", 12, "traceback", _readonly_train),
     Row("t-lora-peft-error-wording", 20, "misleading", _lora_error_wording),
@@ -592,7 +603,7 @@ EVAL_ROWS = [
     Row("e-stale-eval-reuses + e-partial-truncated-line", 4, "silent-wrong", _eval_cache, slow=True),
     Row("e-partial-row-keys", 4, "silent-wrong", _eval_row_keys),
     Row("e-partial-truncated-line", 16, "traceback", _torn_partial),
-    Row("e-adapter-other-model-copied", 14, "silent-wrong", _adapter_copied_to_other_base),
+    Row("e-adapter-other-model-copied", 14, "silent-wrong", _adapter_copied_to_other_base, trained=True),
     Row("e-readonly-out", 12, "traceback", _readonly_eval),
     Row("b-metric-loss-sign", 17, "silent-wrong", _robustness_sign),
     Row("e-no-adapter (ok)", 0, "clear", expect_error(
@@ -992,7 +1003,7 @@ TRACEBACK_ROWS = [  # review 2, class 7: one clear line instead of a traceback
     Row("g-faiss-huge-ntotal", 7, "hang", _tampered_index(
         "huge", _huge_ntotal, r"rag/huge/index\.faiss does not hold the 1,000,000,000,000 vectors of dimension 384 its header announces"),
         review=2),
-    Row("x-export-truncated-adapter", 7, "traceback", _truncated_adapter_export, review=2),
+    Row("x-export-truncated-adapter", 7, "traceback", _truncated_adapter_export, review=2, trained=True),
     Row("y-deep-50000", 7, "traceback", expect_error(
         "prepare_data", ["--recipe", "deep.yaml"], r"deep\.yaml:1:\d+: malformed YAML: nested more than 100 levels deep",
         setup=lambda w: write(w / "deep.yaml", "model: " + "[" * 50_000 + "]" * 50_000 + "\n")), review=2),
@@ -1155,15 +1166,15 @@ def _wrong_rank(ckpt: Path) -> None:
 DISK_ROWS = [  # review 2, class 8: disk full outside the OSError net, damaged checkpoints
     Row("t-diskfull-train", 8, "traceback", _diskfull_checkpoint, review=2, slow=True),
     Row("t-diskfull-adapter-save", 8, "traceback", _diskfull_adapter, review=2, slow=True),
-    Row("x-export-diskfull", 8, "traceback", _diskfull_export, review=2),
+    Row("x-export-diskfull", 8, "traceback", _diskfull_export, review=2, trained=True),
     Row("df-rag", 8, "traceback", _diskfull_rag, review=2),
     Row("df-evaluate (no path)", 10, "misleading", _diskfull_eval_path, review=2),
     Row("r-rng-truncated", 8, "traceback", _damaged_checkpoint(_truncate("rng_state.pth"), "rng_state.pth unreadable", resume=True), review=2, slow=True),
-    Row("r-scheduler-truncated", 8, "traceback", _damaged_checkpoint(_truncate("scheduler.pt"), "scheduler.pt unreadable"), review=2),
+    Row("r-scheduler-truncated", 8, "traceback", _damaged_checkpoint(_truncate("scheduler.pt"), "scheduler.pt unreadable"), review=2, trained=True),
     Row("r-state-types", 8, "traceback", _damaged_checkpoint(
-        _state_types, "trainer_state.json field 'global_step' is str, expected int"), review=2),
+        _state_types, "trainer_state.json field 'global_step' is str, expected int"), review=2, trained=True),
     Row("r-wrong-rank-weights", 8, "traceback", _damaged_checkpoint(
-        _wrong_rank, "adapter_model.safetensors holds rank-8 LoRA weights"), review=2),
+        _wrong_rank, "adapter_model.safetensors holds rank-8 LoRA weights"), review=2, trained=True),
 ]
 
 def _poll(path: Path, proc, timeout: float = 300) -> None:
@@ -1357,7 +1368,7 @@ ROUND2_ROWS = [
     Row("b-out-user-files", 1, "data-loss", _out_with_user_files("robustness", ["--recipe", "tiny.yaml", "--adapter", "runs/r1",
                                                                               "--perturb", "casing"], "userrob", ("report.md",)), review=2),
     Row("d-out-user-files --overwrite", 1, "data-loss", _overwrite_keeps_user_files, review=2),
-    Row("e-out-run-folder", 1, "data-loss", _eval_into_run_folder, review=2),
+    Row("e-out-run-folder", 1, "data-loss", _eval_into_run_folder, review=2, trained=True),
     Row("path-symlink-overwrite-run", 9, "misleading", _symlinked_overwrite, review=2, slow=True),
 ]
 
@@ -1392,9 +1403,9 @@ TABLE = (DATA_ROWS + RECIPE_ROWS + TRAIN_ROWS + EVAL_ROWS + RAG_ROWS + ROUND2_RO
          + DISK_ROWS + LOW_ROWS + PLAN_ROWS)
 
 
-@pytest.mark.parametrize("row", [pytest.param(r, id=r.case, marks=[pytest.mark.slow] if r.slow else []) for r in TABLE])
-def test_hostile_input(row: Row, world: Path):
-    row.run(world)
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.case, marks=[pytest.mark.slow] if r.full_tier else []) for r in TABLE])
+def test_hostile_input(row: Row, request):
+    row.run(request.getfixturevalue("world" if row.full_tier else "data_world"))
 
 
 # ---------------------------------------------------------------- real subprocesses: the scripts as a user runs them
