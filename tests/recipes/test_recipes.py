@@ -1,5 +1,7 @@
 """Every recipe in recipes/ parses, resolves against the dataclasses, names its launch command, and dry-runs."""
 
+import io
+
 import pytest
 
 from gemma_fast.data.sources import is_url, local_paths
@@ -58,3 +60,19 @@ def test_recipe_prepares_data_in_its_format(name, tmp_path, tiny_model_dir):
     report = prepare(recipe, tmp_path / "out")
     assert report["kept"]["train"] > 0 and report["kept"]["test"] > 0
     assert report["records_in"] == sum(report["kept"].values()) + sum(report["dropped"].values())
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_plans_on_a_t4_without_loading_a_weight(name):
+    """`train_qlora.py --recipe NAME --plan --gpu t4`: the model built on the meta device, both estimates and verdicts."""
+    from rich.console import Console
+
+    from gemma_fast.plan.preflight import preflight, render
+
+    plan = preflight(load_recipe(name), "t4")
+    assert plan.device.name == "t4" and plan.arch.params.total > 0
+    assert plan.estimate.gib() > 0 and plan.eval_estimate.gib() > 0
+    assert {plan.verdict, plan.eval_verdict} <= {"fits", "tight", "does not fit"}
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(render(plan))
+    assert "t4" in console.export_text().lower()
