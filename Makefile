@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (only python3 needed):
 #   make demo   set up .venv, then prepare -> train -> evaluate the quickstart recipe on the embedded Gemma 3 270M
-#   make test   set up .venv and .venv-unsloth, then run the test suite (offline) in both:
+#   make test   set up .venv and .venv-unsloth, then run the test suite (offline) in both, side by side:
 #                 test-main     .venv: requirements.txt (transformers 5.23, trl 1.16), pytest tests
 #                 test-unsloth  .venv-unsloth: requirements.txt with requirements-gpu.txt's Python-level pins
 #                               (transformers 5.17, trl 1.15, unsloth --no-deps; no CUDA-only package), pytest
@@ -52,11 +52,18 @@ demo: setup
 	$(PY) scripts/train_qlora.py --recipe quickstart --out $(DEMO_RUN) --overwrite
 	$(PY) scripts/evaluate.py --recipe quickstart --adapter $(DEMO_RUN) --compare base
 
-# Both lanes always run; the exit status is the main lane's if it failed, else the Unsloth lane's (pytest's own
-# codes, so .ci/run still sees 5 for "no tests collected").
-test: setup setup-unsloth
-	@$(OFFLINE) $(PY) -m pytest -q tests; main=$$?; \
-	$(LANE_ENV) $(LANE_PY) -m pytest -q tests/unsloth_lane; lane=$$?; \
+# Both lanes always run, side by side: most of each is single-threaded Python (imports, tiny models, subprocess
+# launches), so on 2 cores they finish sooner together than one after the other (docs/benchmarks.md); the venvs are
+# built side by side too. The lane's output goes to .venv-unsloth/lane.log and is printed after the main lane's. The
+# exit status is the main lane's if it failed, else the lane's (pytest's own codes, so .ci/run still sees 5 for "no
+# tests collected").
+test:
+	@$(MAKE) --no-print-directory -j2 setup setup-unsloth
+	@$(LANE_ENV) $(LANE_PY) -m pytest -q tests/unsloth_lane > $(LANE)/lane.log 2>&1 & lane_pid=$$!; \
+	trap 'kill $$lane_pid 2>/dev/null' INT TERM; \
+	$(OFFLINE) $(PY) -m pytest -q tests; main=$$?; \
+	wait $$lane_pid; lane=$$?; \
+	echo "---- Unsloth CPU lane: tests/unsloth_lane in $(LANE), run beside the main lane ----"; cat $(LANE)/lane.log; \
 	echo "make test: main lane exit $$main, Unsloth CPU lane exit $$lane"; \
 	if [ $$main -ne 0 ]; then exit $$main; fi; exit $$lane
 
