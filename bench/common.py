@@ -14,6 +14,11 @@ LIBRARIES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate"
              "triton", "pyarrow", "datasets")
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: this machine is shared, so every timing says what else ran."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def library_versions(names=LIBRARIES) -> dict[str, str | None]:
     """Installed distribution versions (importlib.metadata: nothing is imported); None where absent."""
     versions = {}

@@ -20,12 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import save, shared_file, stamp  # noqa: E402
+from bench.common import load_average, save, shared_file, stamp  # noqa: E402
 KAGGLE_TEST = shared_file("data", "kaggle_docs", "kaggle_docs_QA_v2.json")
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def prompt_sets(recipe, n_kaggle: int) -> dict[str, list[dict]]:
@@ -46,13 +42,13 @@ def timed(generator, records: list[dict], settings) -> dict:
     fmt = generator.prompts
     prompts = [fmt.record_prompt(r) for r in records]
     generator.generate(prompts[:2], settings)  # warm-up, untimed
-    before = load()
+    before = load_average()
     start = time.perf_counter()
     answers = generator.generate(prompts, settings)
     seconds = time.perf_counter() - start
     tokens = sum(len(ids) for ids in fmt.encode_many([[Segment(a, False)] for a in answers]))
     return {"questions": len(prompts), "seconds": round(seconds, 1), "questions_per_s": round(len(prompts) / seconds, 3),
-            "answer_tokens": tokens, "answer_tokens_per_s": round(tokens / seconds, 1), "load_before": before, "load_after": load(),
+            "answer_tokens": tokens, "answer_tokens_per_s": round(tokens / seconds, 1), "load_before": before, "load_after": load_average(),
             "answers": answers}
 
 
@@ -80,7 +76,7 @@ def main() -> None:
     missing = [str(p) for p in ggufs.values() if not p.is_file()]
     if missing:
         sys.exit(f"eval_runtimes: no {', '.join(missing)}: export it first (train_qlora.py --export-only --gguf TYPE)")
-    start_load, results = load(), {}
+    start_load, results = load_average(), {}
 
     def measure(label: str, open_generator) -> None:
         started = time.perf_counter()
@@ -114,7 +110,7 @@ def main() -> None:
 
     save("eval_runtimes", stamp(device=f"CPU, {os.cpu_count()} cores", run=str(run), model=recipe.model, torch_threads=torch.get_num_threads(),
                                 max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size, batch_tokens=settings.batch_tokens,
-                                load_avg_start=start_load, load_avg_end=load(), results=results))
+                                load_avg_start=start_load, load_avg_end=load_average(), results=results))
 
 
 if __name__ == "__main__":

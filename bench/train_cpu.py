@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import save, stamp  # noqa: E402
+from bench.common import load_average, save, stamp  # noqa: E402
 
 KAGGLE = ROOT.parent / "shared" / "data" / "kaggle_docs"
 SHAPES = {  # name -> (recipe, prepare overrides, train overrides)
@@ -103,10 +103,6 @@ def run_path(path: str, recipe: str, sets: list[str], out: Path) -> dict:
             "loss_path": summary.get("loss_path")}
 
 
-def load_average() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="quickstart,kaggle_docs")
@@ -134,9 +130,9 @@ def main() -> None:
                 *args.set]
         results[shape] = {}
         for path in paths:
-            load_before = load_average()
+            load_before = load_average()[0]
             r = run_path(path, recipe, sets, work / shape / path)
-            r["load_average_before"], r["load_average_after"] = load_before, load_average()
+            r["load_average_before"], r["load_average_after"] = load_before, load_average()[0]
             results[shape][path] = r
             print(f"{shape:12s} {path:16s} {r['tokens_per_s']:7.1f} tok/s  {r['train_seconds']:6.1f} s for {r['steps']} steps "
                   f"({r['tokens']} tokens, precision {r['cpu_precision']}, load {load_before} -> {r['load_average_after']})", flush=True)

